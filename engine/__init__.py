@@ -1,0 +1,1 @@
+"""iotwatch engine: everything without a UI."""

@@ -1,0 +1,149 @@
+"""The alert record (SPEC §5): one range episode or one allow-list episode."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.catalogue import RuleType
+from engine.timestamps import US, format_duration, format_time
+
+OPEN = "open"
+RESOLVED = "resolved"
+
+
+class Alert:
+    """One alert. Range alerts cover windows ``first .. first + len(counts) - 1`` of ``size`` µs;
+    allow-list alerts cover the violations from ``start`` to ``end`` (µs)."""
+
+    __slots__ = (
+        "counts",
+        "device",
+        "first",
+        "group",
+        "id",
+        "max",
+        "min",
+        "occurrences",
+        "rule",
+        "severity",
+        "size",
+        "start",
+        "end",
+        "state",
+        "value",
+    )
+
+    def __init__(self, id: int, rule: RuleType, device: str, group: str, severity: str) -> None:
+        self.id = id
+        self.rule = rule
+        self.device = device
+        self.group = group
+        self.severity = severity
+        self.state = OPEN
+        self.value: str | None = None
+        self.start = 0
+        self.end = 0
+        # range
+        self.first = 0
+        self.size = 0
+        self.counts: list[int] = []
+        self.min = 0
+        self.max = 0
+        # allow-list
+        self.occurrences = 0
+
+    @property
+    def is_range(self) -> bool:
+        return self.rule.kind == "range"
+
+    def span_windows(self) -> None:
+        """Recompute ``start``/``end`` of a range alert from its windows."""
+        self.start = self.first * self.size
+        self.end = (self.first + len(self.counts)) * self.size
+
+    @property
+    def key(self) -> tuple[int, str, str, str]:
+        """The output order of SPEC §6: start, rule, device, value."""
+        return (self.start, self.rule.name, self.device, self.value or "")
+
+    def to_record(self) -> dict[str, Any]:
+        """The JSON form of SPEC §5."""
+        rule = self.rule
+        rec: dict[str, Any] = {
+            "rule": rule.name,
+            "type": rule.alert_type,
+            "name": rule.display_name,
+            "severity": self.severity,
+            "source": rule.source,
+            "device": self.device,
+            "group": self.group,
+            "start": format_time(self.start),
+            "end": format_time(self.end),
+            "state": self.state,
+        }
+        if self.is_range:
+            rec["window"] = format_duration(self.size // US)
+            rec["min"] = self.min
+            rec["max"] = self.max
+            rec["counts"] = list(self.counts)
+        else:
+            rec["value"] = self.value
+            rec["occurrences"] = self.occurrences
+        rec["description"] = rule.description
+        rec["remediation"] = rule.remediation
+        return rec
+
+    def __repr__(self) -> str:
+        return f"Alert({self.id}, {self.rule.name}, {self.device!r}, {self.to_record()})"
+
+
+class AlertBook:
+    """Every alert of a session, what changed since the store last took it, and who listens.
+
+    The listener, if any, gets ``(change, alert)`` with change ``opened``, ``updated``,
+    ``resolved`` or ``merged`` (an alert absorbed into an older one of the same key, which
+    a late event joined to it).
+    """
+
+    def __init__(self, listener: Any = None, first_id: int = 1) -> None:
+        self.next_id = first_id
+        self.alerts: dict[int, Alert] = {}
+        self.dirty: dict[int, Alert] = {}
+        self.removed: list[int] = []
+        self.listener = listener
+
+    def new(self, rule: RuleType, device: str, group: str, severity: str) -> Alert:
+        alert = Alert(self.next_id, rule, device, group, severity)
+        self.next_id += 1
+        return alert
+
+    def opened(self, alert: Alert) -> None:
+        self.alerts[alert.id] = alert
+        self.dirty[alert.id] = alert
+        if self.listener is not None:
+            self.listener("opened", alert)
+
+    def updated(self, alert: Alert) -> None:
+        self.dirty[alert.id] = alert
+        if self.listener is not None:
+            self.listener("updated", alert)
+
+    def resolved(self, alert: Alert) -> None:
+        alert.state = RESOLVED
+        self.dirty[alert.id] = alert
+        if self.listener is not None:
+            self.listener("resolved", alert)
+
+    def merged(self, absorbed: Alert, into: Alert) -> None:
+        del self.alerts[absorbed.id]
+        self.dirty.pop(absorbed.id, None)
+        self.removed.append(absorbed.id)
+        if self.listener is not None:
+            self.listener("merged", absorbed)
+        self.updated(into)
+
+    def take_changes(self) -> tuple[list[Alert], list[int]]:
+        """The alerts changed and the ids removed since the last call."""
+        dirty, removed = list(self.dirty.values()), self.removed
+        self.dirty, self.removed = {}, []
+        return dirty, removed

@@ -1,0 +1,255 @@
+"""The windowed evaluation engine: events in, alerts out (SPEC §4).
+
+Results depend only on the set of events of each stream and the order within each stream, not on
+how streams are interleaved or chunked: windows become final only behind the watermark, where no
+non-late event can still arrive, and allow-list episodes merge violations in any order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from engine import catalogue as c
+from engine.alert import Alert, AlertBook
+from engine.config import Config
+from engine.episode import AllowEpisodes, RangeTrack
+from engine.event import Event
+from engine.timestamps import US
+from engine.watermark import StreamClock, Watermark
+
+Matcher = Callable[[str], bool]
+
+
+class Plan:
+    """The enabled rules of one security group, keyed by rule id."""
+
+    __slots__ = ("allow", "name", "range")
+
+    def __init__(self, config: Config, key: str) -> None:
+        group = config.group(key)
+        self.name = group.name
+        self.range: dict[int, tuple[c.RuleType, int, int, int, str]] = {}
+        self.allow: dict[int, tuple[c.RuleType, Matcher, str]] = {}
+        for name, rule in group.range_rules.items():
+            if rule.enabled:
+                rt = c.BY_NAME[name]
+                self.range[rt.id] = (rt, rule.min, rule.max, rule.window * US, rule.severity)
+        for name, rule in group.allow_rules.items():
+            if rule.enabled:
+                rt = c.BY_NAME[name]
+                self.allow[rt.id] = (rt, rule.matcher.allows, rule.severity)
+
+
+class Device:
+    """What the engine knows of one device."""
+
+    __slots__ = ("declared", "events", "first", "id", "last", "name", "plan", "tracks")
+
+    def __init__(self, id: int, name: str, plan: Plan, declared: bool) -> None:
+        self.id = id
+        self.name = name
+        self.plan = plan
+        self.declared = declared
+        self.first: int | None = None  # known from (µs); None: not known yet
+        self.last: int | None = None  # latest non-late event time
+        self.events = 0
+        self.tracks: dict[int, RangeTrack] = {}
+
+
+class Evaluator:
+    """Evaluates the rules of a configuration over streams of events."""
+
+    def __init__(
+        self,
+        config: Config,
+        book: AlertBook | None = None,
+        first_device_id: int = 1,
+    ) -> None:
+        self.config = config
+        self.book = book if book is not None else AlertBook()
+        self.lateness = config.lateness * US
+        self.quiet = config.quiet * US
+        self.watermark = Watermark(self.lateness)
+        self.devices: dict[str, Device] = {}
+        self.plans: dict[str, Plan] = {}
+        self.allow: dict[tuple[int, str, str], AllowEpisodes] = {}
+        self.t_first: int | None = None
+        self.t_last: int | None = None
+        self.events = 0
+        self.late = 0
+        self.new_devices: list[Device] = []  # devices created since the store last took them
+        self._next_device_id = first_device_id
+
+    # -- streams ----------------------------------------------------------------------------------
+
+    def add_stream(self, name: str) -> StreamClock:
+        return self.watermark.add(name)
+
+    def finish_stream(self, stream: StreamClock) -> None:
+        """A replay input has ended: it no longer holds the watermark."""
+        stream.holding = False
+
+    # -- events -----------------------------------------------------------------------------------
+
+    def process(
+        self,
+        stream: StreamClock,
+        events: Iterable[Event],
+        rows: list[Any] | None = None,
+        stream_id: int = 0,
+    ) -> None:
+        """Evaluate ``events`` of ``stream`` in stream order; set ``late`` on each.
+
+        With ``rows``, append the store's row for each event.
+        """
+        lateness = self.lateness
+        devices = self.devices
+        unauthorized = c.UNAUTHORIZED
+        latest = stream.latest
+        n = late = 0
+        for ev in events:
+            n += 1
+            t = ev.time
+            dev = devices.get(ev.device)
+            if dev is None:
+                dev = self._device(ev.device)
+            if latest is not None and t < latest - lateness:
+                ev.late = True
+                late += 1
+                if ev.allow:
+                    self._allow(dev.plan, ev)
+            else:
+                if latest is None or t > latest:
+                    latest = stream.latest = t
+                if dev.first is None or t < dev.first:
+                    self._known(dev, t)
+                if dev.last is None or t > dev.last:
+                    dev.last = t
+                if self.t_last is None or t > self.t_last:
+                    self.t_last = t
+                dev.events += 1
+                if ev.rule or ev.unauthorized:
+                    tracks = dev.tracks
+                    first = tracks.get(ev.rule) if ev.rule else None
+                    second = tracks.get(unauthorized) if ev.unauthorized else None
+                    if (first is not None or second is not None) and not self._count(
+                        first, second, t, ev.weight
+                    ):
+                        ev.late = True
+                        late += 1
+                if ev.allow:
+                    self._allow(dev.plan, ev)
+            if rows is not None:
+                rows.append(
+                    (
+                        stream_id,
+                        ev.pos,
+                        t,
+                        dev.id,
+                        ev.name,
+                        ev.rule or None,
+                        1 if ev.unauthorized else 0,
+                        ev.allow or None,
+                        ev.value,
+                        ev.weight,
+                        1 if ev.late else 0,
+                        1 if ev.host_timed else 0,
+                    )
+                )
+        stream.events += n
+        stream.late += late
+        self.events += n
+        self.late += late
+
+    def _count(self, first: RangeTrack | None, second: RangeTrack | None, t: int, w: int) -> bool:
+        """Count into the event's windows; False when a window is already final (late)."""
+        for track in (first, second):
+            if track is None:
+                continue
+            index = t // track.size
+            if index != track.cur:
+                track.cur = index
+                mark = self.watermark.value(self.wall)
+                if mark is not None:
+                    track.finalize(mark // track.size)
+            if index < track.next:
+                return False
+        if first is not None:
+            first.add(t // first.size, w)
+        if second is not None:
+            second.add(t // second.size, w)
+        return True
+
+    wall: int | None = None  # the wall clock of a live session (µs); None in replay
+
+    def _allow(self, plan: Plan, ev: Event) -> None:
+        spec = plan.allow.get(ev.allow)
+        if spec is None:
+            return
+        rule, allows, severity = spec
+        value = ev.value or ""
+        if allows(value):
+            return
+        key = (ev.allow, ev.device, value)
+        episodes = self.allow.get(key)
+        if episodes is None:
+            episodes = self.allow[key] = AllowEpisodes(
+                self.book, rule, ev.device, value, plan.name, severity, self.quiet
+            )
+        episodes.violation(ev.time, ev.weight, self.wall)
+
+    # -- devices ----------------------------------------------------------------------------------
+
+    def _plan(self, device: str) -> Plan:
+        key = self.config.devices.group_of(device)
+        plan = self.plans.get(key)
+        if plan is None:
+            plan = self.plans[key] = Plan(self.config, key)
+        return plan
+
+    def _device(self, name: str) -> Device:
+        dev = Device(
+            self._next_device_id, name, self._plan(name), name in self.config.devices.declared
+        )
+        self._next_device_id += 1
+        self.devices[name] = dev
+        self.new_devices.append(dev)
+        return dev
+
+    def _known(self, dev: Device, t: int) -> None:
+        """``t`` is the earliest non-late event of ``dev`` so far (or of the whole input)."""
+        if self.t_first is None or t < self.t_first:
+            self.t_first = t
+            for name in self.config.devices.declared:
+                declared = self.devices.get(name) or self._device(name)
+                self._known_from(declared, t)
+        if dev.first is None or t < dev.first:
+            self._known_from(dev, t)
+
+    def _known_from(self, dev: Device, t: int) -> None:
+        if dev.first is None:
+            dev.first = t
+            book, name = self.book, dev.plan.name
+            for rule_id, (rule, lo, hi, size, severity) in dev.plan.range.items():
+                dev.tracks[rule_id] = RangeTrack(
+                    book, rule, dev.name, name, severity, lo, hi, size, t // size
+                )
+        elif t < dev.first:
+            dev.first = t
+            for track in dev.tracks.values():
+                track.known_from(t // track.size)
+
+    # -- closing ----------------------------------------------------------------------------------
+
+    def finish(self) -> list[Alert]:
+        """End of a replay: windows ending at or before ``T_last`` are complete; every alert's
+        state is decided against ``T_last``. Returns all alerts in SPEC order."""
+        t_last = self.t_last
+        if t_last is not None:
+            for dev in self.devices.values():
+                for track in dev.tracks.values():
+                    track.finalize(t_last // track.size)
+            for episodes in self.allow.values():
+                episodes.settle(t_last)
+        return sorted(self.book.alerts.values(), key=lambda a: a.key)

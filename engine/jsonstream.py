@@ -1,0 +1,191 @@
+"""A JSON-lines stream: framing, format sniffing and decoding into events, incrementally.
+
+Bytes arrive in arbitrary pieces; a partial last line waits for its newline. A record is a line,
+or a pretty-printed document that opens with ``{``/``[`` at column 0 and closes at column 0 (as
+``az iot hub monitor-events`` prints them).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from engine.event import MAX_LINE, MAX_RAW, Bad, Event
+from engine.formats import hub_events, hub_log, security_messages
+from engine.formats.common import BadRecord
+
+FORMATS = (hub_log.NAME, hub_events.NAME, security_messages.NAME)
+_SNIFF_ORDER = (hub_log, hub_events, security_messages)
+
+
+def sniff(obj: Any) -> str | None:
+    """The format a parsed record belongs to, or None."""
+    for module in _SNIFF_ORDER:
+        if module.sniff(obj):
+            return module.NAME
+    return None
+
+
+class JsonStream:
+    """Decodes one JSON-lines stream. Results accumulate in ``events`` and ``bad``.
+
+    ``offset`` is the absolute position of the first byte not yet consumed (the kept partial line
+    starts there).
+    """
+
+    def __init__(self, fmt: str | None = None, offset: int = 0) -> None:
+        if fmt is not None and fmt not in FORMATS:
+            raise ValueError(f"unknown format {fmt!r}")
+        self.format = fmt
+        self.offset = offset
+        self.records = 0
+        self.events: list[Event] = []
+        self.bad: list[Bad] = []
+        self._buf = b""
+        self._skipping = False  # inside an over-long line, dropping bytes until its newline
+        self._doc: list[bytes] = []  # lines of a multi-line document being collected
+        self._doc_pos = 0
+        self._doc_len = 0
+
+    def feed(self, data: bytes) -> None:
+        """Consume ``data``; complete lines are decoded, a partial last line is kept."""
+        buf = self._buf + data if self._buf else data
+        base = self.offset
+        start = 0
+        find = buf.find
+        while (nl := find(b"\n", start)) >= 0:
+            if self._skipping:
+                self._skipping = False
+            else:
+                self._line(buf[start:nl], base + start)
+            start = nl + 1
+        if self._skipping:
+            start = len(buf)
+        elif len(buf) - start > MAX_LINE:
+            self.records += 1
+            self.bad.append(Bad(base + start, "line over 1 MiB", buf[start : start + MAX_RAW]))
+            self._skipping = True
+            start = len(buf)
+        self.offset = base + start
+        self._buf = buf[start:]
+
+    @property
+    def resume_offset(self) -> int:
+        """Where a restart must begin so that nothing is lost: before any record not yet whole."""
+        return self._doc_pos if self._doc else self.offset
+
+    def finish(self) -> None:
+        """End of input: a last line without newline is a record too; a pending document is bad."""
+        if self._buf:
+            buf, self._buf = self._buf, b""
+            self._line(buf, self.offset)
+            self.offset += len(buf)
+        self._skipping = False
+        self._flush_doc("unterminated JSON document")
+
+    @property
+    def pending(self) -> int:
+        """Bytes held back in a partial line."""
+        return len(self._buf)
+
+    def take(self) -> tuple[list[Event], list[Bad]]:
+        """Hand over the decoded events and bad records and start new lists."""
+        events, bad = self.events, self.bad
+        self.events, self.bad = [], []
+        return events, bad
+
+    # -- records ------------------------------------------------------------------------------
+
+    def _line(self, line: bytes, pos: int) -> None:
+        if self._doc:
+            self._doc_line(line, pos)
+            return
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if not line.strip():
+            return
+        if len(line) > MAX_LINE:
+            self.records += 1
+            self.bad.append(Bad(pos, "line over 1 MiB", line[:MAX_RAW]))
+            return
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            if line[:1] in (b"{", b"[") and str(exc).startswith("unexpected end of data"):
+                self._doc = [line]
+                self._doc_pos = pos
+                self._doc_len = len(line)
+                return
+            self.records += 1
+            self.bad.append(Bad(pos, _json_reason(exc), line[:MAX_RAW]))
+            return
+        self._record(obj, pos, line)
+
+    def _doc_line(self, line: bytes, pos: int) -> None:
+        if line[:1] in (b"{", b"["):
+            # A new document at column 0: the one being collected was truncated.
+            self._flush_doc("truncated JSON document")
+            self._line(line, pos)
+            return
+        self._doc.append(line)
+        self._doc_len += len(line) + 1
+        if self._doc_len > MAX_LINE:
+            self._flush_doc("document over 1 MiB")
+            return
+        if line[:1] in (b"}", b"]"):
+            text = b"\n".join(self._doc)
+            try:
+                obj = orjson.loads(text)
+            except orjson.JSONDecodeError:
+                return
+            self._doc = []
+            self._record(obj, self._doc_pos, text)
+
+    def _flush_doc(self, reason: str) -> None:
+        if self._doc:
+            text = b"\n".join(self._doc)
+            self.records += 1
+            self.bad.append(Bad(self._doc_pos, reason, text[:MAX_RAW]))
+            self._doc = []
+
+    def _record(self, obj: Any, pos: int, raw: bytes) -> None:
+        fmt = self.format
+        if fmt is None:
+            fmt = sniff(obj)
+            if fmt is None:
+                self.records += 1
+                self.bad.append(Bad(pos, "unknown format", raw[:MAX_RAW]))
+                return
+            self.format = fmt
+        events = self.events
+        if fmt == hub_events.NAME:
+            self.records += 1
+            try:
+                hub_events.decode(obj, pos, events)
+            except BadRecord as exc:
+                self.bad.append(Bad(pos, str(exc), raw[:MAX_RAW]))
+        elif fmt == hub_log.NAME:
+            for index, record in enumerate(hub_log.records_of(obj)):
+                self.records += 1
+                try:
+                    hub_log.decode(record, pos, events)
+                except BadRecord as exc:
+                    reason = str(exc) if record is obj else f"records[{index}]: {exc}"
+                    self.bad.append(Bad(pos, reason, raw[:MAX_RAW]))
+        else:
+            self.records += 1
+            bad: list[tuple[int, str]] = []
+            try:
+                security_messages.decode(obj, pos, events, bad)
+            except BadRecord as exc:
+                self.bad.append(Bad(pos, str(exc), raw[:MAX_RAW]))
+            for _index, reason in bad:
+                self.bad.append(Bad(pos, reason, raw[:MAX_RAW]))
+
+
+def _json_reason(exc: orjson.JSONDecodeError) -> str:
+    text = str(exc)
+    if "UTF-8" in text:
+        return "invalid UTF-8"
+    return "bad JSON: " + text.split(":", 1)[0]

@@ -1,0 +1,245 @@
+"""Replay: evaluate finished inputs (files and serial captures) and optionally store everything.
+
+Inputs are read interleaved, always advancing the stream that is furthest behind in event time,
+so the watermark moves and finished windows leave memory early. The result does not depend on
+that order (see ``engine.evaluator``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from engine.alert import Alert
+from engine.capture import CaptureStream
+from engine.config import Config
+from engine.event import Bad, ConsoleLine, Event
+from engine.evaluator import Evaluator
+from engine.jsonstream import FORMATS, JsonStream
+from engine.store import Batch, Store
+from engine.watermark import StreamClock
+
+CAPTURE = "serial-capture"
+CHUNK = 256 * 1024
+BATCH_ROWS = 20_000
+
+
+class InputError(Exception):
+    """An input cannot be opened; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class InputSpec:
+    """One replay input: a path and its forced format (None: sniffed)."""
+
+    path: str
+    format: str | None
+
+    @classmethod
+    def parse(cls, text: str) -> InputSpec:
+        """``PATH`` or ``FORMAT:PATH`` (FORMAT: hub-log, hub-events, security-messages,
+        serial-capture)."""
+        head, sep, rest = text.partition(":")
+        if sep and (head in FORMATS or head == CAPTURE):
+            return cls(rest, head)
+        return cls(text, None)
+
+
+class Decoder(Protocol):
+    format: str | None
+    records: int
+    offset: int
+
+    def feed(self, data: bytes) -> None: ...
+    def finish(self) -> None: ...
+    def take(self) -> tuple[list[Event], list[Bad]]: ...
+
+
+@dataclass
+class Summary:
+    """What a replay read and raised."""
+
+    records: int = 0
+    events: int = 0
+    late: int = 0
+    quarantined: Counter[str] = field(default_factory=Counter)
+    alerts: Counter[str] = field(default_factory=Counter)
+    console: int = 0
+
+    def lines(self) -> list[str]:
+        out = [
+            f"records {self.records}, events {self.events}, late {self.late}, "
+            f"quarantined {sum(self.quarantined.values())}, alerts {sum(self.alerts.values())}"
+        ]
+        for reason, n in sorted(self.quarantined.items(), key=lambda kv: (-kv[1], kv[0])):
+            out.append(f"  quarantined {n:>8}  {reason}")
+        for rule, n in sorted(self.alerts.items()):
+            out.append(f"  alerts      {n:>8}  {rule}")
+        return out
+
+
+@dataclass(eq=False)
+class _Input:
+    spec: InputSpec
+    decoder: Decoder
+    clock: StreamClock
+    file: object
+    size: int
+    stream_id: int = 0
+    done: bool = False
+    read: int = 0
+    quarantined: int = 0
+
+
+def open_decoder(spec: InputSpec) -> Decoder:
+    if spec.format == CAPTURE:
+        mtime = int(os.stat(spec.path).st_mtime * 1_000_000)
+        return CaptureStream(host_time=mtime)
+    return JsonStream(spec.format)
+
+
+async def replay(
+    config: Config,
+    specs: Sequence[InputSpec],
+    db: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[list[Alert], Summary]:
+    """Evaluate ``specs`` under ``config``; store everything in ``db`` when given."""
+    evaluator = Evaluator(config)
+    inputs: list[_Input] = []
+    try:
+        for spec in specs:
+            try:
+                f = open(spec.path, "rb")  # noqa: SIM115 - closed in the finally below
+            except OSError as exc:
+                raise InputError(f"{spec.path}: {exc.strerror}") from None
+            size = os.fstat(f.fileno()).st_size
+            inputs.append(_Input(spec, open_decoder(spec), evaluator.add_stream(spec.path), f, size))
+        store = await Store.open(db) if db else None
+        try:
+            return await _run(evaluator, inputs, store, config, progress)
+        finally:
+            if store is not None:
+                await store.close()
+    finally:
+        for item in inputs:
+            item.file.close()  # type: ignore[attr-defined]
+
+
+async def _run(evaluator: Evaluator, inputs: list[_Input], store: Store | None, config: Config,
+               progress: Callable[[int, int], None] | None) -> tuple[list[Alert], Summary]:
+    summary = Summary()
+    writer = _Writer(store) if store is not None else None
+    if store is not None:
+        if await store.count("events"):
+            raise InputError(f"{store.path}: the database already holds events; use a new file")
+        await store.save_config(config)
+        for item in inputs:
+            kind = "capture" if item.spec.format == CAPTURE else "file"
+            item.stream_id = await store.add_stream(kind, item.decoder.format, item.spec.path)
+    total = sum(i.size for i in inputs)
+    done_bytes = 0
+    batch = Batch()
+    # Streams furthest behind in event time go first; those not started yet before all.
+    heap = [(-1, n, item) for n, item in enumerate(inputs)]
+    heapq.heapify(heap)
+    last_progress = time.monotonic()
+    while heap:
+        _, n, item = heapq.heappop(heap)
+        data = item.file.read(CHUNK)  # type: ignore[attr-defined]
+        decoder = item.decoder
+        if data:
+            decoder.feed(data)
+            item.read += len(data)
+            done_bytes += len(data)
+        else:
+            decoder.finish()
+            item.done = True
+        _drain(evaluator, item, batch, summary, store is not None)
+        if item.done:
+            evaluator.finish_stream(item.clock)
+            summary.records += decoder.records
+        else:
+            latest = item.clock.latest
+            heapq.heappush(heap, (latest if latest is not None else -1, n, item))
+        if writer is not None and len(batch) >= BATCH_ROWS:
+            batch = await _flush(writer, evaluator, inputs, batch)
+        if progress is not None and time.monotonic() - last_progress > 0.5:
+            last_progress = time.monotonic()
+            progress(done_bytes, total)
+    alerts = evaluator.finish()
+    summary.events = evaluator.events
+    summary.late = evaluator.late
+    for alert in alerts:
+        summary.alerts[alert.rule.name] += 1
+    if writer is not None:
+        batch = await _flush(writer, evaluator, inputs, batch, final=True)
+        await writer.close()
+    return alerts, summary
+
+
+def _drain(evaluator: Evaluator, item: _Input, batch: Batch, summary: Summary, keep: bool) -> None:
+    events, bad = item.decoder.take()
+    evaluator.process(item.clock, events, batch.events if keep else None, item.stream_id)
+    item.quarantined += len(bad)
+    for b in bad:
+        summary.quarantined[b.reason if not b.reason.startswith("Events[") else
+                            b.reason.split(": ", 1)[1]] += 1
+    if keep and bad:
+        batch.bad.extend((item.stream_id, b.pos, b.reason, b.raw) for b in bad)
+    take_console = getattr(item.decoder, "take_console", None)
+    if take_console is not None:
+        lines: list[ConsoleLine] = take_console()
+        summary.console += len(lines)
+        if keep:
+            host = item.decoder.host_time  # type: ignore[attr-defined]
+            batch.console.extend((item.stream_id, ln.pos, host, ln.text) for ln in lines)
+
+
+async def _flush(writer: _Writer, evaluator: Evaluator, inputs: list[_Input], batch: Batch,
+                 final: bool = False) -> Batch:
+    devices = evaluator.devices.values() if final else evaluator.new_devices
+    batch.devices = [(d.id, d.name, evaluator.config.devices.group_of(d.name), int(d.declared),
+                      d.first, d.last) for d in devices]
+    evaluator.new_devices = []
+    batch.alerts, batch.removed = evaluator.book.take_changes()
+    batch.streams = [
+        (i.decoder.offset, i.decoder.records, i.clock.events, i.clock.late,
+         i.quarantined, i.clock.latest, i.decoder.format, "done" if i.done else "open", i.stream_id)
+        for i in inputs
+    ]
+    await writer.put(batch)
+    return Batch()
+
+
+class _Writer:
+    """Writes batches in order on the store's thread while the caller decodes the next one."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=2)
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while (batch := await self.queue.get()) is not None:
+            await self.store.write(batch)
+
+    async def put(self, batch: Batch) -> None:
+        if self.task.done():
+            self.task.result()  # re-raise the writer's error
+        await self.queue.put(batch)
+
+    async def close(self) -> None:
+        await self.queue.put(None)
+        await self.task
+
+
+def input_size(paths: Sequence[str]) -> int:
+    return sum(Path(p).stat().st_size for p in paths)

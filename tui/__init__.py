@@ -1,0 +1,1 @@
+"""iotwatch console (Textual) and command line."""

@@ -1,0 +1,125 @@
+"""The ``iotwatch`` command line.
+
+Commands that need no console never import Textual, so they start fast and run headless.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import orjson
+
+from engine.azure_groups import dump_azure_groups, groups_to_toml, load_azure_groups, merge_groups
+from engine.config import Config, ConfigError, load_config
+from engine.replay import InputError, InputSpec, replay
+from engine.store import StoreError
+
+DEFAULT_CONFIG = "iotwatch.toml"
+
+
+class UsageError(Exception):
+    """A usage or configuration problem: one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="iotwatch",
+        description="Local custom security alerts for IoT Hub logs, security-agent messages "
+        "and Azure RTOS boards.",
+    )
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    rp = sub.add_parser("replay", help="evaluate finished inputs; alerts as JSON lines on stdout")
+    rp.add_argument("--config", metavar="F", help="iotwatch.toml (default: ./iotwatch.toml if present)")
+    rp.add_argument("--groups", metavar="AZURE.json", action="append", default=[],
+                    help="Azure deviceSecurityGroups JSON; replaces same-named groups")
+    rp.add_argument("--db", metavar="F", help="store events, quarantine and alerts in this SQLite file")
+    rp.add_argument("inputs", nargs="+", metavar="INPUT",
+                    help="a file, or FORMAT:PATH (hub-log, hub-events, security-messages, "
+                    "serial-capture)")
+
+    gp = sub.add_parser("groups", help="Azure deviceSecurityGroups JSON round trip")
+    gsub = gp.add_subparsers(dest="action", parser_class=_Parser, required=True)
+    gi = gsub.add_parser("import", help="Azure JSON → TOML [groups] tables on stdout")
+    gi.add_argument("file", metavar="AZURE.json")
+    ge = gsub.add_parser("export", help="the configuration's groups → Azure JSON on stdout")
+    ge.add_argument("--config", metavar="F")
+    ge.add_argument("--groups", metavar="AZURE.json", action="append", default=[])
+    return parser
+
+
+def load(config_path: str | None, groups: Sequence[str]) -> Config:
+    """The configuration: ``config_path``, else ./iotwatch.toml if present, plus Azure groups."""
+    if config_path is None and Path(DEFAULT_CONFIG).exists():
+        config_path = DEFAULT_CONFIG
+    config = load_config(config_path) if config_path else Config.default()
+    for path in groups:
+        config = merge_groups(config, load_azure_groups(path))
+    return config
+
+
+def _progress(done: int, total: int) -> None:
+    pct = 100 * done / total if total else 100
+    sys.stderr.write(f"\rreplay: {done / 1e6:,.1f} of {total / 1e6:,.1f} MB ({pct:.0f}%)")
+    sys.stderr.flush()
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    config = load(args.config, args.groups)
+    specs = [InputSpec.parse(text) for text in args.inputs]
+    progress = _progress if sys.stderr.isatty() else None
+    alerts, summary = asyncio.run(replay(config, specs, db=args.db, progress=progress))
+    if progress is not None:
+        sys.stderr.write("\r\033[K")
+    out = sys.stdout.buffer
+    for alert in alerts:
+        out.write(orjson.dumps(alert.to_record()) + b"\n")
+    out.flush()
+    for line in summary.lines():
+        print(line, file=sys.stderr)
+    return 0
+
+
+def cmd_groups(args: argparse.Namespace) -> int:
+    if args.action == "import":
+        sys.stdout.write(groups_to_toml(load_azure_groups(args.file)))
+        return 0
+    config = load(args.config, args.groups)
+    sys.stdout.buffer.write(
+        orjson.dumps(dump_azure_groups(config.groups.values()), option=orjson.OPT_INDENT_2) + b"\n"
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``iotwatch`` script."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command == "replay":
+            return cmd_replay(args)
+        if args.command == "groups":
+            return cmd_groups(args)
+        parser.print_help()
+        return 0
+    except (UsageError, ConfigError, InputError, StoreError) as exc:
+        print(f"iotwatch: {exc}" if not str(exc).startswith("iotwatch") else str(exc),
+              file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
