@@ -18,6 +18,7 @@ class Alert:
     __slots__ = (
         "counts",
         "device",
+        "end",
         "first",
         "group",
         "id",
@@ -28,7 +29,6 @@ class Alert:
         "severity",
         "size",
         "start",
-        "end",
         "state",
         "value",
     )

@@ -65,8 +65,9 @@ class CaptureStream:
             return
         bad: list[tuple[int, str]] = []
         try:
-            security_messages.decode_message(message, device, frame.pos, self.events, bad,
-                                             self.host_time)
+            security_messages.decode_message(
+                message, device, frame.pos, self.events, bad, self.host_time
+            )
         except BadRecord as exc:
             self.bad.append(Bad(frame.pos, str(exc), _raw(message)))
         for _index, reason in bad:

@@ -34,7 +34,9 @@ class RuleType:
         return self.kind == "range"
 
 
-def _range(i: int, name: str, source: str, what: str, description: str, remediation: str) -> RuleType:
+def _range(
+    i: int, name: str, source: str, what: str, description: str, remediation: str
+) -> RuleType:
     display = f"Custom alert - The number of {what} is outside the allowed range"
     return RuleType(i, name, "range", source, display, description, remediation)
 
@@ -49,42 +51,57 @@ _CHECK_CLIENT = (
 _rules: list[RuleType] = []
 for _off, _p in enumerate(PROTOCOLS):
     _t = _PROTO_TITLE[_p]
-    _rules.append(_range(
-        1 + _off, f"{_p.capitalize()}C2DMessagesNotInAllowedRange", HUB,
-        f"cloud to device messages in {_t} protocol",
-        f"The number of cloud-to-device messages delivered to the device over {_t} in the time "
-        "window is outside the range set for its security group. An unexpected burst or silence "
-        "of commands can mean a misbehaving back end, a replayed command stream or a device that "
-        "has dropped off its service.",
-        _CHECK_CLIENT.format(p=_t),
-    ))
+    _rules.append(
+        _range(
+            1 + _off,
+            f"{_p.capitalize()}C2DMessagesNotInAllowedRange",
+            HUB,
+            f"cloud to device messages in {_t} protocol",
+            f"The number of cloud-to-device messages delivered to the device over {_t} in the time "
+            "window is outside the range set for its security group. An unexpected burst or silence "
+            "of commands can mean a misbehaving back end, a replayed command stream or a device that "
+            "has dropped off its service.",
+            _CHECK_CLIENT.format(p=_t),
+        )
+    )
 for _off, _p in enumerate(PROTOCOLS):
     _t = _PROTO_TITLE[_p]
-    _rules.append(_range(
-        4 + _off, f"{_p.capitalize()}C2DRejectedMessagesNotInAllowedRange", HUB,
-        f"rejected cloud to device messages in {_t} protocol",
-        f"The number of cloud-to-device messages over {_t} that the device rejected in the time "
-        "window is outside the allowed range. A device that rejects commands it used to accept "
-        "may be running other firmware, be misconfigured, or be refusing tampered messages.",
-        "Compare the rejected messages with what the back end meant to send, check the device's "
-        "firmware version and logs for why it rejects them, and verify that the sender is "
-        "legitimate before widening the range.",
-    ))
+    _rules.append(
+        _range(
+            4 + _off,
+            f"{_p.capitalize()}C2DRejectedMessagesNotInAllowedRange",
+            HUB,
+            f"rejected cloud to device messages in {_t} protocol",
+            f"The number of cloud-to-device messages over {_t} that the device rejected in the time "
+            "window is outside the allowed range. A device that rejects commands it used to accept "
+            "may be running other firmware, be misconfigured, or be refusing tampered messages.",
+            "Compare the rejected messages with what the back end meant to send, check the device's "
+            "firmware version and logs for why it rejects them, and verify that the sender is "
+            "legitimate before widening the range.",
+        )
+    )
 for _off, _p in enumerate(PROTOCOLS):
     _t = _PROTO_TITLE[_p]
-    _rules.append(_range(
-        7 + _off, f"{_p.capitalize()}D2CMessagesNotInAllowedRange", HUB,
-        f"device to cloud messages in {_t} protocol",
-        f"The number of device-to-cloud messages the device sent over {_t} in the time window is "
-        "outside the allowed range. Too many can mean a flooding or compromised device or data "
-        "being carried off; too few can mean a stalled, disconnected or tampered device.",
-        "Look at the device's telemetry rate and recent changes (firmware, configuration, "
-        "network); isolate it if the traffic is not explained, and adjust the range if the new "
-        "rate is legitimate.",
-    ))
+    _rules.append(
+        _range(
+            7 + _off,
+            f"{_p.capitalize()}D2CMessagesNotInAllowedRange",
+            HUB,
+            f"device to cloud messages in {_t} protocol",
+            f"The number of device-to-cloud messages the device sent over {_t} in the time window is "
+            "outside the allowed range. Too many can mean a flooding or compromised device or data "
+            "being carried off; too few can mean a stalled, disconnected or tampered device.",
+            "Look at the device's telemetry rate and recent changes (firmware, configuration, "
+            "network); isolate it if the traffic is not explained, and adjust the range if the new "
+            "rate is legitimate.",
+        )
+    )
 _rules += [
     _range(
-        10, "DirectMethodInvokesNotInAllowedRange", HUB, "direct method invokes",
+        10,
+        "DirectMethodInvokesNotInAllowedRange",
+        HUB,
+        "direct method invokes",
         "The number of direct methods invoked on the device in the time window is outside the "
         "allowed range. Unplanned method calls can be an attacker operating the device through "
         "the hub.",
@@ -92,21 +109,30 @@ _rules += [
         "were planned; rotate the hub's access keys if an unknown caller is involved.",
     ),
     _range(
-        11, "FileUploadsNotInAllowedRange", HUB, "file uploads",
+        11,
+        "FileUploadsNotInAllowedRange",
+        HUB,
+        "file uploads",
         "The number of files the device uploaded in the time window is outside the allowed range. "
         "Unexpected uploads can be data exfiltration; missing ones, a broken collection job.",
         "Inspect the uploaded blobs and the process on the device that uploads them; revoke the "
         "device's credentials if the uploads are not its own.",
     ),
     _range(
-        12, "QueuePurgesNotInAllowedRange", HUB, "command queue purges",
+        12,
+        "QueuePurgesNotInAllowedRange",
+        HUB,
+        "command queue purges",
         "The number of purges of the device's cloud-to-device command queue in the time window "
         "is outside the allowed range. Purging hides or drops commands meant for the device.",
         "Check which service identity purged the queue and why; restrict the permissions that "
         "allow purging if the caller is not expected.",
     ),
     _range(
-        13, "TwinUpdatesNotInAllowedRange", HUB, "module twin updates",
+        13,
+        "TwinUpdatesNotInAllowedRange",
+        HUB,
+        "module twin updates",
         "The number of twin updates (device or module twin, by the device or by a service) in the "
         "time window is outside the allowed range. Twin changes reconfigure devices; an unusual "
         "number can be tampering or a runaway deployment.",
@@ -114,7 +140,10 @@ _rules += [
         "desired properties and restrict write access to the twin.",
     ),
     _range(
-        14, "UnauthorizedOperationsNotInAllowedRange", HUB, "unauthorized operations",
+        14,
+        "UnauthorizedOperationsNotInAllowedRange",
+        HUB,
+        "unauthorized operations",
         "The number of operations on or by the device that failed as unauthorized (401) in the "
         "time window is outside the allowed range. Repeated authorization failures suggest "
         "credential guessing, expired or revoked credentials, or a cloned device.",
@@ -122,7 +151,10 @@ _rules += [
         "and block the source if the attempts are hostile.",
     ),
     _range(
-        15, "ActiveConnectionsNotInAllowedRange", AGENT, "active connections",
+        15,
+        "ActiveConnectionsNotInAllowedRange",
+        AGENT,
+        "active connections",
         "The number of network connections the device opened or accepted in the time window, as "
         "reported by its security agent, is outside the allowed range. A jump can be scanning, "
         "a backdoor or malware calling out.",
@@ -130,14 +162,20 @@ _rules += [
         "compare them with its normal behaviour; isolate the device if they are not explained.",
     ),
     _range(
-        16, "FailedLocalLoginsNotInAllowedRange", AGENT, "failed local logins",
+        16,
+        "FailedLocalLoginsNotInAllowedRange",
+        AGENT,
+        "failed local logins",
         "The number of failed local logins on the device in the time window is outside the "
         "allowed range. Many failures suggest password guessing on the device.",
         "Find the accounts and origins of the failed logins, lock or rename targeted accounts, "
         "enforce strong credentials and disable unused login services.",
     ),
     RuleType(
-        17, "ConnectionToIpNotAllowed", "allowlist", AGENT,
+        17,
+        "ConnectionToIpNotAllowed",
+        "allowlist",
+        AGENT,
         "Custom alert - Outbound connection created to an IP that isn't allowed",
         "The device opened a connection to an address outside the allow-list of its security "
         "group. Devices usually talk to a few known endpoints; a new destination can be "
@@ -147,7 +185,10 @@ _rules += [
         "legitimate.",
     ),
     RuleType(
-        18, "ConnectionFromIpNotAllowed", "allowlist", AGENT,
+        18,
+        "ConnectionFromIpNotAllowed",
+        "allowlist",
+        AGENT,
         "Custom alert - Inbound connection created from an IP that isn't allowed",
         "The device accepted a connection from an address outside the allow-list of its "
         "security group. Unexpected inbound connections can be remote access by an intruder.",
@@ -155,7 +196,10 @@ _rules += [
         "the address, or add it to the allow-list if it is legitimate.",
     ),
     RuleType(
-        19, "LocalUserNotAllowed", "allowlist", AGENT,
+        19,
+        "LocalUserNotAllowed",
+        "allowlist",
+        AGENT,
         "Custom alert - A local user that isn't allowed logged in to the device",
         "A user that is not on the group's allow-list logged in to the device. New or unknown "
         "accounts logging in can mean a compromised device or a backdoor account.",
@@ -163,7 +207,10 @@ _rules += [
         "expected, or add it to the allow-list if it is.",
     ),
     RuleType(
-        20, "ProcessNotAllowed", "allowlist", AGENT,
+        20,
+        "ProcessNotAllowed",
+        "allowlist",
+        AGENT,
         "Custom alert - A process that isn't allowed was executed",
         "A process that is not on the group's allow-list was started on the device. Unknown "
         "executables can be malware, tooling left by an intruder or an unapproved update.",
@@ -180,7 +227,9 @@ ALLOWLIST_RULES: tuple[RuleType, ...] = tuple(r for r in RULE_TYPES if r.kind ==
 
 # Rule ids the decoders use.
 C2D = {p: BY_NAME[f"{p.capitalize()}C2DMessagesNotInAllowedRange"].id for p in PROTOCOLS}
-C2D_REJECTED = {p: BY_NAME[f"{p.capitalize()}C2DRejectedMessagesNotInAllowedRange"].id for p in PROTOCOLS}
+C2D_REJECTED = {
+    p: BY_NAME[f"{p.capitalize()}C2DRejectedMessagesNotInAllowedRange"].id for p in PROTOCOLS
+}
 D2C = {p: BY_NAME[f"{p.capitalize()}D2CMessagesNotInAllowedRange"].id for p in PROTOCOLS}
 DIRECT_METHODS = 10
 FILE_UPLOADS = 11

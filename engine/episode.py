@@ -71,27 +71,32 @@ class RangeTrack:
         count = pending.get(index, 0) + weight
         pending[index] = count
         if count > self.max:
-            for alert in self.alerts:
-                offset = index - alert.first
-                if 0 <= offset < len(alert.counts):
-                    alert.counts[offset] = count
-                    self.book.updated(alert)
-                    return
-            self._raise_early()
+            self.above_max(index, count)
+
+    def above_max(self, index: int, count: int) -> None:
+        """Pending window ``index`` has reached ``count`` above ``max``: raise or update its alert."""
+        for alert in self.alerts:
+            offset = index - alert.first
+            if 0 <= offset < len(alert.counts):
+                alert.counts[offset] = count
+                self.book.updated(alert)
+                return
+        self._raise_early()
 
     def finalize(self, upto: int) -> None:
         """Make windows ``next .. upto - 1`` final."""
+        if self.next >= upto:
+            return
         pending = self.pending
-        while self.next < upto:
-            index = self.next
-            if index in pending:
+        if pending:
+            for index in sorted(i for i in pending if i < upto):
+                if index > self.next:
+                    self._final_zeros(self.next, index - self.next)
                 self._final(index, pending.pop(index))
                 self.next = index + 1
-                continue
-            # A gap of windows with no events: all have count 0.
-            stop = min((i for i in pending if i < upto), default=upto)
-            self._final_zeros(index, stop - index)
-            self.next = stop
+        if self.next < upto:
+            self._final_zeros(self.next, upto - self.next)
+            self.next = upto
 
     # -- internals --------------------------------------------------------------------------------
 

@@ -129,15 +129,35 @@ class Evaluator:
                 if self.t_last is None or t > self.t_last:
                     self.t_last = t
                 dev.events += 1
-                if ev.rule or ev.unauthorized:
+                rule = ev.rule
+                if ev.unauthorized:
                     tracks = dev.tracks
-                    first = tracks.get(ev.rule) if ev.rule else None
-                    second = tracks.get(unauthorized) if ev.unauthorized else None
+                    first = tracks.get(rule) if rule else None
+                    second = tracks.get(unauthorized)
                     if (first is not None or second is not None) and not self._count(
                         first, second, t, ev.weight
                     ):
                         ev.late = True
                         late += 1
+                elif rule:
+                    # The common case, inlined: one window of one rule.
+                    track = dev.tracks.get(rule)
+                    if track is not None:
+                        index = t // track.size
+                        if index != track.cur:
+                            track.cur = index
+                            mark = self.watermark.value(self.wall)
+                            if mark is not None:
+                                track.finalize(mark // track.size)
+                        if index < track.next:
+                            ev.late = True
+                            late += 1
+                        else:
+                            pending = track.pending
+                            count = pending.get(index, 0) + ev.weight
+                            pending[index] = count
+                            if count > track.max:
+                                track.above_max(index, count)
                 if ev.allow:
                     self._allow(dev.plan, ev)
             if rows is not None:

@@ -51,24 +51,38 @@ class JsonStream:
     def feed(self, data: bytes) -> None:
         """Consume ``data``; complete lines are decoded, a partial last line is kept."""
         buf = self._buf + data if self._buf else data
-        base = self.offset
-        start = 0
-        find = buf.find
-        while (nl := find(b"\n", start)) >= 0:
+        lines = buf.split(b"\n")
+        rest = lines.pop()
+        pos = self.offset
+        loads = orjson.loads
+        line_slow = self._line
+        for line in lines:
+            size = len(line) + 1
             if self._skipping:
                 self._skipping = False
+            elif (
+                self._doc or self.format is None or size > MAX_LINE or not line or line[0] != 0x7B
+            ):  # anything but a plain "{...}" line of a known format takes the careful path
+                line_slow(line, pos)
             else:
-                self._line(buf[start:nl], base + start)
-            start = nl + 1
+                try:
+                    obj = loads(line)
+                except orjson.JSONDecodeError:
+                    line_slow(line, pos)
+                else:
+                    self._record(obj, pos, line)
+            pos += size
         if self._skipping:
-            start = len(buf)
-        elif len(buf) - start > MAX_LINE:
+            pos += len(rest)
+            rest = b""
+        elif len(rest) > MAX_LINE:
             self.records += 1
-            self.bad.append(Bad(base + start, "line over 1 MiB", buf[start : start + MAX_RAW]))
+            self.bad.append(Bad(pos, "line over 1 MiB", rest[:MAX_RAW]))
             self._skipping = True
-            start = len(buf)
-        self.offset = base + start
-        self._buf = buf[start:]
+            pos += len(rest)
+            rest = b""
+        self.offset = pos
+        self._buf = rest
 
     @property
     def resume_offset(self) -> int:

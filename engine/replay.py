@@ -20,8 +20,8 @@ from typing import Protocol
 from engine.alert import Alert
 from engine.capture import CaptureStream
 from engine.config import Config
-from engine.event import Bad, ConsoleLine, Event
 from engine.evaluator import Evaluator
+from engine.event import Bad, ConsoleLine, Event
 from engine.jsonstream import FORMATS, JsonStream
 from engine.store import Batch, Store
 from engine.watermark import StreamClock
@@ -121,7 +121,9 @@ async def replay(
             except OSError as exc:
                 raise InputError(f"{spec.path}: {exc.strerror}") from None
             size = os.fstat(f.fileno()).st_size
-            inputs.append(_Input(spec, open_decoder(spec), evaluator.add_stream(spec.path), f, size))
+            inputs.append(
+                _Input(spec, open_decoder(spec), evaluator.add_stream(spec.path), f, size)
+            )
         store = await Store.open(db) if db else None
         try:
             return await _run(evaluator, inputs, store, config, progress)
@@ -133,14 +135,20 @@ async def replay(
             item.file.close()  # type: ignore[attr-defined]
 
 
-async def _run(evaluator: Evaluator, inputs: list[_Input], store: Store | None, config: Config,
-               progress: Callable[[int, int], None] | None) -> tuple[list[Alert], Summary]:
+async def _run(
+    evaluator: Evaluator,
+    inputs: list[_Input],
+    store: Store | None,
+    config: Config,
+    progress: Callable[[int, int], None] | None,
+) -> tuple[list[Alert], Summary]:
     summary = Summary()
     writer = _Writer(store) if store is not None else None
     if store is not None:
         if await store.count("events"):
             raise InputError(f"{store.path}: the database already holds events; use a new file")
         await store.save_config(config)
+        await store.drop_event_index()
         for item in inputs:
             kind = "capture" if item.spec.format == CAPTURE else "file"
             item.stream_id = await store.add_stream(kind, item.decoder.format, item.spec.path)
@@ -182,6 +190,7 @@ async def _run(evaluator: Evaluator, inputs: list[_Input], store: Store | None, 
     if writer is not None:
         batch = await _flush(writer, evaluator, inputs, batch, final=True)
         await writer.close()
+        await store.create_event_index()  # type: ignore[union-attr]
     return alerts, summary
 
 
@@ -190,8 +199,9 @@ def _drain(evaluator: Evaluator, item: _Input, batch: Batch, summary: Summary, k
     evaluator.process(item.clock, events, batch.events if keep else None, item.stream_id)
     item.quarantined += len(bad)
     for b in bad:
-        summary.quarantined[b.reason if not b.reason.startswith("Events[") else
-                            b.reason.split(": ", 1)[1]] += 1
+        summary.quarantined[
+            b.reason if not b.reason.startswith("Events[") else b.reason.split(": ", 1)[1]
+        ] += 1
     if keep and bad:
         batch.bad.extend((item.stream_id, b.pos, b.reason, b.raw) for b in bad)
     take_console = getattr(item.decoder, "take_console", None)
@@ -203,16 +213,28 @@ def _drain(evaluator: Evaluator, item: _Input, batch: Batch, summary: Summary, k
             batch.console.extend((item.stream_id, ln.pos, host, ln.text) for ln in lines)
 
 
-async def _flush(writer: _Writer, evaluator: Evaluator, inputs: list[_Input], batch: Batch,
-                 final: bool = False) -> Batch:
+async def _flush(
+    writer: _Writer, evaluator: Evaluator, inputs: list[_Input], batch: Batch, final: bool = False
+) -> Batch:
     devices = evaluator.devices.values() if final else evaluator.new_devices
-    batch.devices = [(d.id, d.name, evaluator.config.devices.group_of(d.name), int(d.declared),
-                      d.first, d.last) for d in devices]
+    batch.devices = [
+        (d.id, d.name, evaluator.config.devices.group_of(d.name), int(d.declared), d.first, d.last)
+        for d in devices
+    ]
     evaluator.new_devices = []
     batch.alerts, batch.removed = evaluator.book.take_changes()
     batch.streams = [
-        (i.decoder.offset, i.decoder.records, i.clock.events, i.clock.late,
-         i.quarantined, i.clock.latest, i.decoder.format, "done" if i.done else "open", i.stream_id)
+        (
+            i.decoder.offset,
+            i.decoder.records,
+            i.clock.events,
+            i.clock.late,
+            i.quarantined,
+            i.clock.latest,
+            i.decoder.format,
+            "done" if i.done else "open",
+            i.stream_id,
+        )
         for i in inputs
     ]
     await writer.put(batch)

@@ -277,6 +277,16 @@ class Store:
             await conn.execute("ROLLBACK")
             raise
 
+    async def drop_event_index(self) -> None:
+        """Before a bulk load: building the index once afterwards is about twice as fast as
+        keeping it up to date row by row."""
+        await self.conn.execute("DROP INDEX IF EXISTS events_device_time")
+
+    async def create_event_index(self) -> None:
+        await self.conn.execute(
+            "CREATE INDEX IF NOT EXISTS events_device_time ON events (device, time_us)"
+        )
+
     async def count(self, table: str) -> int:
         async with self.conn.execute(f"SELECT count(*) FROM {table}") as cur:
             row = await cur.fetchone()

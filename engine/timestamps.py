@@ -18,6 +18,8 @@ _TIME = re.compile(
     r"(Z|z|[+-]\d{2}:?\d{2})?$"
 )
 _day_cache: dict[str, int] = {}
+_fromiso = datetime.fromisoformat
+_NAIVE_EPOCH = datetime(1970, 1, 1)
 
 
 def parse_time(text: str) -> int:
@@ -25,6 +27,20 @@ def parse_time(text: str) -> int:
 
     Raises ValueError for anything else.
     """
+    # datetime.fromisoformat (C) reads the common spellings, seven-digit fractions included.
+    try:
+        dt = _fromiso(text)
+    except (ValueError, TypeError):
+        if not isinstance(text, str):
+            raise ValueError(f"not a timestamp: {text!r:.40}") from None
+        return _parse_slow(text)
+    if len(text) < 19:  # a date alone, or no seconds: not an event time
+        raise ValueError(f"not a timestamp: {text[:40]!r}")
+    d = dt - (_EPOCH if dt.tzinfo is not None else _NAIVE_EPOCH)
+    return (d.days * 86400 + d.seconds) * US + d.microseconds
+
+
+def _parse_slow(text: str) -> int:
     m = _TIME.match(text.strip())
     if m is None:
         raise ValueError(f"not a timestamp: {text[:40]!r}")

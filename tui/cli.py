@@ -39,13 +39,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     rp = sub.add_parser("replay", help="evaluate finished inputs; alerts as JSON lines on stdout")
-    rp.add_argument("--config", metavar="F", help="iotwatch.toml (default: ./iotwatch.toml if present)")
-    rp.add_argument("--groups", metavar="AZURE.json", action="append", default=[],
-                    help="Azure deviceSecurityGroups JSON; replaces same-named groups")
-    rp.add_argument("--db", metavar="F", help="store events, quarantine and alerts in this SQLite file")
-    rp.add_argument("inputs", nargs="+", metavar="INPUT",
-                    help="a file, or FORMAT:PATH (hub-log, hub-events, security-messages, "
-                    "serial-capture)")
+    rp.add_argument(
+        "--config", metavar="F", help="iotwatch.toml (default: ./iotwatch.toml if present)"
+    )
+    rp.add_argument(
+        "--groups",
+        metavar="AZURE.json",
+        action="append",
+        default=[],
+        help="Azure deviceSecurityGroups JSON; replaces same-named groups",
+    )
+    rp.add_argument(
+        "--db", metavar="F", help="store events, quarantine and alerts in this SQLite file"
+    )
+    rp.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="a file, or FORMAT:PATH (hub-log, hub-events, security-messages, serial-capture)",
+    )
 
     gp = sub.add_parser("groups", help="Azure deviceSecurityGroups JSON round trip")
     gsub = gp.add_subparsers(dest="action", parser_class=_Parser, required=True)
@@ -112,8 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     except (UsageError, ConfigError, InputError, StoreError) as exc:
-        print(f"iotwatch: {exc}" if not str(exc).startswith("iotwatch") else str(exc),
-              file=sys.stderr)
+        print(
+            f"iotwatch: {exc}" if not str(exc).startswith("iotwatch") else str(exc), file=sys.stderr
+        )
         return 2
     except KeyboardInterrupt:
         return 130

@@ -36,9 +36,9 @@ def weight_of(value: Any, key: str) -> int:
         raise BadRecord(f"wrong type: {key} is a boolean")
     if isinstance(value, int):
         w = value
-    elif isinstance(value, str) and value.strip().isdigit():
-        w = int(value)
-    elif isinstance(value, float) and value.is_integer():
+    elif (isinstance(value, str) and value.strip().isdigit()) or (
+        isinstance(value, float) and value.is_integer()
+    ):
         w = int(value)
     else:
         raise BadRecord(f"wrong type: {key} is {value!r:.40}, not a count")

@@ -9,12 +9,22 @@ from typing import Any
 
 from engine import catalogue as c
 from engine.event import Event
-from engine.formats.common import BadRecord, fold_protocol, is_unauthorized, need_str, need_time
-from engine.formats.common import weight_of
+from engine.formats.common import (
+    BadRecord,
+    fold_protocol,
+    is_unauthorized,
+    need_str,
+    need_time,
+    weight_of,
+)
+from engine.timestamps import parse_time
 
 NAME = "hub-events"
 
 _MESSAGE_OPS = {"d2c": c.D2C, "c2d": c.C2D, "c2d-reject": c.C2D_REJECTED}
+_PROTOCOL_FAST = {"mqtt": "mqtt", "amqp": "amqp", "http": "http"}
+# Common statuses that are certainly not 401/401xxx: skip the string test for them.
+_PLAIN_STATUS = frozenset({200, 201, 202, 204, 400, 403, 404, 409, 412, 429, 500, 503})
 _OPS = {
     "method": c.DIRECT_METHODS,
     "upload": c.FILE_UPLOADS,
@@ -29,39 +39,43 @@ def sniff(obj: Any) -> bool:
 
 def decode(obj: Any, pos: int, out: list[Event]) -> None:
     """Append the record's event to ``out``; raise BadRecord when it lacks what it needs."""
-    if not isinstance(obj, dict):
+    if type(obj) is not dict:
         raise BadRecord("not a JSON object")
-    op = obj.get("op")
+    get = obj.get
+    op = get("op")
     by_protocol = _MESSAGE_OPS.get(op)  # type: ignore[arg-type]
     protocol = None
     if by_protocol is not None:
-        protocol = fold_protocol(obj.get("protocol"))
+        protocol = _PROTOCOL_FAST.get(get("protocol")) or fold_protocol(get("protocol"))  # type: ignore[arg-type]
         if protocol is None:
-            raw = obj.get("protocol")
+            raw = get("protocol")
             raise BadRecord("missing protocol" if raw is None else f"unknown protocol {raw!r:.40}")
         rule = by_protocol[protocol]
     else:
         rule = _OPS.get(op)  # type: ignore[arg-type]
         if rule is None:
             raise BadRecord("missing op" if op is None else f"unknown op {op!r:.40}")
-    time = need_time(obj, "time")
-    device = need_str(obj, "deviceId", "device")
-    count = obj.get("count")
-    weight = 1 if count is None else weight_of(count, "count")
-    module = obj.get("moduleId")
-    if module is not None and not isinstance(module, str):
+    stamp = get("time")
+    try:
+        time = parse_time(stamp)  # type: ignore[arg-type]
+    except (ValueError, TypeError):
+        time = need_time(obj, "time")  # raises with the precise reason
+    device = get("deviceId")
+    if type(device) is not str or not device:
+        device = need_str(obj, "deviceId", "device")
+    count = get("count")
+    if count is None:
+        weight = 1
+    elif type(count) is int and count >= 0:
+        weight = count
+    else:
+        weight = weight_of(count, "count")
+    module = get("moduleId")
+    if module is not None and type(module) is not str:
         raise BadRecord("wrong type: moduleId is not a string")
-    out.append(
-        Event(
-            time,
-            device,
-            op,
-            rule,
-            is_unauthorized(obj.get("status")),
-            0,
-            protocol,
-            weight,
-            False,
-            pos,
-        )
+    status = get("status")
+    unauthorized = status is not None and (
+        status == 401
+        or (not (type(status) is int and status in _PLAIN_STATUS) and is_unauthorized(status))
     )
+    out.append(Event(time, device, op, rule, unauthorized, 0, protocol, weight, False, pos))
