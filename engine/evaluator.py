@@ -105,6 +105,9 @@ class Evaluator:
         """
         lateness = self.lateness
         devices = self.devices
+        # One watermark for the whole batch: only this stream advances during it, so the value
+        # can only be lower than the true one, and finalizing less early is always safe.
+        self._mark = self.watermark.value(self.wall)
         unauthorized = c.UNAUTHORIZED
         latest = stream.latest
         n = late = 0
@@ -146,7 +149,7 @@ class Evaluator:
                         index = t // track.size
                         if index != track.cur:
                             track.cur = index
-                            mark = self.watermark.value(self.wall)
+                            mark = self._mark
                             if mark is not None:
                                 track.finalize(mark // track.size)
                         if index < track.next:
@@ -190,7 +193,7 @@ class Evaluator:
             index = t // track.size
             if index != track.cur:
                 track.cur = index
-                mark = self.watermark.value(self.wall)
+                mark = self._mark
                 if mark is not None:
                     track.finalize(mark // track.size)
             if index < track.next:
@@ -202,6 +205,7 @@ class Evaluator:
         return True
 
     wall: int | None = None  # the wall clock of a live session (µs); None in replay
+    _mark: int | None = None  # the watermark in force for the batch being processed
 
     def _allow(self, plan: Plan, ev: Event) -> None:
         spec = plan.allow.get(ev.allow)

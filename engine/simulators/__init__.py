@@ -1,0 +1,1 @@
+"""Simulated devices that write the wire formats iotwatch reads."""
