@@ -111,6 +111,9 @@ class AlertBook:
         self.dirty: dict[int, Alert] = {}
         self.removed: list[int] = []
         self.listener = listener
+        # After a restart: stored alerts no rebuilt alert has claimed yet, by (rule id, device,
+        # value); a new alert that overlaps one takes its id.
+        self.unclaimed: dict[tuple[int, str, str | None], list[tuple[int, int, int]]] = {}
 
     def new(self, rule: RuleType, device: str, group: str, severity: str) -> Alert:
         alert = Alert(self.next_id, rule, device, group, severity)
@@ -118,6 +121,8 @@ class AlertBook:
         return alert
 
     def opened(self, alert: Alert) -> None:
+        if self.unclaimed:
+            self.claim(alert)
         self.alerts[alert.id] = alert
         self.dirty[alert.id] = alert
         if self.listener is not None:
@@ -141,6 +146,20 @@ class AlertBook:
         if self.listener is not None:
             self.listener("merged", absorbed)
         self.updated(into)
+
+    def claim(self, alert: Alert) -> bool:
+        """Give ``alert`` the id of an unclaimed stored alert it overlaps, if there is one."""
+        key = (alert.rule.id, alert.device, None if alert.is_range else alert.value)
+        stored = self.unclaimed.get(key)
+        if not stored:
+            return False
+        for entry in sorted(stored):
+            aid, start, end = entry
+            if start <= alert.end and alert.start <= end:
+                stored.remove(entry)
+                alert.id = aid
+                return True
+        return False
 
     def take_changes(self) -> tuple[list[Alert], list[int]]:
         """The alerts changed and the ids removed since the last call."""

@@ -64,7 +64,7 @@ class Evaluator:
         self,
         config: Config,
         book: AlertBook | None = None,
-        first_device_id: int = 1,
+        device_ids: dict[str, int] | None = None,
     ) -> None:
         self.config = config
         self.book = book if book is not None else AlertBook()
@@ -79,7 +79,11 @@ class Evaluator:
         self.events = 0
         self.late = 0
         self.new_devices: list[Device] = []  # devices created since the store last took them
-        self._next_device_id = first_device_id
+        # Ids of devices the store already knows (a restart keeps them).
+        self._device_ids = dict(device_ids or {})
+        self._next_device_id = max(self._device_ids.values(), default=0) + 1
+        self._tracks_by_size: dict[int, list[RangeTrack]] = {}
+        self._swept: dict[int, int] = {}
 
     # -- streams ----------------------------------------------------------------------------------
 
@@ -117,9 +121,19 @@ class Evaluator:
             dev = devices.get(ev.device)
             if dev is None:
                 dev = self._device(ev.device)
-            if latest is not None and t < latest - lateness:
+            if ev.late or (latest is not None and t < latest - lateness):
+                # A restart re-reads stored events with their recorded lateness.
                 ev.late = True
                 late += 1
+                if ev.allow:
+                    self._allow(dev.plan, ev)
+            elif (
+                self.wall is not None and (ev.rule or ev.unauthorized) and self._wall_late(dev, ev)
+            ):
+                ev.late = True
+                late += 1
+                if latest is None or t > latest:
+                    latest = stream.latest = t
                 if ev.allow:
                     self._allow(dev.plan, ev)
             else:
@@ -233,10 +247,11 @@ class Evaluator:
         return plan
 
     def _device(self, name: str) -> Device:
-        dev = Device(
-            self._next_device_id, name, self._plan(name), name in self.config.devices.declared
-        )
-        self._next_device_id += 1
+        known = self._device_ids.get(name)
+        if known is None:
+            known = self._next_device_id
+            self._next_device_id += 1
+        dev = Device(known, name, self._plan(name), name in self.config.devices.declared)
         self.devices[name] = dev
         self.new_devices.append(dev)
         return dev
@@ -256,13 +271,41 @@ class Evaluator:
             dev.first = t
             book, name = self.book, dev.plan.name
             for rule_id, (rule, lo, hi, size, severity) in dev.plan.range.items():
-                dev.tracks[rule_id] = RangeTrack(
-                    book, rule, dev.name, name, severity, lo, hi, size, t // size
-                )
+                track = RangeTrack(book, rule, dev.name, name, severity, lo, hi, size, t // size)
+                dev.tracks[rule_id] = track
+                self._tracks_by_size.setdefault(size, []).append(track)
+                if size in self._swept:  # live: windows the wall clock closed are final
+                    track.finalize(self._swept[size])
         elif t < dev.first:
             dev.first = t
             for track in dev.tracks.values():
                 track.known_from(t // track.size)
+
+    # -- the wall clock ---------------------------------------------------------------------------
+
+    def _wall_late(self, dev: Device, ev: Event) -> bool:
+        """Live: a window the event would count into was already closed by the wall clock."""
+        swept = self._swept
+        for rule in (ev.rule, c.UNAUTHORIZED if ev.unauthorized else 0):
+            spec = dev.plan.range.get(rule) if rule else None
+            if spec is not None and ev.time // spec[3] < swept.get(spec[3], -1):
+                return True
+        return False
+
+    def advance(self, now: int) -> None:
+        """Live: close windows by the wall clock ``now`` (µs) where no holding stream holds them,
+        and resolve allow-list alerts whose quiet period has passed."""
+        self.wall = now
+        mark = self.watermark.value(now)
+        if mark is not None:
+            for size, tracks in self._tracks_by_size.items():
+                upto = mark // size
+                if upto > self._swept.get(size, -1):
+                    self._swept[size] = upto
+                    for track in tracks:
+                        track.finalize(upto)
+        for episodes in self.allow.values():
+            episodes.settle(now)
 
     # -- closing ----------------------------------------------------------------------------------
 

@@ -98,8 +98,9 @@ class _Input:
     quarantined: int = 0
 
 
-def open_decoder(spec: InputSpec) -> Decoder:
-    if spec.format == CAPTURE:
+def open_decoder(spec: InputSpec, first: bytes) -> Decoder:
+    """The decoder for ``spec``; an unforced file that starts with 0x00 is a serial capture."""
+    if spec.format == CAPTURE or (spec.format is None and first[:1] == b"\x00"):
         mtime = int(os.stat(spec.path).st_mtime * 1_000_000)
         return CaptureStream(host_time=mtime)
     return JsonStream(spec.format)
@@ -121,8 +122,10 @@ async def replay(
             except OSError as exc:
                 raise InputError(f"{spec.path}: {exc.strerror}") from None
             size = os.fstat(f.fileno()).st_size
+            first = f.read(1)
+            f.seek(0)
             inputs.append(
-                _Input(spec, open_decoder(spec), evaluator.add_stream(spec.path), f, size)
+                _Input(spec, open_decoder(spec, first), evaluator.add_stream(spec.path), f, size)
             )
         store = await Store.open(db) if db else None
         try:
@@ -150,7 +153,7 @@ async def _run(
         await store.save_config(config)
         await store.drop_event_index()
         for item in inputs:
-            kind = "capture" if item.spec.format == CAPTURE else "file"
+            kind = "capture" if isinstance(item.decoder, CaptureStream) else "file"
             item.stream_id = await store.add_stream(kind, item.decoder.format, item.spec.path)
     total = sum(i.size for i in inputs)
     done_bytes = 0
@@ -158,7 +161,8 @@ async def _run(
     # Streams furthest behind in event time go first; those not started yet before all.
     heap = [(-1, n, item) for n, item in enumerate(inputs)]
     heapq.heapify(heap)
-    last_progress = time.monotonic()
+    # Quick replays print nothing: the first report comes after two seconds.
+    last_progress = time.monotonic() + 1.5
     while heap:
         _, n, item = heapq.heappop(heap)
         data = item.file.read(CHUNK)  # type: ignore[attr-defined]

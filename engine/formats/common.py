@@ -36,7 +36,7 @@ def weight_of(value: Any, key: str) -> int:
         raise BadRecord(f"wrong type: {key} is a boolean")
     if isinstance(value, int):
         w = value
-    elif (isinstance(value, str) and value.strip().isdigit()) or (
+    elif (isinstance(value, str) and value.strip().isdigit() and value.isascii()) or (
         isinstance(value, float) and value.is_integer()
     ):
         w = int(value)

@@ -43,18 +43,23 @@ def decode(obj: Any, pos: int, out: list[Event]) -> None:
         raise BadRecord("not a JSON object")
     get = obj.get
     op = get("op")
-    by_protocol = _MESSAGE_OPS.get(op)  # type: ignore[arg-type]
+    if type(op) is not str:
+        raise BadRecord("missing op" if op is None else "wrong type: op is not a string")
+    by_protocol = _MESSAGE_OPS.get(op)
     protocol = None
     if by_protocol is not None:
-        protocol = _PROTOCOL_FAST.get(get("protocol")) or fold_protocol(get("protocol"))  # type: ignore[arg-type]
+        raw_protocol = get("protocol")
+        protocol = (
+            _PROTOCOL_FAST.get(raw_protocol) if type(raw_protocol) is str else None
+        ) or fold_protocol(raw_protocol)
         if protocol is None:
             raw = get("protocol")
             raise BadRecord("missing protocol" if raw is None else f"unknown protocol {raw!r:.40}")
         rule = by_protocol[protocol]
     else:
-        rule = _OPS.get(op)  # type: ignore[arg-type]
+        rule = _OPS.get(op)
         if rule is None:
-            raise BadRecord("missing op" if op is None else f"unknown op {op!r:.40}")
+            raise BadRecord(f"unknown op {op!r:.40}")
     stamp = get("time")
     try:
         time = parse_time(stamp)  # type: ignore[arg-type]

@@ -116,6 +116,11 @@ def _decode_event(ev: Any, device: str, pos: int, out: list[Event], host_now: in
         if time is None:
             time, host_timed = host_now, True
     # Check every item before appending any, so a bad item quarantines the event whole.
+    if not payload:
+        # An empty event (a heartbeat, an empty periodic snapshot) is still a sign of life:
+        # stored as one event that counts toward nothing, so the device becomes known.
+        out.append(Event(time, device, name, 0, False, 0, None, 1, host_timed, pos))
+        return
     start = len(out)
     try:
         for item in payload:
