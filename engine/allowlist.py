@@ -147,6 +147,18 @@ class Allowlist:
         return value in self._names
 
     def _allows_ip(self, value: str) -> bool:
+        parts = value.split(".")
+        if len(parts) == 4 and all(
+            p.isdigit() and p.isascii() and len(p) <= 3 and (len(p) == 1 or p[0] != "0")
+            for p in parts
+        ):
+            # Dotted-quad IPv4, the common case, without building an ipaddress object; the
+            # checks above are what ipaddress itself accepts (no leading zeros).
+            a, b, c, d = (int(p) for p in parts)
+            if a < 256 and b < 256 and c < 256 and d < 256:
+                number = (a << 24) | (b << 16) | (c << 8) | d
+                return any(number >> shift in numbers for shift, numbers in self._v4)
+            return False
         try:
             addr = ipaddress.ip_address(value.strip())
         except ValueError:

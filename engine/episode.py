@@ -88,7 +88,15 @@ class RangeTrack:
         if self.next >= upto:
             return
         pending = self.pending
-        if pending:
+        if len(pending) == 1:
+            # The usual case: one window waiting.
+            (index,) = pending
+            if index < upto:
+                if index > self.next:
+                    self._final_zeros(self.next, index - self.next)
+                self._final(index, pending.pop(index))
+                self.next = index + 1
+        elif pending:
             for index in sorted(i for i in pending if i < upto):
                 if index > self.next:
                     self._final_zeros(self.next, index - self.next)

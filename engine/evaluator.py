@@ -7,7 +7,7 @@ non-late event can still arrive, and allow-list episodes merge violations in any
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from engine import catalogue as c
@@ -102,40 +102,38 @@ class Evaluator:
         events: Iterable[Event],
         rows: list[Any] | None = None,
         stream_id: int = 0,
-    ) -> None:
-        """Evaluate ``events`` of ``stream`` in stream order; set ``late`` on each.
+        late_flags: Sequence[bool] | None = None,
+    ) -> list[bool]:
+        """Evaluate ``events`` of ``stream`` in stream order; return whether each was late.
 
-        With ``rows``, append the store's row for each event.
+        With ``rows``, append the store's row for each event: ``(stream_id, device id, late)``
+        followed by the event's fields. ``late_flags`` forces lateness (a restart re-reads stored
+        events with the lateness they were recorded with).
         """
         lateness = self.lateness
         devices = self.devices
         # One watermark for the whole batch: only this stream advances during it, so the value
         # can only be lower than the true one, and finalizing less early is always safe.
         self._mark = self.watermark.value(self.wall)
-        unauthorized = c.UNAUTHORIZED
+        wall = self.wall
+        unauthorized_rule = c.UNAUTHORIZED
         latest = stream.latest
+        flags: list[bool] = []
         n = late = 0
         for ev in events:
-            n += 1
-            t = ev.time
-            dev = devices.get(ev.device)
+            t, device, _name, rule, unauthorized, allow, _value, weight, _host, _pos = ev
+            dev = devices.get(device)
             if dev is None:
-                dev = self._device(ev.device)
-            if ev.late or (latest is not None and t < latest - lateness):
-                # A restart re-reads stored events with their recorded lateness.
-                ev.late = True
-                late += 1
-                if ev.allow:
-                    self._allow(dev.plan, ev)
-            elif (
-                self.wall is not None and (ev.rule or ev.unauthorized) and self._wall_late(dev, ev)
+                dev = self._device(device)
+            is_late = False
+            if (latest is not None and t < latest - lateness) or (
+                late_flags is not None and late_flags[n]
             ):
-                ev.late = True
-                late += 1
+                is_late = True
+            elif wall is not None and (rule or unauthorized) and self._wall_late(dev, ev):
+                is_late = True
                 if latest is None or t > latest:
                     latest = stream.latest = t
-                if ev.allow:
-                    self._allow(dev.plan, ev)
             else:
                 if latest is None or t > latest:
                     latest = stream.latest = t
@@ -146,16 +144,14 @@ class Evaluator:
                 if self.t_last is None or t > self.t_last:
                     self.t_last = t
                 dev.events += 1
-                rule = ev.rule
-                if ev.unauthorized:
+                if unauthorized:
                     tracks = dev.tracks
                     first = tracks.get(rule) if rule else None
-                    second = tracks.get(unauthorized)
+                    second = tracks.get(unauthorized_rule)
                     if (first is not None or second is not None) and not self._count(
-                        first, second, t, ev.weight
+                        first, second, t, weight
                     ):
-                        ev.late = True
-                        late += 1
+                        is_late = True
                 elif rule:
                     # The common case, inlined: one window of one rule.
                     track = dev.tracks.get(rule)
@@ -167,37 +163,26 @@ class Evaluator:
                             if mark is not None:
                                 track.finalize(mark // track.size)
                         if index < track.next:
-                            ev.late = True
-                            late += 1
+                            is_late = True
                         else:
                             pending = track.pending
-                            count = pending.get(index, 0) + ev.weight
+                            count = pending.get(index, 0) + weight
                             pending[index] = count
                             if count > track.max:
                                 track.above_max(index, count)
-                if ev.allow:
-                    self._allow(dev.plan, ev)
+            if allow:
+                self._allow(dev.plan, ev)
+            if is_late:
+                late += 1
+            flags.append(is_late)
             if rows is not None:
-                rows.append(
-                    (
-                        stream_id,
-                        ev.pos,
-                        t,
-                        dev.id,
-                        ev.name,
-                        ev.rule or None,
-                        1 if ev.unauthorized else 0,
-                        ev.allow or None,
-                        ev.value,
-                        ev.weight,
-                        1 if ev.late else 0,
-                        1 if ev.host_timed else 0,
-                    )
-                )
+                rows.append((stream_id, dev.id, is_late, *ev))
+            n += 1
         stream.events += n
         stream.late += late
         self.events += n
         self.late += late
+        return flags
 
     def _count(self, first: RangeTrack | None, second: RangeTrack | None, t: int, w: int) -> bool:
         """Count into the event's windows; False when a window is already final (late)."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from engine.alert import AlertBook
 from engine.config import Config
 from engine.evaluator import Evaluator
-from engine.event import Event
+from engine.event import Event, new_event
 from engine.store import Store
 from engine.watermark import StreamClock
 
@@ -75,26 +75,30 @@ async def restore(store: Store, config: Config) -> Restored:
     ) as cur:
         while rows := await cur.fetchmany(FETCH):
             run: list[Event] = []
+            late: list[bool] = []
             run_stream = rows[0][0]
-            for sid, pos, t, dev, name, rule, unauth, allow, value, weight, late, host in rows:
+            for sid, pos, t, dev, name, rule, unauth, allow, value, weight, is_late, host in rows:
                 if sid != run_stream:
-                    evaluator.process(clocks[run_stream], run)
-                    run, run_stream = [], sid
-                ev = Event(
-                    t,
-                    names[dev],
-                    name,
-                    rule or 0,
-                    bool(unauth),
-                    allow or 0,
-                    value,
-                    weight,
-                    bool(host),
-                    pos,
+                    evaluator.process(clocks[run_stream], run, late_flags=late)
+                    run, late, run_stream = [], [], sid
+                run.append(
+                    new_event(
+                        (
+                            t,
+                            names[dev],
+                            name,
+                            rule or 0,
+                            bool(unauth),
+                            allow or 0,
+                            value,
+                            weight,
+                            bool(host),
+                            pos,
+                        )
+                    )
                 )
-                ev.late = bool(late)
-                run.append(ev)
-            evaluator.process(clocks[run_stream], run)
+                late.append(bool(is_late))
+            evaluator.process(clocks[run_stream], run, late_flags=late)
             restored.events += len(rows)
     for row in restored.streams:
         row.clock.holding = False

@@ -95,10 +95,11 @@ ON CONFLICT (id) DO UPDATE SET
     start_us = excluded.start_us, end_us = excluded.end_us, state = excluded.state,
     counts = excluded.counts, occurrences = excluded.occurrences
 """
+# Rows are ``(stream, device id, late) + Event``: the event's device name (?5) is not stored.
 _INSERT_EVENT = """
-INSERT INTO events (stream, pos, time_us, device, name, rule, unauthorized, allow, value, weight,
-                    late, host_timed)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO events (stream, device, late, time_us, name, rule, unauthorized, allow, value, weight,
+                    host_timed, pos)
+VALUES (?1, ?2, ?3, ?4, ?6, nullif(?7, 0), ?8, nullif(?9, 0), ?10, ?11, ?12, ?13)
 """
 _UPSERT_DEVICE = """
 INSERT INTO devices (id, name, grp, declared, first_us, last_us) VALUES (?, ?, ?, ?, ?, ?)
@@ -109,6 +110,57 @@ _UPDATE_STREAM = """
 UPDATE streams SET offset = ?, records = ?, events = ?, late = ?, quarantined = ?, latest_us = ?,
     format = ?, state = ? WHERE id = ?
 """
+
+
+_INSERT_BAD = "INSERT INTO quarantine (stream, pos, reason, raw) VALUES (?, ?, ?, ?)"
+_INSERT_CONSOLE = "INSERT INTO console (stream, pos, time_us, line) VALUES (?, ?, ?, ?)"
+_DELETE_ALERT = "DELETE FROM alerts WHERE id = ?"
+
+# The statements of a batch, in the order they run; ``batch_parts`` refers to them by index so
+# a batch can cross a process boundary as plain data.
+BATCH_SQL = (
+    _UPSERT_DEVICE,
+    _INSERT_EVENT,
+    _INSERT_BAD,
+    _INSERT_CONSOLE,
+    _UPSERT_ALERT,
+    _DELETE_ALERT,
+    _UPDATE_STREAM,
+)
+
+
+def batch_parts(batch: Batch) -> list[tuple[int, list[tuple[Any, ...]]]]:
+    """The non-empty (statement index, rows) pairs of ``batch``."""
+    parts = [
+        batch.devices,
+        batch.events,
+        batch.bad,
+        batch.console,
+        [alert_row(a) for a in batch.alerts],
+        [(i,) for i in batch.removed],
+        batch.streams,
+    ]
+    return [(i, rows) for i, rows in enumerate(parts) if rows]
+
+
+def write_parts(conn: sqlite3.Connection, parts: list[tuple[int, list[Any]]]) -> None:
+    """Write batch parts in one transaction on a plain sqlite3 connection."""
+    conn.execute("BEGIN")
+    try:
+        for index, rows in parts:
+            conn.executemany(BATCH_SQL[index], rows)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+EVENT_INDEX = "CREATE INDEX IF NOT EXISTS events_device_time ON events (device, time_us)"
+PRAGMAS = (
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA synchronous = NORMAL",
+    "PRAGMA busy_timeout = 5000",
+)
 
 
 class Store:
@@ -140,10 +192,8 @@ class Store:
 
     async def _prepare(self) -> None:
         conn = self.conn
-        await conn.execute("PRAGMA journal_mode = WAL")
-        await conn.execute("PRAGMA synchronous = NORMAL")
-        await conn.execute("PRAGMA busy_timeout = 5000")
-        await conn.execute("PRAGMA foreign_keys = OFF")
+        for pragma in PRAGMAS:
+            await conn.execute(pragma)
         version = await self.schema_version()
         if version is None:
             async with conn.execute("SELECT count(*) FROM sqlite_master") as cur:
@@ -209,28 +259,8 @@ class Store:
         conn = self.conn
         await conn.execute("BEGIN")
         try:
-            if batch.devices:
-                await conn.executemany(_UPSERT_DEVICE, batch.devices)
-            if batch.events:
-                await conn.executemany(_INSERT_EVENT, batch.events)
-            if batch.bad:
-                await conn.executemany(
-                    "INSERT INTO quarantine (stream, pos, reason, raw) VALUES (?, ?, ?, ?)",
-                    batch.bad,
-                )
-            if batch.console:
-                await conn.executemany(
-                    "INSERT INTO console (stream, pos, time_us, line) VALUES (?, ?, ?, ?)",
-                    batch.console,
-                )
-            if batch.alerts:
-                await conn.executemany(_UPSERT_ALERT, [alert_row(a) for a in batch.alerts])
-            if batch.removed:
-                await conn.executemany(
-                    "DELETE FROM alerts WHERE id = ?", [(i,) for i in batch.removed]
-                )
-            if batch.streams:
-                await conn.executemany(_UPDATE_STREAM, batch.streams)
+            for index, rows in batch_parts(batch):
+                await conn.executemany(BATCH_SQL[index], rows)
             await conn.execute("COMMIT")
         except BaseException:
             await conn.execute("ROLLBACK")
@@ -283,9 +313,7 @@ class Store:
         await self.conn.execute("DROP INDEX IF EXISTS events_device_time")
 
     async def create_event_index(self) -> None:
-        await self.conn.execute(
-            "CREATE INDEX IF NOT EXISTS events_device_time ON events (device, time_us)"
-        )
+        await self.conn.execute(EVENT_INDEX)
 
     async def count(self, table: str) -> int:
         async with self.conn.execute(f"SELECT count(*) FROM {table}") as cur:

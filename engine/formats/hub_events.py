@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine import catalogue as c
-from engine.event import Event
+from engine.event import Event, new_event
 from engine.formats.common import (
     BadRecord,
     fold_protocol,
@@ -43,7 +43,7 @@ def decode(obj: Any, pos: int, out: list[Event]) -> None:
         raise BadRecord("not a JSON object")
     get = obj.get
     op = get("op")
-    if type(op) is not str:
+    if op.__class__ is not str:
         raise BadRecord("missing op" if op is None else "wrong type: op is not a string")
     by_protocol = _MESSAGE_OPS.get(op)
     protocol = None
@@ -83,4 +83,4 @@ def decode(obj: Any, pos: int, out: list[Event]) -> None:
         status == 401
         or (not (type(status) is int and status in _PLAIN_STATUS) and is_unauthorized(status))
     )
-    out.append(Event(time, device, op, rule, unauthorized, 0, protocol, weight, False, pos))
+    out.append(new_event((time, device, op, rule, unauthorized, 0, protocol, weight, False, pos)))

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 
 from engine import catalogue as c
-from engine.event import Event
+from engine.event import Event, new_event
 from engine.formats.common import BadRecord, fold_protocol, is_unauthorized, need_str, need_time
 
 NAME = "hub-log"
@@ -60,7 +60,18 @@ def decode(obj: Any, pos: int, out: list[Event]) -> None:
         props.get("statusCode")
     )
     out.append(
-        Event(
-            time, device, f"{category}/{operation}", rule, unauthorized, 0, protocol, 1, False, pos
+        new_event(
+            (
+                time,
+                device,
+                f"{category}/{operation}",
+                rule,
+                unauthorized,
+                0,
+                protocol,
+                1,
+                False,
+                pos,
+            )
         )
     )

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from engine import catalogue as c
-from engine.event import Event
+from engine.event import Event, new_event
 from engine.formats.common import BadRecord, weight_of
 from engine.timestamps import US, parse_time
 
@@ -119,7 +119,7 @@ def _decode_event(ev: Any, device: str, pos: int, out: list[Event], host_now: in
     if not payload:
         # An empty event (a heartbeat, an empty periodic snapshot) is still a sign of life:
         # stored as one event that counts toward nothing, so the device becomes known.
-        out.append(Event(time, device, name, 0, False, 0, None, 1, host_timed, pos))
+        out.append(new_event((time, device, name, 0, False, 0, None, 1, host_timed, pos)))
         return
     start = len(out)
     try:
@@ -163,36 +163,40 @@ def _item_event(name: str, item: Any, time: int, device: str, pos: int, host: bo
             address = None if address is None else str(address)
         if address is None:
             allow = 0
-        return Event(
-            time, device, name, c.ACTIVE_CONNECTIONS, False, allow, address, weight, host, pos
+        return new_event(
+            (time, device, name, c.ACTIVE_CONNECTIONS, False, allow, address, weight, host, pos)
         )
     if name == "Login":
         result = item.get("Result")
         result = result.lower() if isinstance(result, str) else ""
         if result in ("fail", "failed", "failure"):
-            return Event(time, device, name, c.FAILED_LOGINS, False, 0, None, weight, host, pos)
+            return new_event(
+                (time, device, name, c.FAILED_LOGINS, False, 0, None, weight, host, pos)
+            )
         if result in ("success", "succeeded"):
             user = item.get("UserName") or item.get("UserId")
             if user is not None and not isinstance(user, str):
                 user = str(user)
-            return Event(
-                time,
-                device,
-                name,
-                0,
-                False,
-                c.LOCAL_USER if user else 0,
-                user or None,
-                weight,
-                host,
-                pos,
+            return new_event(
+                (
+                    time,
+                    device,
+                    name,
+                    0,
+                    False,
+                    c.LOCAL_USER if user else 0,
+                    user or None,
+                    weight,
+                    host,
+                    pos,
+                )
             )
-        return Event(time, device, name, 0, False, 0, None, weight, host, pos)
+        return new_event((time, device, name, 0, False, 0, None, weight, host, pos))
     if name == "ProcessCreate":
         exe = item.get("Executable")
         if exe is not None and not isinstance(exe, str):
             raise BadRecord("wrong type: Executable")
-        return Event(
-            time, device, name, 0, False, c.PROCESS if exe else 0, exe or None, weight, host, pos
+        return new_event(
+            (time, device, name, 0, False, c.PROCESS if exe else 0, exe or None, weight, host, pos)
         )
-    return Event(time, device, name, 0, False, 0, None, weight, host, pos)
+    return new_event((time, device, name, 0, False, 0, None, weight, host, pos))
