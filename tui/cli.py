@@ -17,6 +17,7 @@ from engine.azure_groups import dump_azure_groups, groups_to_toml, load_azure_gr
 from engine.config import Config, ConfigError, load_config
 from engine.replay import InputError, InputSpec, replay
 from engine.store import StoreError
+from tui import run_cmd, simulate_cmd
 
 DEFAULT_CONFIG = "iotwatch.toml"
 
@@ -109,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     ge = gsub.add_parser("export", help="the configuration's groups → Azure JSON on stdout")
     ge.add_argument("--config", metavar="F")
     ge.add_argument("--groups", metavar="AZURE.json", action="append", default=[])
+
+    run_cmd.add_parser(sub)
+    simulate_cmd.add_parsers(sub)
     return parser
 
 
@@ -206,6 +210,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    config = load(args.config, args.groups)
+    if args.clock is not None:
+        try:
+            run_cmd.clock_from(args.clock)
+        except ValueError:
+            raise UsageError(f"--clock: {args.clock!r} is not an RFC 3339 time") from None
+    if not args.headless:
+        raise UsageError("run: the console is not built yet; use --headless")
+    return run_cmd.run(args, config)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``iotwatch`` script."""
     parser = build_parser()
@@ -217,6 +233,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_groups(args)
         if args.command == "export":
             return cmd_export(args)
+        if args.command == "run":
+            return cmd_run(args)
+        if args.command in simulate_cmd.COMMANDS:
+            return simulate_cmd.run(args)
         parser.print_help()
         return 0
     except (UsageError, ConfigError, InputError, StoreError) as exc:

@@ -1,0 +1,359 @@
+"""A live session: sources followed as they grow, evaluated continuously, committed in batches.
+
+Every batch commits events together with the offsets of the files they came from, so a process
+killed at any moment resumes exactly where its committed data ends (see ``engine.restore``).
+Windows also close by the wall clock once every source has caught up, so a silent device is
+noticed without new data. Alert changes reach listeners after the batch that holds them is
+committed, coalesced per batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.alert import Alert
+from engine.capture import CaptureStream
+from engine.config import Config, SourceConfig
+from engine.evaluator import Evaluator
+from engine.event import Bad
+from engine.jsonstream import JsonStream
+from engine.restore import Restored, restore
+from engine.store import Batch, Store
+from engine.watermark import StreamClock
+
+log = logging.getLogger("iotwatch.session")
+
+Clock = Callable[[], int]
+AlertListener = Callable[[list[tuple[str, Alert]]], None]
+
+
+def wall_clock() -> int:
+    """The host clock in µs since the epoch."""
+    return time.time_ns() // 1000
+
+
+@dataclass(eq=False)
+class StreamHandle:
+    """One stream being followed: its store row, decoder and clock."""
+
+    id: int
+    kind: str  # file | serial
+    name: str  # path or port
+    identity: str
+    decoder: Any  # JsonStream | CaptureStream
+    clock: StreamClock
+    records_base: int = 0  # records committed before this process started
+    quarantined: int = 0
+    last_event: int | None = None
+
+
+@dataclass
+class SourceStatus:
+    """What the console's sources strip shows for one configured source."""
+
+    kind: str
+    target: str
+    state: str = "starting"  # following | caught-up | reconnecting | error | stopped
+    error: str | None = None
+    events: int = 0
+    quarantined: int = 0
+    last_event: int | None = None
+    streams: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Session:
+    """Runs sources, evaluation and the store writer until stopped."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        *,
+        clock: Clock = wall_clock,
+        poll_interval: float = 0.1,
+        commit_interval: float = 0.1,
+        commit_rows: int = 5000,
+        tick_interval: float = 0.25,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.clock = clock
+        self.poll_interval = poll_interval
+        self.commit_interval = commit_interval
+        self.commit_rows = commit_rows
+        self.tick_interval = tick_interval
+        self.listeners: list[AlertListener] = []
+        self.status: list[SourceStatus] = [
+            SourceStatus(s.type, s.path or s.port or "") for s in config.sources
+        ]
+        self.evaluator: Evaluator | None = None
+        self.streams: dict[str, StreamHandle] = {}  # by identity
+        self._stored: dict[str, Any] = {}  # stream rows of earlier runs, by identity
+        self._batch = Batch()
+        self._changes: dict[int, Alert] = {}
+        self._opened: set[int] = set()
+        self._resolved: set[int] = set()
+        self._merged: list[Alert] = []
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._lock = asyncio.Lock()
+        self.restored: Restored | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Rebuild state from the store and start every source."""
+        await self.store.save_config(self.config)
+        self.restored = await restore(self.store, self.config)
+        evaluator = self.evaluator = self.restored.evaluator
+        evaluator.book.listener = self._on_change
+        evaluator.wall = self.clock()
+        for row in self.restored.streams:
+            if row.identity:
+                self._stored[row.identity] = row
+        for source, status in zip(self.config.sources, self.status, strict=True):
+            runner = self._file_source if source.type != "serial" else self._serial_source
+            self._tasks.append(asyncio.create_task(runner(source, status)))
+        self._tasks.append(asyncio.create_task(self._ticker()))
+
+    async def run(self) -> None:
+        """Start, then run until ``stop()``; commit what is left on the way out."""
+        await self.start()
+        try:
+            await self._stop.wait()
+        finally:
+            await self.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def close(self) -> None:
+        self._stop.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        await self.commit(final=True)
+
+    # -- sources --------------------------------------------------------------------------------
+
+    async def _file_source(self, source: SourceConfig, status: SourceStatus) -> None:
+        from engine.tail import FileTail
+
+        assert source.path is not None
+        resume = {
+            identity: row.offset
+            for identity, row in self._stored.items()
+            if row.kind == "file" and row.format in (None, source.type)
+        }
+        tail = FileTail(source.path, resume)
+        try:
+            while not self._stop.is_set():
+                chunks = await asyncio.to_thread(tail.poll)
+                caught_up = True
+                for chunk in chunks:
+                    handle = await self._file_stream(source, chunk.stream, chunk.restarted)
+                    if chunk.data:
+                        self._feed(handle, chunk.data, None, status)
+                    handle.clock.holding = not chunk.caught_up
+                    caught_up = caught_up and chunk.caught_up
+                status.streams = len(tail.streams())
+                status.state = "caught-up" if caught_up else "following"
+                if len(self._batch) >= self.commit_rows:
+                    await self.commit()
+                if caught_up:
+                    await self._sleep(self.poll_interval)
+                else:
+                    await asyncio.sleep(0)
+        except Exception as exc:  # a source never takes the session down
+            log.exception("file source %s failed", source.path)
+            status.state, status.error = "error", str(exc)
+            for handle in self.streams.values():
+                if handle.kind == "file":
+                    handle.clock.holding = False
+        finally:
+            tail.close()
+
+    async def _file_stream(
+        self, source: SourceConfig, stream: Any, restarted: bool
+    ) -> StreamHandle:
+        handle = self.streams.get(stream.identity)
+        if handle is not None and not restarted:
+            return handle
+        stored = self._stored.get(stream.identity)
+        evaluator = self.evaluator
+        assert evaluator is not None
+        if stored is not None and not restarted:
+            sid, clock, base = stored.id, stored.clock, stored.records
+            offset = stored.offset
+        else:
+            sid = await self.store.add_stream("file", source.type, stream.path, stream.identity)
+            clock, base, offset = evaluator.add_stream(stream.path), 0, 0
+        handle = StreamHandle(
+            sid, "file", stream.path, stream.identity, JsonStream(source.type, offset), clock, base
+        )
+        if stored is not None:
+            handle.quarantined = stored.quarantined
+        self.streams[stream.identity] = handle
+        return handle
+
+    async def _serial_source(self, source: SourceConfig, status: SourceStatus) -> None:
+        from engine.serial_source import SerialSource
+
+        assert source.port is not None and self.evaluator is not None
+        identity = f"serial:{source.port}"
+        stored = self._stored.get(identity)
+        if stored is not None:
+            sid, clock = stored.id, stored.clock
+        else:
+            sid = await self.store.add_stream("serial", "serial", source.port, identity)
+            clock = self.evaluator.add_stream(source.port)
+        clock.holding = False  # a live port is read as it happens: it holds nothing
+        decoder = CaptureStream(self.clock(), source.device)
+        handle = StreamHandle(sid, "serial", source.port, identity, decoder, clock)
+        if stored is not None:
+            handle.records_base, handle.quarantined = stored.records, stored.quarantined
+        self.streams[identity] = handle
+        port = SerialSource(source.port, source.baudrate)
+        status.streams = 1
+        try:
+            async for data, received in port.chunks(self._stop):
+                status.state = port.state
+                status.error = getattr(port, "error", None)
+                if data:
+                    self._feed(handle, data, received, status)
+                else:  # idle: release console text that waits for a delimiter
+                    decoder.host_time = received
+                    decoder.finish()
+                    self._drain(handle, status)
+                if len(self._batch) >= self.commit_rows:
+                    await self.commit()
+        finally:
+            port.stop()
+            status.state = "stopped"
+
+    def _feed(
+        self, handle: StreamHandle, data: bytes, received: int | None, status: SourceStatus
+    ) -> None:
+        decoder = handle.decoder
+        if received is not None:
+            decoder.host_time = received
+        decoder.feed(data)
+        self._drain(handle, status)
+
+    def _drain(self, handle: StreamHandle, status: SourceStatus) -> None:
+        evaluator = self.evaluator
+        assert evaluator is not None
+        events, bad = handle.decoder.take()
+        batch = self._batch
+        evaluator.process(handle.clock, events, batch.events, handle.id)
+        if events:
+            status.events += len(events)
+            last = max(ev.time for ev in events)
+            handle.last_event = max(last, handle.last_event or last)
+            status.last_event = handle.last_event
+        if bad:
+            handle.quarantined += len(bad)
+            status.quarantined += len(bad)
+            batch.bad.extend(_bad_rows(handle.id, bad))
+        take_console = getattr(handle.decoder, "take_console", None)
+        if take_console is not None:
+            host = handle.decoder.host_time
+            batch.console.extend((handle.id, ln.pos, host, ln.text) for ln in take_console())
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+
+    # -- the clock and commits --------------------------------------------------------------------
+
+    async def _ticker(self) -> None:
+        """Close windows by the wall clock and commit, on a steady beat."""
+        next_commit = 0.0
+        while not self._stop.is_set():
+            assert self.evaluator is not None
+            self.evaluator.advance(self.clock())
+            now = time.monotonic()
+            if now >= next_commit:
+                await self.commit()
+                next_commit = now + self.commit_interval
+            await self._sleep(min(self.tick_interval, self.commit_interval))
+
+    async def commit(self, final: bool = False) -> None:
+        """Write the pending batch with every stream's offset in one transaction, then tell the
+        listeners what changed."""
+        evaluator = self.evaluator
+        if evaluator is None:
+            return
+        async with self._lock:
+            batch, self._batch = self._batch, Batch()
+            devices = evaluator.devices.values() if final else evaluator.new_devices
+            group_of = self.config.devices.group_of
+            batch.devices = [
+                (d.id, d.name, group_of(d.name), int(d.declared), d.first, d.last) for d in devices
+            ]
+            evaluator.new_devices = []
+            batch.alerts, batch.removed = evaluator.book.take_changes()
+            batch.streams = [
+                (
+                    h.decoder.resume_offset if h.kind == "file" else 0,
+                    h.records_base + h.decoder.records,
+                    h.clock.events,
+                    h.clock.late,
+                    h.quarantined,
+                    h.clock.latest,
+                    h.decoder.format,
+                    "open",
+                    h.id,
+                )
+                for h in self.streams.values()
+            ]
+            if not (len(batch) or batch.devices or batch.alerts or batch.removed) and not final:
+                return
+            await self.store.write(batch)
+            self._notify()
+
+    # -- alert changes ----------------------------------------------------------------------------
+
+    def _on_change(self, change: str, alert: Alert) -> None:
+        if change == "merged":
+            self._merged.append(alert)
+            self._changes.pop(alert.id, None)
+            return
+        self._changes[alert.id] = alert
+        if change == "opened":
+            self._opened.add(alert.id)
+        elif change == "resolved":
+            self._resolved.add(alert.id)
+
+    def _notify(self) -> None:
+        if not self.listeners:
+            self._changes.clear()
+            self._opened.clear()
+            self._resolved.clear()
+            self._merged.clear()
+            return
+        out: list[tuple[str, Alert]] = [("merged", a) for a in self._merged]
+        for aid, alert in self._changes.items():
+            kinds = []
+            if aid in self._opened:
+                kinds.append("opened")
+            if aid in self._resolved and alert.state == "resolved":
+                kinds.append("resolved")
+            out.extend((k, alert) for k in kinds or ["updated"])
+        self._changes, self._opened, self._resolved, self._merged = {}, set(), set(), []
+        for listener in self.listeners:
+            listener(out)
+
+
+def _bad_rows(stream_id: int, bad: list[Bad]) -> list[tuple[Any, ...]]:
+    return [(stream_id, b.pos, b.reason, b.raw) for b in bad]
