@@ -161,6 +161,14 @@ class AlertBook:
                 return True
         return False
 
+    def withdrawn(self, alert: Alert) -> None:
+        """An alert raised early for a window that a rule change took out of evaluation."""
+        self.alerts.pop(alert.id, None)
+        self.dirty.pop(alert.id, None)
+        self.removed.append(alert.id)
+        if self.listener is not None:
+            self.listener("withdrawn", alert)
+
     def take_changes(self) -> tuple[list[Alert], list[int]]:
         """The alerts changed and the ids removed since the last call."""
         dirty, removed = list(self.dirty.values()), self.removed

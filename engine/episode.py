@@ -7,6 +7,8 @@ from bisect import bisect_left
 from engine.alert import OPEN, RESOLVED, Alert, AlertBook
 from engine.catalogue import RuleType
 
+NEVER = 1 << 62  # a window index no track reaches
+
 
 class RangeTrack:
     """Window counts and range episodes of one (range rule, device).
@@ -28,9 +30,11 @@ class RangeTrack:
         "min",
         "next",
         "pending",
+        "previous",
         "rule",
         "severity",
         "size",
+        "stop",
     )
 
     def __init__(
@@ -58,6 +62,8 @@ class RangeTrack:
         self.pending: dict[int, int] = {}
         self.alerts: list[Alert] = []
         self.cur = -1  # the window last counted into; finalizing is checked when it changes
+        self.stop = NEVER  # a rule change retired this track from this window on
+        self.previous: RangeTrack | None = None  # the track this one replaced, still finishing
 
     def known_from(self, first: int) -> None:
         """The device turned out to be known earlier (nothing is final yet)."""
@@ -83,8 +89,40 @@ class RangeTrack:
                 return
         self._raise_early()
 
+    def retire(self, stop: int) -> dict[int, int]:
+        """The rule changed: evaluate windows before ``stop`` only, then resolve what is open.
+        Returns the counts already pending for windows from ``stop`` on (for the successor)."""
+        self.stop = stop
+        moved = {i: c for i, c in self.pending.items() if i >= stop}
+        for i in moved:
+            del self.pending[i]
+        keep = []
+        for alert in self.alerts:
+            if alert.first >= stop:  # raised early for a window this track no longer evaluates
+                self.book.withdrawn(alert)
+                continue
+            if alert.first + len(alert.counts) > stop:
+                del alert.counts[stop - alert.first :]
+                self._touch(alert)
+            keep.append(alert)
+        self.alerts = keep
+        if self.next >= stop:
+            self._close()
+        return moved
+
+    def _close(self) -> None:
+        for alert in self.alerts:
+            self.book.resolved(alert)
+        self.alerts = []
+
     def finalize(self, upto: int) -> None:
         """Make windows ``next .. upto - 1`` final."""
+        if upto > self.stop:
+            upto = self.stop
+            if self.next >= upto:
+                if self.alerts:
+                    self._close()
+                return
         if self.next >= upto:
             return
         pending = self.pending
@@ -105,6 +143,8 @@ class RangeTrack:
         if self.next < upto:
             self._final_zeros(self.next, upto - self.next)
             self.next = upto
+        if self.next >= self.stop and self.alerts:
+            self._close()
 
     # -- internals --------------------------------------------------------------------------------
 
@@ -176,15 +216,19 @@ class RangeTrack:
         result: list[Alert] = [head] if head is not None else []
         for run in runs:
             counts = [self.pending[i] for i in run]
-            if head is not None and run[0] == self.next:
-                del head.counts[self.next - head.first :]
-                head.counts.extend(counts)
-                self._touch(head)
-                continue
             lo, hi_end = run[0], run[-1] + 1
             overlapping = [
                 a for a in provisional if a.first < hi_end and lo < a.first + len(a.counts)
             ]
+            if head is not None and lo == self.next:
+                # The run continues the current one: the head absorbs any early alert in it.
+                del head.counts[self.next - head.first :]
+                head.counts.extend(counts)
+                for other in overlapping:
+                    provisional.remove(other)
+                    self.book.merged(other, head)
+                self._touch(head)
+                continue
             if overlapping:
                 keep = min(overlapping, key=lambda a: a.id)
                 keep.first = lo

@@ -13,12 +13,27 @@ from typing import Any
 from engine import catalogue as c
 from engine.alert import Alert, AlertBook
 from engine.config import Config
-from engine.episode import AllowEpisodes, RangeTrack
+from engine.episode import NEVER, AllowEpisodes, RangeTrack
 from engine.event import Event
 from engine.timestamps import US
 from engine.watermark import StreamClock, Watermark
 
 Matcher = Callable[[str], bool]
+
+
+def _owner(track: RangeTrack | None, t: int) -> RangeTrack | bool | None:
+    """The track that evaluates ``t``'s window: ``track``, or a retired predecessor; None when no
+    track evaluates it (the rule was disabled); False when that window is already final."""
+    while track is not None:
+        index = t // track.size
+        if index >= track.stop:
+            return None
+        if index >= track.next:
+            return track
+        if track.previous is None:
+            return False
+        track = track.previous
+    return None
 
 
 class Plan:
@@ -162,8 +177,9 @@ class Evaluator:
                             mark = self._mark
                             if mark is not None:
                                 track.finalize(mark // track.size)
-                        if index < track.next:
-                            is_late = True
+                        if index < track.next or index >= track.stop:
+                            # A window before a rule change belongs to the track it replaced.
+                            is_late = not self._count_retired(track, t, weight)
                         else:
                             pending = track.pending
                             count = pending.get(index, 0) + weight
@@ -186,6 +202,7 @@ class Evaluator:
 
     def _count(self, first: RangeTrack | None, second: RangeTrack | None, t: int, w: int) -> bool:
         """Count into the event's windows; False when a window is already final (late)."""
+        targets = []
         for track in (first, second):
             if track is None:
                 continue
@@ -195,12 +212,22 @@ class Evaluator:
                 mark = self._mark
                 if mark is not None:
                     track.finalize(mark // track.size)
-            if index < track.next:
+            target = _owner(track, t)
+            if target is False:
                 return False
-        if first is not None:
-            first.add(t // first.size, w)
-        if second is not None:
-            second.add(t // second.size, w)
+            if target is not None:
+                targets.append(target)
+        for track in targets:
+            track.add(t // track.size, w)
+        return True
+
+    def _count_retired(self, track: RangeTrack, t: int, w: int) -> bool:
+        """Count into the retired track that still owns ``t``'s window; False: late."""
+        target = _owner(track, t)
+        if target is False:
+            return False
+        if target is not None:
+            target.add(t // target.size, w)
         return True
 
     wall: int | None = None  # the wall clock of a live session (µs); None in replay
@@ -265,6 +292,64 @@ class Evaluator:
             dev.first = t
             for track in dev.tracks.values():
                 track.known_from(t // track.size)
+
+    # -- configuration changes --------------------------------------------------------------------
+
+    def reconfigure(self, config: Config) -> None:
+        """Apply a new configuration while running: allow-lists from the next event, range rules
+        and device groups from the next window (of the wall clock, else of the latest event)."""
+        self.config = config
+        self.lateness = self.watermark.lateness = config.lateness * US
+        self.quiet = config.quiet * US
+        for episodes in self.allow.values():
+            episodes.quiet = self.quiet
+        self.plans = {}
+        now = self.wall if self.wall is not None else (self.t_last or 0)
+        for dev in self.devices.values():
+            dev.plan = self._plan(dev.name)
+            dev.declared = dev.name in config.devices.declared
+            if dev.first is not None:
+                self._replan_tracks(dev, now)
+
+    def _replan_tracks(self, dev: Device, now: int) -> None:
+        plan = dev.plan
+        for rule_id in set(dev.tracks) | set(plan.range):
+            old = dev.tracks.get(rule_id)
+            if old is not None and old.stop != NEVER:
+                old = None if rule_id not in plan.range else old  # already retired
+            spec = plan.range.get(rule_id)
+            if old is not None and spec is not None:
+                _rule, lo, hi, size, severity = spec
+                if (old.min, old.max, old.size, old.severity, old.group) == (
+                    lo,
+                    hi,
+                    size,
+                    severity,
+                    plan.name,
+                ):
+                    continue
+            size_now = old.size if old is not None else spec[3]  # type: ignore[index]
+            boundary = (now // size_now + 1) * size_now
+            if spec is not None:
+                # The new rule starts with its first whole window from the boundary on; the old
+                # one keeps evaluating until then, so no time goes unwatched.
+                boundary = -(-boundary // spec[3]) * spec[3]
+            moved: dict[int, int] = {}
+            if old is not None:
+                moved = old.retire(-(-boundary // old.size))
+            if spec is None:
+                continue  # the retired track stays in place to finish its windows
+            rule, lo, hi, size, severity = spec
+            track = RangeTrack(
+                self.book, rule, dev.name, plan.name, severity, lo, hi, size, dev.first // size
+            )  # type: ignore[operator]
+            track.next = max(track.first, boundary // size)
+            track.previous = old
+            if old is not None and old.size == size:
+                for index, count in moved.items():
+                    track.add(index, count)
+            dev.tracks[rule_id] = track
+            self._tracks_by_size.setdefault(size, []).append(track)
 
     # -- the wall clock ---------------------------------------------------------------------------
 

@@ -17,13 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine import operator
 from engine.alert import Alert
 from engine.capture import CaptureStream
 from engine.config import Config, SourceConfig
 from engine.evaluator import Evaluator
 from engine.event import Bad
 from engine.jsonstream import JsonStream
-from engine.restore import Restored, restore
+from engine.restore import Restored, StreamRow, restore
 from engine.store import Batch, Store
 from engine.watermark import StreamClock
 
@@ -51,6 +52,7 @@ class StreamHandle:
     records_base: int = 0  # records committed before this process started
     quarantined: int = 0
     last_event: int | None = None
+    released: bool = False  # let go: committed once more, then no longer
 
 
 @dataclass
@@ -105,6 +107,7 @@ class Session:
         self._tasks: list[asyncio.Task[None]] = []
         self._lock = asyncio.Lock()
         self.restored: Restored | None = None
+        self._silences: list[operator.Silence] = []
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -112,6 +115,7 @@ class Session:
         """Rebuild state from the store and start every source."""
         await self.store.save_config(self.config)
         self.restored = await restore(self.store, self.config)
+        self._silences = await operator.silences(self.store, self.clock())
         evaluator = self.evaluator = self.restored.evaluator
         evaluator.book.listener = self._on_change
         evaluator.wall = self.clock()
@@ -159,18 +163,18 @@ class Session:
         try:
             while not self._stop.is_set():
                 chunks = await asyncio.to_thread(tail.poll)
-                caught_up = True
                 for chunk in chunks:
-                    handle = await self._file_stream(source, chunk.stream, chunk.restarted)
+                    handle = await self._file_stream(source, chunk)
                     if chunk.data:
                         self._feed(handle, chunk.data, None, status)
                     handle.clock.holding = not chunk.caught_up
-                    caught_up = caught_up and chunk.caught_up
-                status.streams = len(tail.streams())
-                status.state = "caught-up" if caught_up else "following"
+                for gone in tail.released():
+                    self._release(gone.identity, status)
+                status.streams = sum(1 for s in tail.streams() if s.identity)
+                status.state = "caught-up" if tail.caught_up else "following"
                 if len(self._batch) >= self.commit_rows:
                     await self.commit()
-                if caught_up:
+                if tail.caught_up:
                     await self._sleep(self.poll_interval)
                 else:
                     await asyncio.sleep(0)
@@ -183,28 +187,49 @@ class Session:
         finally:
             tail.close()
 
-    async def _file_stream(
-        self, source: SourceConfig, stream: Any, restarted: bool
-    ) -> StreamHandle:
+    async def _file_stream(self, source: SourceConfig, chunk: Any) -> StreamHandle:
+        stream = chunk.stream
         handle = self.streams.get(stream.identity)
-        if handle is not None and not restarted:
+        if handle is not None and not chunk.restarted:
             return handle
+        if handle is not None:  # truncated in place with the same first bytes: start over
+            self._release(stream.identity, None)
         stored = self._stored.get(stream.identity)
         evaluator = self.evaluator
         assert evaluator is not None
-        if stored is not None and not restarted:
+        if stored is not None and not chunk.restarted:
             sid, clock, base = stored.id, stored.clock, stored.records
-            offset = stored.offset
         else:
             sid = await self.store.add_stream("file", source.type, stream.path, stream.identity)
-            clock, base, offset = evaluator.add_stream(stream.path), 0, 0
-        handle = StreamHandle(
-            sid, "file", stream.path, stream.identity, JsonStream(source.type, offset), clock, base
-        )
-        if stored is not None:
+            clock, base = evaluator.add_stream(stream.path), 0
+        decoder = JsonStream(source.type, chunk.offset)
+        handle = StreamHandle(sid, "file", stream.path, stream.identity, decoder, clock, base)
+        if stored is not None and not chunk.restarted:
             handle.quarantined = stored.quarantined
         self.streams[stream.identity] = handle
         return handle
+
+    def _release(self, identity: str, status: SourceStatus | None) -> None:
+        """A file was rotated away and drained (or truncated): its last line is a record too."""
+        handle = self.streams.get(identity)
+        if handle is None:
+            return
+        handle.decoder.finish()
+        self._drain(handle, status)
+        handle.clock.holding = False
+        handle.released = True
+        # Should the file come back into the glob, it goes on from here under the same row.
+        self._stored[identity] = StreamRow(
+            handle.id,
+            "file",
+            handle.decoder.format,
+            handle.name,
+            identity,
+            handle.decoder.resume_offset,
+            handle.records_base + handle.decoder.records,
+            handle.quarantined,
+            handle.clock,
+        )
 
     async def _serial_source(self, source: SourceConfig, status: SourceStatus) -> None:
         from engine.serial_source import SerialSource
@@ -250,20 +275,22 @@ class Session:
         decoder.feed(data)
         self._drain(handle, status)
 
-    def _drain(self, handle: StreamHandle, status: SourceStatus) -> None:
+    def _drain(self, handle: StreamHandle, status: SourceStatus | None) -> None:
         evaluator = self.evaluator
         assert evaluator is not None
         events, bad = handle.decoder.take()
         batch = self._batch
         evaluator.process(handle.clock, events, batch.events, handle.id)
         if events:
-            status.events += len(events)
             last = max(ev.time for ev in events)
             handle.last_event = max(last, handle.last_event or last)
-            status.last_event = handle.last_event
+            if status is not None:
+                status.events += len(events)
+                status.last_event = handle.last_event
         if bad:
             handle.quarantined += len(bad)
-            status.quarantined += len(bad)
+            if status is not None:
+                status.quarantined += len(bad)
             batch.bad.extend(_bad_rows(handle.id, bad))
         take_console = getattr(handle.decoder, "take_console", None)
         if take_console is not None:
@@ -303,6 +330,14 @@ class Session:
             ]
             evaluator.new_devices = []
             batch.alerts, batch.removed = evaluator.book.take_changes()
+            if self._silences:
+                now = self.clock()
+                self._silences = [s for s in self._silences if s.until > now]
+                batch.silenced = [
+                    a.id
+                    for a in batch.alerts
+                    if any(s.covers(a.rule.id, a.device, a.value, a.start) for s in self._silences)
+                ]
             batch.streams = [
                 (
                     h.decoder.resume_offset if h.kind == "file" else 0,
@@ -312,15 +347,38 @@ class Session:
                     h.quarantined,
                     h.clock.latest,
                     h.decoder.format,
-                    "open",
+                    "released" if h.released else "open",
                     h.id,
                 )
                 for h in self.streams.values()
             ]
+            for identity in [i for i, h in self.streams.items() if h.released]:
+                del self.streams[identity]
             if not (len(batch) or batch.devices or batch.alerts or batch.removed) and not final:
                 return
             await self.store.write(batch)
             self._notify()
+
+    # -- what the console asks for ----------------------------------------------------------------
+
+    async def apply_config(self, config: Config) -> None:
+        """Use ``config`` from now on (rules from the next window, allow-lists from the next
+        event) and store it. Sources are not restarted: a changed [[sources]] table takes effect
+        at the next start."""
+        await self.commit()
+        assert self.evaluator is not None
+        self.evaluator.reconfigure(config)
+        self.config = config
+        await self.store.save_config(config)
+        await self.commit()
+
+    async def silence(
+        self, rule: int, device: str, value: str | None, until: int
+    ) -> operator.Silence:
+        """Silence (rule, device[, value]) until ``until`` (µs); covered alerts are marked."""
+        entry = await operator.silence(self.store, rule, device, value, self.clock(), until)
+        self._silences.append(entry)
+        return entry
 
     # -- alert changes ----------------------------------------------------------------------------
 

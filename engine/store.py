@@ -46,6 +46,7 @@ class Batch:
     removed: list[int] = field(default_factory=list)
     # (offset, records, events, late, quarantined, latest_us, format, state, id)
     streams: list[tuple[Any, ...]] = field(default_factory=list)
+    silenced: list[int] = field(default_factory=list)  # alert ids a silence covers
 
     def __len__(self) -> int:
         return len(self.events) + len(self.bad) + len(self.console)
@@ -126,6 +127,7 @@ BATCH_SQL = (
     _UPSERT_ALERT,
     _DELETE_ALERT,
     _UPDATE_STREAM,
+    "UPDATE alerts SET silenced = 1 WHERE id = ?",
 )
 
 
@@ -139,6 +141,7 @@ def batch_parts(batch: Batch) -> list[tuple[int, list[tuple[Any, ...]]]]:
         [alert_row(a) for a in batch.alerts],
         [(i,) for i in batch.removed],
         batch.streams,
+        [(i,) for i in batch.silenced],
     ]
     return [(i, rows) for i, rows in enumerate(parts) if rows]
 

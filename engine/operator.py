@@ -1,0 +1,76 @@
+"""What an operator does to alerts: acknowledge, resolve by hand, annotate, silence.
+
+Stored beside the engine's own columns, which the engine never overwrites: an alert resolved by
+hand keeps its evaluated state, and the console shows both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine.store import Store
+
+
+@dataclass(frozen=True, slots=True)
+class Silence:
+    """Alerts of (rule, device[, value]) from ``start`` until ``until`` (µs) are marked silenced."""
+
+    id: int
+    rule: int
+    device: str
+    value: str | None
+    start: int
+    until: int
+
+    def covers(self, rule: int, device: str, value: str | None, at: int) -> bool:
+        return (
+            self.rule == rule
+            and self.device == device
+            and (self.value is None or self.value == value)
+            and self.start <= at < self.until
+        )
+
+
+async def acknowledge(store: Store, alert_id: int, at: int) -> None:
+    await _run(store, "UPDATE alerts SET acknowledged_us = ? WHERE id = ?", (at, alert_id))
+
+
+async def resolve_by_hand(store: Store, alert_id: int, at: int) -> None:
+    await _run(store, "UPDATE alerts SET closed_by_hand_us = ? WHERE id = ?", (at, alert_id))
+
+
+async def add_note(store: Store, alert_id: int, at: int, text: str) -> int:
+    async with store.conn.execute(
+        "INSERT INTO alert_notes (alert, at_us, text) VALUES (?, ?, ?)", (alert_id, at, text)
+    ) as cur:
+        return int(cur.lastrowid or 0)
+
+
+async def silence(
+    store: Store, rule: int, device: str, value: str | None, start: int, until: int
+) -> Silence:
+    """Silence (rule, device[, value]) from ``start`` to ``until`` and mark the alerts it covers."""
+    async with store.conn.execute(
+        "INSERT INTO silences (rule, device, value, from_us, until_us) VALUES (?, ?, ?, ?, ?)",
+        (rule, device, value, start, until),
+    ) as cur:
+        sid = int(cur.lastrowid or 0)
+    await _run(
+        store,
+        "UPDATE alerts SET silenced = 1 WHERE rule = ? AND device = ? AND (? IS NULL OR value = ?)"
+        " AND end_us >= ? AND start_us < ?",
+        (rule, device, value, value, start, until),
+    )
+    return Silence(sid, rule, device, value, start, until)
+
+
+async def silences(store: Store, now: int) -> list[Silence]:
+    """The silences still in force at ``now``."""
+    async with store.conn.execute(
+        "SELECT id, rule, device, value, from_us, until_us FROM silences WHERE until_us > ?", (now,)
+    ) as cur:
+        return [Silence(*row) for row in await cur.fetchall()]
+
+
+async def _run(store: Store, sql: str, params: tuple[object, ...]) -> None:
+    await store.conn.execute(sql, params)
