@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections import deque
 
 from engine.alert import OPEN, RESOLVED, Alert, AlertBook
 from engine.catalogue import RuleType
@@ -26,6 +27,7 @@ class RangeTrack:
         "device",
         "first",
         "group",
+        "history",
         "max",
         "min",
         "next",
@@ -62,6 +64,7 @@ class RangeTrack:
         self.pending: dict[int, int] = {}
         self.alerts: list[Alert] = []
         self.cur = -1  # the window last counted into; finalizing is checked when it changes
+        self.history: deque[int] | None = None  # the last final counts, when a console wants them
         self.stop = NEVER  # a rule change retired this track from this window on
         self.previous: RangeTrack | None = None  # the track this one replaced, still finishing
 
@@ -152,6 +155,8 @@ class RangeTrack:
         return count > self.max or (count < self.min and index != self.first)
 
     def _final(self, index: int, count: int) -> None:
+        if self.history is not None:
+            self.history.append(count)
         if self._is_out(index, count):
             self._extend(index, [count])
         else:
@@ -165,6 +170,8 @@ class RangeTrack:
             index, n = index + 1, n - 1
             if n == 0:
                 return
+        if self.history is not None:
+            self.history.extend([0] * min(n, self.history.maxlen or n))
         if self.min > 0:
             self._extend(index, [0] * n)
         else:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +23,7 @@ from engine import operator
 from engine.alert import Alert
 from engine.capture import CaptureStream
 from engine.config import Config, SourceConfig
+from engine.episode import NEVER
 from engine.evaluator import Evaluator
 from engine.event import Bad
 from engine.jsonstream import JsonStream
@@ -32,6 +35,32 @@ log = logging.getLogger("iotwatch.session")
 
 Clock = Callable[[], int]
 AlertListener = Callable[[list[tuple[str, Alert]]], None]
+ConsoleListener = Callable[[str, list[str]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Counter:
+    """The current window of one (device, range rule), for the live counters."""
+
+    device: str
+    group: str
+    rule: str
+    count: int
+    min: int
+    max: int
+    start: int  # µs
+    end: int
+    history: tuple[int, ...]  # the last final windows' counts, oldest first
+    alerting: bool  # an open alert of this rule and device
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What the console shows at one moment."""
+
+    now: int
+    sources: list[SourceStatus]
+    counters: list[Counter]
 
 
 def wall_clock() -> int:
@@ -92,6 +121,7 @@ class Session:
         self.commit_rows = commit_rows
         self.tick_interval = tick_interval
         self.listeners: list[AlertListener] = []
+        self.console_listeners: list[ConsoleListener] = []
         self.status: list[SourceStatus] = [
             SourceStatus(s.type, s.path or s.port or "") for s in config.sources
         ]
@@ -295,7 +325,11 @@ class Session:
         take_console = getattr(handle.decoder, "take_console", None)
         if take_console is not None:
             host = handle.decoder.host_time
-            batch.console.extend((handle.id, ln.pos, host, ln.text) for ln in take_console())
+            lines = take_console()
+            batch.console.extend((handle.id, ln.pos, host, ln.text) for ln in lines)
+            if lines:
+                for listener in self.console_listeners:
+                    listener(handle.name, [ln.text for ln in lines])
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -360,6 +394,40 @@ class Session:
             self._notify()
 
     # -- what the console asks for ----------------------------------------------------------------
+
+    def snapshot(self, history: int = 12) -> Snapshot:
+        """A consistent picture for the console, taken on the session's loop: every source, and
+        the current window of every (device, enabled range rule) with its last final counts."""
+        evaluator = self.evaluator
+        assert evaluator is not None
+        now = self.clock()
+        counters = []
+        for dev in evaluator.devices.values():
+            for track in dev.tracks.values():
+                if track.stop != NEVER:
+                    continue
+                if track.history is None:
+                    track.history = deque(maxlen=history)
+                index = max(now // track.size, track.next)
+                counters.append(
+                    Counter(
+                        dev.name,
+                        track.group,
+                        track.rule.name,
+                        track.pending.get(index, 0),
+                        track.min,
+                        track.max,
+                        index * track.size,
+                        (index + 1) * track.size,
+                        tuple(track.history),
+                        any(a.state == "open" for a in track.alerts),
+                    )
+                )
+        return Snapshot(now, [copy.copy(s) for s in self.status], counters)
+
+    def add_console_listener(self, listener: ConsoleListener) -> None:
+        """``listener(port, lines)`` hears every console line a board prints."""
+        self.console_listeners.append(listener)
 
     async def apply_config(self, config: Config) -> None:
         """Use ``config`` from now on (rules from the next window, allow-lists from the next
