@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import copy
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from typing import Any
 from engine import operator
 from engine.alert import Alert
 from engine.capture import CaptureStream
-from engine.config import Config, SourceConfig
+from engine.config import Config, ConfigError, SourceConfig, load_config
 from engine.episode import NEVER
 from engine.evaluator import Evaluator
 from engine.event import Bad
@@ -138,6 +139,8 @@ class Session:
         self._lock = asyncio.Lock()
         self.restored: Restored | None = None
         self._silences: list[operator.Silence] = []
+        self.config_poll = 1.0
+        self.config_error: str | None = None  # why the last change of the file was refused
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -152,10 +155,16 @@ class Session:
         for row in self.restored.streams:
             if row.identity:
                 self._stored[row.identity] = row
+        self._discovering = sum(1 for s in self.config.sources if s.type != "serial")
+        self._all_discovered = asyncio.Event()
+        if not self._discovering:
+            self._all_discovered.set()
         for source, status in zip(self.config.sources, self.status, strict=True):
             runner = self._file_source if source.type != "serial" else self._serial_source
             self._tasks.append(asyncio.create_task(runner(source, status)))
         self._tasks.append(asyncio.create_task(self._ticker()))
+        if self.config.path is not None:
+            self._tasks.append(asyncio.create_task(self._watch_config(self.config.path)))
 
     async def run(self) -> None:
         """Start, then run until ``stop()``; commit what is left on the way out."""
@@ -191,8 +200,16 @@ class Session:
         }
         tail = FileTail(source.path, resume)
         try:
+            first = True
             while not self._stop.is_set():
                 chunks = await asyncio.to_thread(tail.poll)
+                if first:
+                    # Every source's files hold the watermark before any source's events are
+                    # evaluated, so a slower source's backlog is not late on arrival.
+                    for chunk in chunks:
+                        await self._file_stream(source, chunk)
+                    await self._discovered()
+                    first = False
                 for chunk in chunks:
                     handle = await self._file_stream(source, chunk)
                     if chunk.data:
@@ -209,6 +226,8 @@ class Session:
                 else:
                     await asyncio.sleep(0)
         except Exception as exc:  # a source never takes the session down
+            if first:
+                await self._discovered()
             log.exception("file source %s failed", source.path)
             status.state, status.error = "error", str(exc)
             for handle in self.streams.values():
@@ -216,6 +235,13 @@ class Session:
                     handle.clock.holding = False
         finally:
             tail.close()
+
+    async def _discovered(self) -> None:
+        """Wait until every file source has found its files."""
+        self._discovering -= 1
+        if self._discovering <= 0:
+            self._all_discovered.set()
+        await self._all_discovered.wait()
 
     async def _file_stream(self, source: SourceConfig, chunk: Any) -> StreamHandle:
         stream = chunk.stream
@@ -229,6 +255,7 @@ class Session:
         assert evaluator is not None
         if stored is not None and not chunk.restarted:
             sid, clock, base = stored.id, stored.clock, stored.records
+            clock.holding = True  # until it has caught up with what was written meanwhile
         else:
             sid = await self.store.add_stream("file", source.type, stream.path, stream.identity)
             clock, base = evaluator.add_stream(stream.path), 0
@@ -339,6 +366,9 @@ class Session:
 
     async def _ticker(self) -> None:
         """Close windows by the wall clock and commit, on a steady beat."""
+        # Not before every file source has claimed its files: restored streams hold nothing
+        # until then, and the wall clock would close windows their backlog still fills.
+        await self._all_discovered.wait()
         next_commit = 0.0
         while not self._stop.is_set():
             assert self.evaluator is not None
@@ -392,6 +422,33 @@ class Session:
                 return
             await self.store.write(batch)
             self._notify()
+
+    async def _watch_config(self, path: str) -> None:
+        """Reload the configuration file when it changes; an invalid one is refused (the error is
+        kept in ``config_error``) and the previous configuration stays in force."""
+
+        def stamp() -> tuple[int, int] | None:
+            try:
+                st = os.stat(path)
+            except OSError:
+                return None
+            return (st.st_mtime_ns, st.st_size)
+
+        seen = stamp()
+        while not self._stop.is_set():
+            await self._sleep(self.config_poll)
+            now = stamp()
+            if now is None or now == seen:
+                continue
+            seen = now
+            try:
+                config = load_config(path)
+            except ConfigError as exc:
+                self.config_error = str(exc)
+                log.warning("configuration refused: %s", exc)
+                continue
+            self.config_error = None
+            await self.apply_config(config)
 
     # -- what the console asks for ----------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import signal
 import sys
 from collections.abc import Callable
@@ -60,6 +61,7 @@ async def run_headless(config: Config, db: str, clock: Callable[[], int]) -> int
         out.flush()
 
     session.listeners.append(emit)
+    logging.basicConfig(level=logging.WARNING, format="iotwatch: %(message)s", stream=sys.stderr)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, session.stop)
