@@ -40,9 +40,12 @@ async def resolve_by_hand(store: Store, alert_id: int, at: int) -> None:
 
 
 async def add_note(store: Store, alert_id: int, at: int, text: str) -> int:
-    async with store.conn.execute(
-        "INSERT INTO alert_notes (alert, at_us, text) VALUES (?, ?, ?)", (alert_id, at, text)
-    ) as cur:
+    async with (
+        store.lock,
+        store.conn.execute(
+            "INSERT INTO alert_notes (alert, at_us, text) VALUES (?, ?, ?)", (alert_id, at, text)
+        ) as cur,
+    ):
         return int(cur.lastrowid or 0)
 
 
@@ -50,10 +53,13 @@ async def silence(
     store: Store, rule: int, device: str, value: str | None, start: int, until: int
 ) -> Silence:
     """Silence (rule, device[, value]) from ``start`` to ``until`` and mark the alerts it covers."""
-    async with store.conn.execute(
-        "INSERT INTO silences (rule, device, value, from_us, until_us) VALUES (?, ?, ?, ?, ?)",
-        (rule, device, value, start, until),
-    ) as cur:
+    async with (
+        store.lock,
+        store.conn.execute(
+            "INSERT INTO silences (rule, device, value, from_us, until_us) VALUES (?, ?, ?, ?, ?)",
+            (rule, device, value, start, until),
+        ) as cur,
+    ):
         sid = int(cur.lastrowid or 0)
     await _run(
         store,
@@ -73,4 +79,5 @@ async def silences(store: Store, now: int) -> list[Silence]:
 
 
 async def _run(store: Store, sql: str, params: tuple[object, ...]) -> None:
-    await store.conn.execute(sql, params)
+    async with store.lock:
+        await store.conn.execute(sql, params)

@@ -164,7 +164,8 @@ class Session:
             self._tasks.append(asyncio.create_task(runner(source, status)))
         self._tasks.append(asyncio.create_task(self._ticker()))
         if self.config.path is not None:
-            self._tasks.append(asyncio.create_task(self._watch_config(self.config.path)))
+            seen = _stamp(self.config.path)  # now, not when the task first runs
+            self._tasks.append(asyncio.create_task(self._watch_config(self.config.path, seen)))
 
     async def run(self) -> None:
         """Start, then run until ``stop()``; commit what is left on the way out."""
@@ -423,21 +424,12 @@ class Session:
             await self.store.write(batch)
             self._notify()
 
-    async def _watch_config(self, path: str) -> None:
+    async def _watch_config(self, path: str, seen: tuple[int, int] | None) -> None:
         """Reload the configuration file when it changes; an invalid one is refused (the error is
         kept in ``config_error``) and the previous configuration stays in force."""
-
-        def stamp() -> tuple[int, int] | None:
-            try:
-                st = os.stat(path)
-            except OSError:
-                return None
-            return (st.st_mtime_ns, st.st_size)
-
-        seen = stamp()
         while not self._stop.is_set():
             await self._sleep(self.config_poll)
-            now = stamp()
+            now = _stamp(path)
             if now is None or now == seen:
                 continue
             seen = now
@@ -536,6 +528,14 @@ class Session:
         self._changes, self._opened, self._resolved, self._merged = {}, set(), set(), []
         for listener in self.listeners:
             listener(out)
+
+
+def _stamp(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size)
 
 
 def _bad_rows(stream_id: int, bad: list[Bad]) -> list[tuple[Any, ...]]:

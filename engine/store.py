@@ -6,6 +6,7 @@ came from, so a restart resumes exactly where the committed data ends.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from dataclasses import dataclass, field
 from importlib import resources
@@ -172,6 +173,8 @@ class Store:
     def __init__(self, conn: aiosqlite.Connection, path: str) -> None:
         self.conn = conn
         self.path = path
+        # One transaction at a time on the connection: batches, configuration, operator actions.
+        self.lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: str | Path, *, create: bool = True) -> Store:
@@ -259,6 +262,10 @@ class Store:
 
     async def write(self, batch: Batch) -> None:
         """Write ``batch`` in one transaction."""
+        async with self.lock:
+            await self._write(batch)
+
+    async def _write(self, batch: Batch) -> None:
         conn = self.conn
         await conn.execute("BEGIN")
         try:
@@ -271,6 +278,10 @@ class Store:
 
     async def save_config(self, config: Config) -> None:
         """Store the groups, rules, allow-lists and device mapping in force."""
+        async with self.lock:
+            await self._save_config(config)
+
+    async def _save_config(self, config: Config) -> None:
         conn = self.conn
         await conn.execute("BEGIN")
         try:
