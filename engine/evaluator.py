@@ -192,7 +192,7 @@ class Evaluator:
                 late += 1
             flags.append(is_late)
             if rows is not None:
-                rows.append((stream_id, dev.id, is_late, *ev))
+                rows.append((stream_id, dev.id, is_late) + ev)  # noqa: RUF005 - concatenation is faster
             n += 1
         stream.events += n
         stream.late += late

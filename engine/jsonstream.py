@@ -56,6 +56,11 @@ class JsonStream:
         pos = self.offset
         loads = orjson.loads
         line_slow = self._line
+        record = self._record
+        events = self.events
+        # hub-events lines, the most numerous, go straight to their decoder.
+        direct = hub_events.decode if self.format == hub_events.NAME else None
+        records = 0
         for line in lines:
             size = len(line) + 1
             if self._skipping:
@@ -64,14 +69,24 @@ class JsonStream:
                 self._doc or self.format is None or size > MAX_LINE or not line or line[0] != 0x7B
             ):  # anything but a plain "{...}" line of a known format takes the careful path
                 line_slow(line, pos)
+                if direct is None and self.format == hub_events.NAME:
+                    direct = hub_events.decode
             else:
                 try:
                     obj = loads(line)
                 except orjson.JSONDecodeError:
                     line_slow(line, pos)
                 else:
-                    self._record(obj, pos, line)
+                    if direct is not None:
+                        records += 1
+                        try:
+                            direct(obj, pos, events)
+                        except BadRecord as exc:
+                            self.bad.append(Bad(pos, str(exc), line[:MAX_RAW]))
+                    else:
+                        record(obj, pos, line)
             pos += size
+        self.records += records
         if self._skipping:
             pos += len(rest)
             rest = b""
