@@ -1,0 +1,1016 @@
+"""Replay benchmark: ``iotwatch replay --db`` against an orjson + sqlite3 baseline.
+
+Generates a deterministic fleet of inputs in the SPEC §2 formats (hub-events, hub-log,
+security-messages), runs ``iotwatch replay --config … --db …`` on them as a subprocess, then, in the
+same run, a baseline subprocess that decodes the same lines with orjson and ``executemany``-s one row
+per event into a fresh WAL-mode SQLite file. Prints events/s of both, their ratio and the replay's
+peak RSS. It is a benchmark, not a test: it exits non-zero only when something broke (a crash, or
+the replay counting other events than were generated).
+
+Usage: ``python bench/replay.py [--events N] [--devices N] [--out DIR] [--repeat K] [--profile]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import calendar
+import cProfile
+import io
+import os
+import pstats
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from random import Random
+from typing import Any
+
+import orjson
+
+GENERATOR_VERSION = 2
+US = 1_000_000
+START_S = calendar.timegm((2026, 11, 28, 8, 0, 0, 0, 0, 0))
+SPAN_S = 2 * 3600
+JITTER_S = 20  # records of a stream are out of order by up to 2 x 20 s (< lateness PT1M)
+LATE_P = 0.001  # fraction of records shifted back 2-20 minutes: late
+BASELINE_BATCH = 50_000
+HUB_EVENTS_FILES = 3
+HUB_LOG_FILES = 2  # one per hour, as storage-account exports are cut
+SECURITY_FILES = 2
+DECLARED_SILENT = ("spare-00001", "spare-00002", "spare-00003")
+SUMMARY = re.compile(r"records (\d+), events (\d+), late (\d+), quarantined (\d+), alerts (\d+)")
+
+# --------------------------------------------------------------------------------------------------
+# Generator
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class InputFile:
+    """One generated input: its SPEC §2 format, file name and size in bytes."""
+
+    format: str
+    name: str
+    size: int = 0
+    records: int = 0
+    events: int = 0
+
+
+@dataclass
+class Manifest:
+    """What the generator wrote; saved as ``manifest.json`` so ``--out`` can be reused."""
+
+    version: int
+    seed: int
+    events_requested: int
+    devices_requested: int
+    events: int = 0
+    devices: int = 0
+    records: int = 0
+    bad: int = 0
+    shifted_late: int = 0
+    files: list[InputFile] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return sum(f.size for f in self.files)
+
+    @classmethod
+    def load(cls, path: Path) -> Manifest:
+        data = orjson.loads(path.read_bytes())
+        files = [InputFile(**f) for f in data.pop("files")]
+        return cls(**data, files=files)
+
+
+@dataclass
+class Fleet:
+    """The generated devices: names, activity weights and behaviour profiles."""
+
+    names: list[str]
+    weights: list[float]
+    profile: list[str]  # normal | hot | quiet | attacker
+    agent_ids: list[str]
+
+
+def _uuid(rng: Random) -> str:
+    h = f"{rng.getrandbits(128):032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def make_fleet(rng: Random, n: int) -> Fleet:
+    """``n`` devices: 2 % hot (8x traffic), 8 % quiet, 0.5 % attackers, the rest normal."""
+    prefixes = ("sensor", "sensor", "sensor", "sensor", "gw", "cam", "cam", "plc", "plc")
+    names, weights, profile, agents = [], [], [], []
+    for i in range(n):
+        names.append(f"{prefixes[rng.randrange(len(prefixes))]}-{i:05d}")
+        r = rng.random()
+        if r < 0.02:
+            profile.append("hot")
+            weights.append(8.0)
+        elif r < 0.10:
+            profile.append("quiet")
+            weights.append(0.15)
+        elif r < 0.105:
+            profile.append("attacker")
+            weights.append(1.5)
+        else:
+            profile.append("normal")
+            weights.append(1.0)
+        agents.append(_uuid(rng))
+    return Fleet(names, weights, profile, agents)
+
+
+def _stamp(t_us: int) -> tuple[str, int]:
+    """``YYYY-MM-DDThh:mm:ss`` and the microseconds of ``t_us``."""
+    s, us = divmod(t_us, US)
+    g = time.gmtime(s)
+    return (
+        f"{g.tm_year:04d}-{g.tm_mon:02d}-{g.tm_mday:02d}T"
+        f"{g.tm_hour:02d}:{g.tm_min:02d}:{g.tm_sec:02d}",
+        us,
+    )
+
+
+class Clock:
+    """Event times of one stream: evenly advancing, jittered, with a few late records."""
+
+    def __init__(self, rng: Random, start_s: int, span_s: int) -> None:
+        self.rng = rng
+        self.start = start_s * US
+        self.span = span_s * US
+        self.late = 0
+
+    def at(self, fraction: float) -> int:
+        """The time of a record ``fraction`` of the way through the stream."""
+        rng = self.rng
+        t = self.start + int(self.span * fraction) + rng.randint(-JITTER_S * US, JITTER_S * US)
+        if rng.random() < LATE_P:
+            self.late += 1
+            t -= rng.randint(120, 1200) * US
+        return t
+
+
+class Writer:
+    """Buffered line writer that counts records."""
+
+    def __init__(self, path: Path) -> None:
+        self.file = path.open("wb")
+        self.buf: list[bytes] = []
+        self.records = 0
+
+    def line(self, data: bytes) -> None:
+        self.buf.append(data)
+        self.records += 1
+        if len(self.buf) >= 4096:
+            self.flush()
+
+    def flush(self) -> None:
+        self.file.write(b"\n".join(self.buf) + b"\n" if self.buf else b"")
+        self.buf = []
+
+    def close(self) -> None:
+        self.flush()
+        self.file.close()
+
+
+def _pick(rng: Random, table: Sequence[tuple[Any, float]]) -> Any:
+    r = rng.random()
+    for value, p in table:
+        r -= p
+        if r < 0:
+            return value
+    return table[-1][0]
+
+
+_HUB_OPS = (
+    ("d2c", 0.55),
+    ("c2d", 0.13),
+    ("c2d-reject", 0.02),
+    ("method", 0.12),
+    ("twin-update", 0.13),
+    ("upload", 0.04),
+    ("purge", 0.01),
+)
+_PROTOCOLS = (
+    ("mqtt", 0.45),
+    ("Mqtt", 0.08),
+    ("MqttWs", 0.07),
+    ("amqp", 0.15),
+    ("AmqpWs", 0.10),
+    ("http", 0.10),
+    ("Https", 0.05),
+)
+_MODULES = ("edgeAgent", "edgeHub", "telemetry", "opcpublisher")
+
+
+def hub_event(rng: Random, t_us: int, device: str, profile: str) -> bytes:
+    """One hub-events line (SPEC §2)."""
+    op = _pick(rng, _HUB_OPS)
+    base, us = _stamp(t_us)
+    rec: dict[str, Any] = {"time": f"{base}.{us // 1000:03d}Z", "deviceId": device}
+    r = rng.random()
+    if r < 0.8:  # moduleId: mostly null, sometimes a module, sometimes absent
+        rec["moduleId"] = _MODULES[rng.randrange(4)] if r < 0.1 else None
+    rec["op"] = op
+    if op in ("d2c", "c2d", "c2d-reject"):
+        rec["protocol"] = _pick(rng, _PROTOCOLS)
+    unauthorized = 0.25 if profile == "attacker" else 0.002
+    if rng.random() < unauthorized:
+        rec["status"] = 401 if rng.random() < 0.5 else 401003
+    elif rng.random() < 0.8:
+        rec["status"] = 200 if op != "method" else rng.choice((200, 200, 200, 404, 504))
+    if op == "d2c" and rng.random() < 0.1:
+        rec["count"] = rng.randint(2, 20)
+    elif rng.random() < 0.05:
+        rec["count"] = 1
+    return orjson.dumps(rec)
+
+
+_RESOURCE = (
+    "/SUBSCRIPTIONS/00000000-0000-0000-0000-000000000000/RESOURCEGROUPS/IOT-BENCH/PROVIDERS/"
+    "MICROSOFT.DEVICES/IOTHUBS/BENCH-HUB"
+)
+_HUB_LOG_OPS = (
+    (("DeviceTelemetry", "ingress"), 0.40),
+    (("Connections", "deviceConnect"), 0.09),
+    (("Connections", "deviceDisconnect"), 0.09),
+    (("DirectMethods", "send"), 0.10),
+    (("D2CTwinOperations", "update"), 0.07),
+    (("D2CTwinOperations", "read"), 0.04),
+    (("C2DTwinOperations", "update"), 0.05),
+    (("C2DTwinOperations", "read"), 0.03),
+    (("FileUploadOperations", "ingress"), 0.03),
+    (("FileUploadOperations", "initializeUpload"), 0.02),
+    (("C2DCommands", "send"), 0.05),
+    (("C2DCommands", "abandon"), 0.03),
+)
+_LOG_PROTOCOLS = (("Mqtt", 0.5), ("MqttWs", 0.1), ("Amqp", 0.2), ("AmqpWs", 0.1), ("Http", 0.1))
+_AUTH = '{"scope":"device","type":"sas","issuer":"iothub","acceptingIpFilterRule":null}'
+
+
+def hub_log(rng: Random, t_us: int, device: str, profile: str) -> bytes:
+    """One hub-log line: a storage-account resource-log record with 7-digit fractions."""
+    category, operation = _pick(rng, _HUB_LOG_OPS)
+    base, us = _stamp(t_us)
+    props: dict[str, Any] = {"deviceId": device}
+    if category in ("DeviceTelemetry", "Connections"):
+        props["protocol"] = _pick(rng, _LOG_PROTOCOLS)
+        props["authType"] = _AUTH
+    if category == "DeviceTelemetry":
+        props["messageSize"] = str(rng.randint(60, 4000))
+    elif category == "Connections":
+        props["maskedIpAddress"] = f"10.{rng.randrange(256)}.XXX.XXX"
+        props["statusCode"] = None
+    elif category == "DirectMethods":
+        props["methodName"] = rng.choice(("reboot", "getConfig", "setInterval", "ping"))
+        props["requestSize"] = rng.randint(0, 512)
+        props["responseSize"] = rng.randint(0, 512)
+    elif category == "FileUploadOperations":
+        props["protocol"] = "HTTP"
+        props["blobUri"] = f"https://benchstore.blob.core.windows.net/uploads/{device}/log.gz"
+    props["sdkVersion"] = "azure-iot-device/2.13.0 (python 3.11)"
+    level, result, description = "Information", "Success", ""
+    if rng.random() < (0.2 if profile == "attacker" else 0.003):
+        level, result, description = "Error", "401003", "IotHubUnauthorized"
+        if category == "Connections":
+            props["statusCode"] = "401003"
+    rec: dict[str, Any] = {
+        "time": f"{base}.{us:06d}{rng.randrange(10)}Z",
+        "resourceId": _RESOURCE,
+        "operationName": operation,
+        "category": category,
+        "level": level,
+        "resultType": result,
+        "resultDescription": description,
+        "durationMs": str(rng.randint(0, 40)),
+        "callerIpAddress": f"203.0.113.{rng.randrange(256)}",
+        "correlationId": f"{rng.getrandbits(64):016x}",
+        "location": "westeurope",
+        # Storage-account exports mostly hold properties as a JSON-encoded string.
+        "properties": orjson.dumps(props).decode() if rng.random() < 0.7 else props,
+    }
+    return orjson.dumps(rec)
+
+
+_ALLOWED_EXES = (
+    "/usr/bin/python3",
+    "/bin/bash",
+    "/bin/sh",
+    "/usr/sbin/sshd",
+    "/usr/bin/iotedge",
+    "/usr/sbin/cron",
+    "/usr/bin/azure-iot-agent",
+    "/usr/lib/systemd/systemd-journald",
+)
+_BAD_EXES = ("/tmp/xmrig", "/usr/bin/nc", "/dev/shm/.x", "/tmp/kworkerds", "/usr/bin/socat")
+_ALLOWED_USERS = ("root", "admin", "iotuser", "azureiot")
+_BAD_USERS = ("guest", "pi", "test", "oracle", "ubuntu")
+_BAD_IPS = (
+    "185.220.101.4",
+    "45.33.32.156",
+    "89.248.165.12",
+    "2a01:4f8:c0c:1234::1",
+    "198.51.100.77",
+    "141.98.10.60",
+)
+_EVENT_NAMES = (
+    ("ConnectionCreate", 0.35),
+    ("ProcessCreate", 0.22),
+    ("ProcessTerminate", 0.10),
+    ("Login", 0.10),
+    ("ListeningPorts", 0.07),
+    ("LocalUsers", 0.05),
+    ("SystemInformation", 0.04),
+    ("Diagnostic", 0.04),
+    ("FirewallConfiguration", 0.03),
+)
+_ATTACKER_NAMES = (
+    ("Login", 0.40),
+    ("ConnectionCreate", 0.30),
+    ("ProcessCreate", 0.20),
+    ("ProcessTerminate", 0.10),
+)
+_PERIODIC = frozenset(
+    ("ListeningPorts", "LocalUsers", "SystemInformation", "FirewallConfiguration")
+)
+
+
+def _ip(rng: Random, allowed: bool, inbound: bool) -> str:
+    if not allowed:
+        return _BAD_IPS[rng.randrange(len(_BAD_IPS))] if rng.random() < 0.97 else "unknown"
+    r = rng.random()
+    if r < 0.8:
+        return f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+    if r < 0.9:
+        return f"::ffff:10.0.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+    if inbound:
+        return f"fd00::{rng.randrange(65536):x}"
+    return f"20.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+
+
+def _item(rng: Random, name: str, attacker: bool) -> dict[str, Any]:
+    """One payload item of a security event."""
+    pid = str(rng.randint(300, 65000))
+    if name == "ConnectionCreate":
+        inbound = rng.random() < 0.2
+        allowed = rng.random() >= (0.2 if attacker else 0.01)
+        exe = _ALLOWED_EXES[rng.randrange(len(_ALLOWED_EXES))]
+        return {
+            "Executable": exe,
+            "ProcessId": pid,
+            "CommandLine": exe,
+            "UserId": "0",
+            "RemoteAddress": _ip(rng, allowed, inbound),
+            "RemotePort": str(rng.choice((443, 8883, 5671, 22, 80))),
+            "LocalAddress": "10.0.0.4",
+            "LocalPort": str(rng.randint(1024, 65535)),
+            "Protocol": "tcp",
+            "Direction": "In" if inbound else "Out",
+        }
+    if name == "ProcessCreate" or name == "ProcessTerminate":
+        bad = rng.random() < (0.25 if attacker else 0.005)
+        exe = (_BAD_EXES if bad else _ALLOWED_EXES)[rng.randrange(5)]
+        item: dict[str, Any] = {"Executable": exe, "ProcessId": pid, "UserId": "0"}
+        if name == "ProcessCreate":
+            item["ParentProcessId"] = str(rng.randint(1, 3000))
+            item["UserName"] = "root"
+            item["CommandLine"] = f"{exe} --config /etc/app/{rng.randrange(20)}.conf"
+        else:
+            item["ExitCode"] = "0"
+        return item
+    if name == "Login":
+        fail = rng.random() < (0.8 if attacker else 0.05)
+        bad_user = rng.random() < (0.3 if attacker else 0.02)
+        user = (_BAD_USERS if bad_user else _ALLOWED_USERS)[rng.randrange(4)]
+        return {
+            "ProcessId": pid,
+            "UserName": user,
+            "UserId": str(rng.randint(0, 1001)),
+            "Executable": "/usr/sbin/sshd",
+            "Operation": "Login",
+            "RemoteAddress": _ip(rng, True, True),
+            "Result": "Fail" if fail else "Success",
+        }
+    if name == "ListeningPorts":
+        return {
+            "Protocol": "tcp",
+            "LocalAddress": "0.0.0.0",
+            "LocalPort": str(rng.choice((22, 80, 443, 1883, 8883))),
+            "RemoteAddress": "0.0.0.0",
+            "RemotePort": "*",
+        }
+    if name == "LocalUsers":
+        return {"UserName": _ALLOWED_USERS[rng.randrange(4)], "UserId": pid, "GroupNames": "users"}
+    if name == "SystemInformation":
+        return {
+            "OSName": "Linux",
+            "OSVersion": "Ubuntu 22.04.3 LTS",
+            "OsArchitecture": "x64",
+            "TotalPhysicalMemoryInKB": "2040972",
+            "FreePhysicalMemoryInKB": str(rng.randint(100000, 1500000)),
+        }
+    if name == "FirewallConfiguration":
+        return {"Chain": "INPUT", "Action": "Allow", "Enabled": "True", "Priority": pid}
+    return {"Severity": "Information", "Message": "agent heartbeat", "ProcessId": pid}
+
+
+def security_message(
+    rng: Random, t_us: int, device: str, agent_id: str, profile: str, budget: int
+) -> tuple[bytes, int]:
+    """One enveloped security message with at most ``budget`` payload items; returns the line
+    and its number of events (payload items)."""
+    attacker = profile == "attacker"
+    n_events = rng.randint(2, 5)
+    offsets = sorted(rng.randint(0, 15 * US) for _ in range(n_events))
+    events = []
+    items_total = 0
+    for k in range(n_events):
+        if items_total >= budget:
+            break
+        name = _pick(rng, _ATTACKER_NAMES if attacker else _EVENT_NAMES)
+        periodic = name in _PERIODIC
+        n = rng.randint(2, 5) if periodic else _pick(rng, ((1, 0.6), (2, 0.3), (3, 0.1)))
+        n = min(n, budget - items_total)
+        payload = [_item(rng, name, attacker) for _ in range(n)]
+        category = "Periodic" if periodic else "Triggered"
+        if not periodic and name != "Login" and rng.random() < 0.2:
+            category = "Aggregated"
+            for item in payload:
+                hits = rng.randint(1, 6)
+                item["ExtraDetails"] = {"HitCount": str(hits) if rng.random() < 0.5 else hits}
+        items_total += n
+        base, us = _stamp(t_us - 15 * US + offsets[k])
+        r = rng.random()
+        if r < 0.5:
+            utc = f"{base}Z"
+        elif r < 0.8:
+            utc = f"{base[:10]} {base[11:]}Z"
+        else:
+            utc = f"{base}.{us:06d}Z"
+        events.append(
+            {
+                "EventType": "Security" if name != "Diagnostic" else "Operational",
+                "Category": category,
+                "Name": name,
+                "IsEmpty": False,
+                "PayloadSchemaVersion": "1.0",
+                "Id": _uuid(rng),
+                "TimestampLocal": utc,
+                "TimestampUTC": utc,
+                "Payload": payload,
+            }
+        )
+    body = {
+        "AgentVersion": "0.0.5",
+        "AgentId": agent_id,
+        "MessageSchemaVersion": "1.0",
+        "Events": events,
+    }
+    return orjson.dumps({"deviceId": device, "body": body}), items_total
+
+
+_BAD_LINES = (
+    b'{"time": "2026-11-28T09:00:00.000Z", "deviceId": "sensor-00001", "op": "d2c", "prot',
+    b'{"time": "2026-11-28T09:00:00.000Z", "op": "d2c", "protocol": "mqtt"}',
+    b'{"time": "2026-11-28T09:00:00.000Z", "deviceId": "sensor-\xff\xfe", "op": "d2c"}',
+)
+
+
+def _split(total: int, parts: int) -> list[int]:
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def _devices_of(fleet: Fleet, members: Sequence[int]) -> tuple[list[int], list[float]]:
+    cum, acc = [], 0.0
+    for i in members:
+        acc += fleet.weights[i]
+        cum.append(acc)
+    return list(members), cum
+
+
+def generate(out: Path, events: int, devices: int, seed: int) -> Manifest:
+    """Write the inputs, the configuration and ``manifest.json`` into ``out``."""
+    rng = Random(seed)
+    fleet = make_fleet(rng, devices)
+    manifest = Manifest(GENERATOR_VERSION, seed, events, devices)
+    n_hub = round(events * 0.60)
+    n_log = round(events * 0.15)
+    n_sec = events - n_hub - n_log
+    seen: set[int] = set()
+    clocks: list[Clock] = []
+    bad_index = 0
+
+    def bad_line(w: Writer) -> None:
+        nonlocal bad_index
+        w.line(_BAD_LINES[bad_index % len(_BAD_LINES)])
+        bad_index += 1
+        manifest.bad += 1
+
+    def one_file(
+        fmt: str,
+        name: str,
+        n: int,
+        members: Sequence[int],
+        start_s: int,
+        span_s: int,
+        make: Callable[[Random, int, str, str], bytes],
+    ) -> None:
+        frng = Random(f"{seed}:{name}")
+        clock = Clock(frng, start_s, span_s)
+        clocks.append(clock)
+        ids, cum = _devices_of(fleet, members)
+        picks = frng.choices(ids, cum_weights=cum, k=n)
+        seen.update(picks)
+        w = Writer(out / name)
+        names, profiles = fleet.names, fleet.profile
+        for i, d in enumerate(picks):
+            if i == n // 2:
+                bad_line(w)
+            w.line(make(frng, clock.at(i / n), names[d], profiles[d]))
+        w.close()
+        manifest.files.append(InputFile(fmt, name, (out / name).stat().st_size, w.records, n))
+
+    everyone = range(devices)
+    for k, n in enumerate(_split(n_hub, HUB_EVENTS_FILES)):
+        members = range(k, devices, HUB_EVENTS_FILES)
+        one_file("hub-events", f"hub-events-{k}.jsonl", n, members, START_S, SPAN_S, hub_event)
+    hours = SPAN_S // HUB_LOG_FILES
+    for k, n in enumerate(_split(n_log, HUB_LOG_FILES)):
+        name = f"hub-log-h{8 + k:02d}.json"
+        one_file("hub-log", name, n, everyone, START_S + k * hours, hours, hub_log)
+    for k, budget in enumerate(_split(n_sec, SECURITY_FILES)):
+        name = f"security-{k}.jsonl"
+        frng = Random(f"{seed}:{name}")
+        clock = Clock(frng, START_S, SPAN_S)
+        clocks.append(clock)
+        ids, cum = _devices_of(fleet, range(k, devices, SECURITY_FILES))
+        w = Writer(out / name)
+        done = 0
+        while done < budget:
+            if w.records == 200:
+                bad_line(w)
+            d = frng.choices(ids, cum_weights=cum)[0]
+            seen.add(d)
+            line, n = security_message(
+                frng,
+                clock.at(done / budget),
+                fleet.names[d],
+                fleet.agent_ids[d],
+                fleet.profile[d],
+                budget - done,
+            )
+            w.line(line)
+            done += n
+        w.close()
+        manifest.files.append(
+            InputFile("security-messages", name, (out / name).stat().st_size, w.records, done)
+        )
+    manifest.events = sum(f.events for f in manifest.files)
+    manifest.records = sum(f.records for f in manifest.files)
+    manifest.devices = len(seen)
+    manifest.shifted_late = sum(c.late for c in clocks)
+    write_config(out / "iotwatch.toml", fleet)
+    (out / "manifest.json").write_bytes(orjson.dumps(asdict(manifest), option=orjson.OPT_INDENT_2))
+    return manifest
+
+
+# Range rules: (ruleType, window, min, max). Thresholds are tuned so that hot, quiet and attacker
+# devices raise some alerts at the default size (1M events, 5k devices, 2 hours).
+RANGE_RULES: tuple[tuple[str, str, int, int], ...] = (
+    ("MqttD2CMessagesNotInAllowedRange", "PT15M", 1, 40),
+    ("AmqpD2CMessagesNotInAllowedRange", "PT15M", 0, 25),
+    ("HttpD2CMessagesNotInAllowedRange", "PT5M", 0, 12),
+    ("MqttC2DMessagesNotInAllowedRange", "PT15M", 0, 12),
+    ("AmqpC2DMessagesNotInAllowedRange", "PT15M", 0, 8),
+    ("HttpC2DMessagesNotInAllowedRange", "PT15M", 0, 6),
+    ("MqttC2DRejectedMessagesNotInAllowedRange", "PT15M", 0, 2),
+    ("AmqpC2DRejectedMessagesNotInAllowedRange", "PT15M", 0, 2),
+    ("DirectMethodInvokesNotInAllowedRange", "PT5M", 0, 6),
+    ("FileUploadsNotInAllowedRange", "PT15M", 0, 4),
+    ("QueuePurgesNotInAllowedRange", "PT15M", 0, 2),
+    ("TwinUpdatesNotInAllowedRange", "PT15M", 0, 12),
+    ("UnauthorizedOperationsNotInAllowedRange", "PT5M", 0, 3),
+    ("ActiveConnectionsNotInAllowedRange", "PT15M", 0, 25),
+    ("FailedLocalLoginsNotInAllowedRange", "PT5M", 0, 3),
+)
+ALLOW_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("ConnectionToIpNotAllowed", ("10.0.0.0/8", "20.0.0.0/8", "192.168.0.0/16")),
+    ("ConnectionFromIpNotAllowed", ("10.0.0.0/8", "fd00::/8")),
+    ("LocalUserNotAllowed", _ALLOWED_USERS),
+    (
+        "ProcessNotAllowed",
+        (
+            "python3",
+            "bash",
+            "sh",
+            "sshd",
+            "iotedge",
+            "cron",
+            "/usr/bin/azure-iot-agent",
+            "systemd-journald",
+        ),
+    ),
+)
+
+
+def write_config(path: Path, fleet: Fleet) -> None:
+    """The benchmark's ``iotwatch.toml``: most range rules, all four allow-lists, two groups."""
+    lines = [
+        "# Generated by bench/replay.py: the replay benchmark's configuration.",
+        "[engine]",
+        'lateness = "PT1M"',
+        'quiet = "PT1H"',
+        "",
+    ]
+    for fmt, glob in (
+        ("hub-events", "hub-events-*.jsonl"),
+        ("hub-log", "hub-log-*.json"),
+        ("security-messages", "security-*.jsonl"),
+    ):
+        lines += ["[[sources]]", f'type = "{fmt}"', f'path = "{glob}"', ""]
+    # Cameras stream more: their group allows twice the device-to-cloud traffic.
+    for group in ("default", "cameras"):
+        for rule, window, lo, hi in RANGE_RULES:
+            scale = 2 if group == "cameras" and "D2C" in rule else 1
+            lines += [
+                f"[groups.{group}.rules.{rule}]",
+                f"min = {lo}",
+                f"max = {hi * scale}",
+                f'window = "{window}"',
+                "",
+            ]
+        for rule, allow in ALLOW_RULES:
+            values = ", ".join(f'"{v}"' for v in allow)
+            lines += [f"[groups.{group}.rules.{rule}]", f"allow = [{values}]", ""]
+    lines.append("[devices]")
+    lines += [f'"{name}" = "default"' for name in DECLARED_SILENT]
+    lines.append('"cam-*" = "cameras"')
+    path.write_text("\n".join(lines) + "\n")
+
+
+def load_or_generate(out: Path, events: int, devices: int, seed: int) -> tuple[Manifest, float]:
+    """Reuse ``out`` when its manifest matches the parameters and files; else generate."""
+    mpath = out / "manifest.json"
+    if mpath.exists():
+        m: Manifest | None
+        try:
+            m = Manifest.load(mpath)
+        except (ValueError, TypeError, KeyError):
+            m = None
+        if (
+            m is not None
+            and (m.version, m.seed, m.events_requested, m.devices_requested)
+            == (GENERATOR_VERSION, seed, events, devices)
+            and all(
+                (out / f.name).exists() and (out / f.name).stat().st_size == f.size for f in m.files
+            )
+            and (out / "iotwatch.toml").exists()
+        ):
+            return m, 0.0
+    t0 = time.perf_counter()
+    m = generate(out, events, devices, seed)
+    return m, time.perf_counter() - t0
+
+
+# --------------------------------------------------------------------------------------------------
+# Baseline worker (a fresh subprocess: ``replay.py _baseline DB FORMAT:PATH...``)
+# --------------------------------------------------------------------------------------------------
+
+
+def _rows(fmt: str, path: str, stream: int) -> Iterator[tuple[Any, ...]]:
+    """One row per event, as cheaply as orjson allows, as wide as iotwatch's events row:
+    (stream, pos, time, device, name, rule, unauthorized, allow, value, weight, late, host_timed).
+    What only evaluation knows (rule, lateness, ...) is a constant here."""
+    loads = orjson.loads
+    with open(path, "rb") as f:
+        for pos, line in enumerate(f):
+            try:
+                obj = loads(line)
+                if fmt == "hub-events":
+                    yield (
+                        stream,
+                        pos,
+                        obj["time"],
+                        obj["deviceId"],
+                        obj["op"],
+                        None,
+                        0,
+                        None,
+                        obj.get("protocol"),
+                        obj.get("count", 1),
+                        0,
+                        0,
+                    )
+                elif fmt == "hub-log":
+                    props = obj["properties"]
+                    if isinstance(props, str):
+                        props = loads(props)
+                    yield (
+                        stream,
+                        pos,
+                        obj["time"],
+                        props["deviceId"],
+                        obj["operationName"],
+                        None,
+                        0,
+                        None,
+                        None,
+                        1,
+                        0,
+                        0,
+                    )
+                else:
+                    device = obj["deviceId"]
+                    for ev in obj["body"]["Events"]:
+                        stamp, name = ev["TimestampUTC"], ev["Name"]
+                        for item in ev["Payload"]:
+                            value = (
+                                item.get("RemoteAddress")
+                                or item.get("Executable")
+                                or item.get("UserName")
+                            )
+                            yield (stream, pos, stamp, device, name, None, 0, None, value, 1, 0, 0)
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                continue
+
+
+def baseline_main(argv: Sequence[str]) -> int:
+    """Decode the inputs with orjson and insert one row per event into a WAL SQLite file."""
+    db, inputs = argv[0], argv[1:]
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute(
+        "CREATE TABLE events (id INTEGER PRIMARY KEY, stream INTEGER, pos INTEGER, time TEXT,"
+        " device TEXT, name TEXT, rule INTEGER, unauthorized INTEGER, allow INTEGER, value,"
+        " weight INTEGER, late INTEGER, host_timed INTEGER)"
+    )
+    insert = (
+        "INSERT INTO events (stream, pos, time, device, name, rule, unauthorized, allow, value,"
+        " weight, late, host_timed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    )
+    total = 0
+    batch: list[tuple[Any, ...]] = []
+
+    def flush() -> None:
+        conn.execute("BEGIN")
+        conn.executemany(insert, batch)
+        conn.execute("COMMIT")
+        batch.clear()
+
+    for stream, spec in enumerate(inputs, 1):
+        fmt, _, path = spec.partition(":")
+        for row in _rows(fmt, path, stream):
+            batch.append(row)
+            if len(batch) >= BASELINE_BATCH:
+                total += len(batch)
+                flush()
+    total += len(batch)
+    flush()
+    conn.close()
+    print(f"events {total}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# Measurement
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """One measured subprocess."""
+
+    wall: float
+    rss_mb: float
+    rc: int
+    stdout: str
+    stderr: str
+
+
+def measure(cmd: Sequence[str], stdout_path: Path, cwd: Path) -> Run:
+    """Run ``cmd``, timing it and reading its own peak RSS from ``wait4``."""
+    err_path = stdout_path.with_suffix(".stderr")
+    with stdout_path.open("wb") as out, err_path.open("wb") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=cwd)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    text = stdout_path.read_text(errors="replace") if stdout_path.stat().st_size < 1 << 20 else ""
+    # ru_maxrss is in KiB on Linux (bytes on macOS).
+    rss = usage.ru_maxrss / (1 << 20 if sys.platform == "darwin" else 1 << 10)
+    return Run(wall, rss, proc.returncode, text, err_path.read_text(errors="replace"))
+
+
+def _fresh(db: Path) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+
+
+def iotwatch_command() -> list[str]:
+    """The ``iotwatch`` console script of this interpreter's environment."""
+    script = shutil.which("iotwatch", path=str(Path(sys.executable).parent)) or shutil.which(
+        "iotwatch"
+    )
+    return [script] if script else [sys.executable, "-m", "tui.cli"]
+
+
+def _count_lines(path: Path) -> int:
+    with path.open("rb") as f:
+        return sum(1 for _ in f)
+
+
+def profile_replay(out: Path, manifest: Manifest, top: int, keep: bool) -> None:
+    """Run the replay in-process under cProfile (main thread only) and print the top functions."""
+    from engine.config import load_config
+    from engine.replay import InputSpec, replay
+
+    db = out / "profile.db"
+    _fresh(db)
+    config = load_config(out / "iotwatch.toml")
+    specs = [InputSpec.parse(str(out / f.name)) for f in manifest.files]
+    prof = cProfile.Profile()
+    t0 = time.perf_counter()
+    prof.enable()
+    alerts, summary = asyncio.run(replay(config, specs, db=str(db)))
+    prof.disable()
+    wall = time.perf_counter() - t0
+    if keep:
+        prof.dump_stats(out / "replay.prof")
+    _fresh(db)
+    print()
+    print(
+        f"profile: replay in-process under cProfile: {wall:.1f} s "
+        f"({manifest.events / wall:,.0f} events/s under the profiler), {len(alerts)} alerts, "
+        f"{summary.events} events"
+    )
+    print("  (the SQLite writes run on aiosqlite's thread and are not in this profile)")
+    buf = io.StringIO()
+    stats = pstats.Stats(prof, stream=buf)
+    stats.sort_stats("tottime").print_stats(top)
+    text = buf.getvalue()
+    start = text.find("   ncalls")
+    print(text[start:] if start >= 0 else text)
+    if keep:
+        print("profile data: replay.prof in the --out folder (pstats or snakeviz)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Generate, measure replay and baseline, report; optionally profile."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["_baseline"]:
+        return baseline_main(args_list[1:])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--events", type=int, default=1_000_000, help="events to generate (1000000)")
+    p.add_argument("--devices", type=int, default=5_000, help="devices (5000)")
+    p.add_argument("--seed", type=int, default=1, help="generator seed (1)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="folder for inputs and databases; reused when it "
+        "already holds the same generated data (default: a temporary folder)",
+    )
+    p.add_argument("--repeat", type=int, default=1, metavar="K", help="best of K runs (1)")
+    p.add_argument("--nodb", action="store_true", help="also time the replay without --db")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="also run the replay in-process under cProfile; print the top functions",
+    )
+    p.add_argument("--top", type=int, default=30, help="functions in the profile (30)")
+    args = p.parse_args(args_list)
+    if args.events < 1 or args.devices < 1 or args.repeat < 1:
+        p.error("--events, --devices and --repeat must be positive")
+
+    temp = args.out is None
+    out = Path(tempfile.mkdtemp(prefix="iotwatch-bench-")) if temp else args.out
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _bench(args, out)
+    finally:
+        if temp:
+            shutil.rmtree(out, ignore_errors=True)
+
+
+def _bench(args: argparse.Namespace, out: Path) -> int:
+    manifest, gen_s = load_or_generate(out, args.events, args.devices, args.seed)
+    mb = manifest.size / 1e6
+    print(
+        f"inputs: {manifest.events:,} events ({manifest.records:,} records, {manifest.bad} bad, "
+        f"{manifest.shifted_late} shifted late) over {manifest.devices:,} devices, "
+        f"{len(manifest.files)} files, {mb:,.1f} MB"
+        + (f", generated in {gen_s:.1f} s" if gen_s else ", reused")
+    )
+    for f in manifest.files:
+        print(f"  {f.format:<18} {f.name:<20} {f.size / 1e6:8.1f} MB {f.events:>10,} events")
+    names = [str(out / f.name) for f in manifest.files]
+    config = str(out / "iotwatch.toml")
+    replay_cmd = [*iotwatch_command(), "replay", "--config", config]
+    base_cmd = [sys.executable, str(Path(__file__).resolve()), "_baseline"]
+    specs = [f"{f.format}:{out / f.name}" for f in manifest.files]
+
+    replays: list[Run] = []
+    nodbs: list[Run] = []
+    bases: list[Run] = []
+    broken: list[str] = []
+    for k in range(args.repeat):
+        db = out / "replay.db"
+        _fresh(db)
+        r = measure([*replay_cmd, "--db", str(db), *names], out / "alerts.jsonl", out)
+        replays.append(r)
+        if r.rc != 0:
+            broken.append(f"replay exited {r.rc}: {r.stderr.strip()[-2000:]}")
+            break
+        if args.nodb:
+            nodbs.append(measure([*replay_cmd, *names], out / "alerts-nodb.jsonl", out))
+        bdb = out / "baseline.db"
+        _fresh(bdb)
+        b = measure([*base_cmd, str(bdb), *specs], out / "baseline.out", out)
+        bases.append(b)
+        if b.rc != 0:
+            broken.append(f"baseline exited {b.rc}: {b.stderr.strip()[-2000:]}")
+            break
+        print(
+            f"run {k + 1}/{args.repeat}: replay {r.wall:.2f} s, {r.rss_mb:.0f} MB; "
+            f"baseline {b.wall:.2f} s, {b.rss_mb:.0f} MB"
+            + (f"; replay without --db {nodbs[-1].wall:.2f} s" if nodbs else "")
+        )
+    if broken:
+        for line in broken:
+            print(f"BROKEN: {line}", file=sys.stderr)
+        return 1
+
+    best_r = min(replays, key=lambda x: x.wall)
+    best_b = min(bases, key=lambda x: x.wall)
+    m = SUMMARY.search(best_r.stderr)
+    alerts = _count_lines(out / "alerts.jsonl")
+    db_mb = (out / "replay.db").stat().st_size / 1e6
+    r_eps = manifest.events / best_r.wall
+    b_eps = manifest.events / best_b.wall
+    ratio = r_eps / b_eps
+    peak = max(x.rss_mb for x in replays)
+    base_events = re.search(r"events (\d+)", best_b.stdout)
+
+    print()
+    print(f"events              {manifest.events:>14,}")
+    print(f"devices             {manifest.devices:>14,}")
+    print(f"input MB            {mb:>14,.1f}")
+    print(f"replay events/s     {r_eps:>14,.0f}   ({best_r.wall:.2f} s, best of {args.repeat})")
+    print(f"baseline events/s   {b_eps:>14,.0f}   ({best_b.wall:.2f} s, orjson + executemany, WAL)")
+    print(
+        f"ratio               {ratio:>14.3f}   (target >= 0.5: {'met' if ratio >= 0.5 else 'NOT met'})"
+    )
+    print(
+        f"replay peak RSS MB  {peak:>14,.0f}   (target < 500: {'met' if peak < 500 else 'NOT met'})"
+    )
+    print(f"baseline peak RSS MB{max(x.rss_mb for x in bases):>14,.0f}")
+    print(f"alerts              {alerts:>14,}")
+    if nodbs:
+        best_n = min(nodbs, key=lambda x: x.wall)
+        print(
+            f"replay no-db ev/s   {manifest.events / best_n.wall:>14,.0f}   ({best_n.wall:.2f} s)"
+        )
+    print(f"replay db MB        {db_mb:>14,.1f}")
+    print()
+    print("replay summary (stderr):")
+    for line in best_r.stderr.strip().splitlines():
+        print(f"  {line}")
+
+    if m is None:
+        broken.append("the replay printed no summary line")
+    else:
+        _, events, _, quarantined, n_alerts = (int(x) for x in m.groups())
+        if events != manifest.events:
+            broken.append(f"replay counted {events} events, {manifest.events} were generated")
+        if quarantined != manifest.bad:
+            broken.append(f"replay quarantined {quarantined} records, {manifest.bad} were bad")
+        if n_alerts != alerts:
+            broken.append(f"summary says {n_alerts} alerts, stdout has {alerts} lines")
+    if nodbs and (out / "alerts-nodb.jsonl").read_bytes() != (out / "alerts.jsonl").read_bytes():
+        broken.append("the replay raised other alerts without --db than with it")
+    if base_events is None or int(base_events.group(1)) != manifest.events:
+        broken.append(f"baseline stored {best_b.stdout.strip()!r}, expected {manifest.events}")
+    _fresh(out / "replay.db")
+    _fresh(out / "baseline.db")
+    if args.profile:
+        try:
+            profile_replay(out, manifest, args.top, keep=args.out is not None)
+        except Exception:
+            traceback.print_exc()
+            broken.append("the profiled in-process replay crashed")
+    for line in broken:
+        print(f"BROKEN: {line}", file=sys.stderr)
+    return 1 if broken else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
