@@ -328,6 +328,8 @@ class Evaluator:
                     plan.name,
                 ):
                     continue
+            if old is None and spec is None:
+                continue  # disabled before, still disabled
             size_now = old.size if old is not None else spec[3]  # type: ignore[index]
             boundary = (now // size_now + 1) * size_now
             if spec is not None:

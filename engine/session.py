@@ -311,13 +311,20 @@ class Session:
         try:
             async for data, received in port.chunks(self._stop):
                 status.state = port.state
-                status.error = getattr(port, "error", None)
+                status.error = port.error
                 if data:
                     self._feed(handle, data, received, status)
                 else:  # idle: release console text that waits for a delimiter
                     decoder.host_time = received
                     decoder.finish()
                     self._drain(handle, status)
+                splitter = decoder.splitter
+                status.extra = {
+                    **port.info(),
+                    "frames": splitter.frames,
+                    "crc_errors": splitter.crc_errors,
+                    "bad": splitter.bad,
+                }
                 if len(self._batch) >= self.commit_rows:
                     await self.commit()
         finally:
