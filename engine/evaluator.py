@@ -7,6 +7,7 @@ non-late event can still arrive, and allow-list episodes merge violations in any
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -98,6 +99,7 @@ class Evaluator:
         self._device_ids = dict(device_ids or {})
         self._next_device_id = max(self._device_ids.values(), default=0) + 1
         self._tracks_by_size: dict[int, list[RangeTrack]] = {}
+        self.history = 0  # final counts each track keeps (a live console's sparklines); 0: none
         self._swept: dict[int, int] = {}
 
     # -- streams ----------------------------------------------------------------------------------
@@ -284,6 +286,8 @@ class Evaluator:
             book, name = self.book, dev.plan.name
             for rule_id, (rule, lo, hi, size, severity) in dev.plan.range.items():
                 track = RangeTrack(book, rule, dev.name, name, severity, lo, hi, size, t // size)
+                if self.history:
+                    track.history = deque(maxlen=self.history)
                 dev.tracks[rule_id] = track
                 self._tracks_by_size.setdefault(size, []).append(track)
                 if size in self._swept:  # live: windows the wall clock closed are final
@@ -346,6 +350,8 @@ class Evaluator:
                 self.book, rule, dev.name, plan.name, severity, lo, hi, size, dev.first // size
             )  # type: ignore[operator]
             track.next = max(track.first, boundary // size)
+            if self.history:
+                track.history = deque(maxlen=self.history)
             track.previous = old
             if old is not None and old.size == size:
                 for index, count in moved.items():

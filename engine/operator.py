@@ -52,7 +52,8 @@ async def add_note(store: Store, alert_id: int, at: int, text: str) -> int:
 async def silence(
     store: Store, rule: int, device: str, value: str | None, start: int, until: int
 ) -> Silence:
-    """Silence (rule, device[, value]) from ``start`` to ``until`` and mark the alerts it covers."""
+    """Silence (rule, device[, value]) from ``start`` to ``until``: the open alerts of that key are
+    marked now, and the session marks every alert of it that changes while the silence lasts."""
     async with (
         store.lock,
         store.conn.execute(
@@ -64,7 +65,7 @@ async def silence(
     await _run(
         store,
         "UPDATE alerts SET silenced = 1 WHERE rule = ? AND device = ? AND (? IS NULL OR value = ?)"
-        " AND end_us >= ? AND start_us < ?",
+        " AND (state = 'open' OR end_us >= ?) AND start_us < ?",
         (rule, device, value, value, start, until),
     )
     return Silence(sid, rule, device, value, start, until)

@@ -64,6 +64,10 @@ class Snapshot:
     counters: list[Counter]
 
 
+HISTORY = 12  # final window counts kept per track for the console's sparklines
+DEVICES_EVERY = 5.0  # seconds between writes of every device's last-seen time
+
+
 def wall_clock() -> int:
     """The host clock in µs since the epoch."""
     return time.time_ns() // 1000
@@ -140,6 +144,7 @@ class Session:
         self.restored: Restored | None = None
         self._silences: list[operator.Silence] = []
         self.config_poll = 1.0
+        self._devices_due = 0.0
         self.config_error: str | None = None  # why the last change of the file was refused
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -150,6 +155,10 @@ class Session:
         self.restored = await restore(self.store, self.config)
         self._silences = await operator.silences(self.store, self.clock())
         evaluator = self.evaluator = self.restored.evaluator
+        evaluator.history = HISTORY
+        for dev in evaluator.devices.values():  # tracks rebuilt from the store
+            for track in dev.tracks.values():
+                track.history = deque(maxlen=HISTORY)
         evaluator.book.listener = self._on_change
         evaluator.wall = self.clock()
         for row in self.restored.streams:
@@ -395,7 +404,11 @@ class Session:
             return
         async with self._lock:
             batch, self._batch = self._batch, Batch()
-            devices = evaluator.devices.values() if final else evaluator.new_devices
+            # New devices at once; every device's first/last seen every few seconds.
+            everyone = final or time.monotonic() >= self._devices_due
+            if everyone:
+                self._devices_due = time.monotonic() + DEVICES_EVERY
+            devices = evaluator.devices.values() if everyone else evaluator.new_devices
             group_of = self.config.devices.group_of
             batch.devices = [
                 (d.id, d.name, group_of(d.name), int(d.declared), d.first, d.last) for d in devices
@@ -408,7 +421,7 @@ class Session:
                 batch.silenced = [
                     a.id
                     for a in batch.alerts
-                    if any(s.covers(a.rule.id, a.device, a.value, a.start) for s in self._silences)
+                    if any(s.covers(a.rule.id, a.device, a.value, now) for s in self._silences)
                 ]
             batch.streams = [
                 (
@@ -451,7 +464,7 @@ class Session:
 
     # -- what the console asks for ----------------------------------------------------------------
 
-    def snapshot(self, history: int = 12) -> Snapshot:
+    def snapshot(self) -> Snapshot:
         """A consistent picture for the console, taken on the session's loop: every source, and
         the current window of every (device, enabled range rule) with its last final counts."""
         evaluator = self.evaluator
@@ -462,8 +475,6 @@ class Session:
             for track in dev.tracks.values():
                 if track.stop != NEVER:
                     continue
-                if track.history is None:
-                    track.history = deque(maxlen=history)
                 index = max(now // track.size, track.next)
                 counters.append(
                     Counter(

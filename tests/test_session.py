@@ -126,7 +126,7 @@ async def test_changed_config_file_applies_and_an_invalid_one_is_refused(tmp_pat
     config = tmp_path / "iotwatch.toml"
     config.write_text(CONFIG)
     clock = Clock(T + "0:00Z")
-    session, store, heard = await start(tmp_path, clock)
+    session, store, _heard = await start(tmp_path, clock)
     try:
         config.write_text(CONFIG.replace("max = 3", "max = -3"))
         await until(lambda: session.config_error is not None)
