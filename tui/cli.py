@@ -111,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     ge.add_argument("--config", metavar="F")
     ge.add_argument("--groups", metavar="AZURE.json", action="append", default=[])
 
+    sub.add_parser(
+        "demo",
+        help="the console on a simulated fleet and serial board (nothing to set up)",
+        description="Open the console on a built-in simulated fleet of 30 devices and a simulated "
+        "serial board, with a temporary database; nothing is written outside a temporary folder.",
+    )
     run_cmd.add_parser(sub)
     simulate_cmd.add_parsers(sub)
     return parser
@@ -217,9 +223,26 @@ def cmd_run(args: argparse.Namespace) -> int:
             run_cmd.clock_from(args.clock)
         except ValueError:
             raise UsageError(f"--clock: {args.clock!r} is not an RFC 3339 time") from None
-    if not args.headless:
-        raise UsageError("run: the console is not built yet; use --headless")
     return run_cmd.run(args, config)
+
+
+def cmd_console() -> int:
+    """Bare ``iotwatch``: the console on ./iotwatch.toml, or a hint when there is none."""
+    if not Path(DEFAULT_CONFIG).exists():
+        raise UsageError(
+            f"no {DEFAULT_CONFIG} here; try 'iotwatch demo' for a simulated fleet, "
+            "or 'iotwatch --help'"
+        )
+    config = load(DEFAULT_CONFIG, [])
+    from tui.app import run_console  # Textual is loaded only for the console
+
+    return run_console(config, config.db_path or run_cmd.DEFAULT_DB)
+
+
+def cmd_demo() -> int:
+    from tui.demo import run_demo
+
+    return run_demo()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -237,8 +260,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_run(args)
         if args.command in simulate_cmd.COMMANDS:
             return simulate_cmd.run(args)
-        parser.print_help()
-        return 0
+        if args.command == "demo":
+            return cmd_demo()
+        return cmd_console()
     except (UsageError, ConfigError, InputError, StoreError) as exc:
         print(
             f"iotwatch: {exc}" if not str(exc).startswith("iotwatch") else str(exc), file=sys.stderr

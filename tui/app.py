@@ -1,0 +1,615 @@
+"""The operator console (Textual): dashboard, alerts, devices, allow-lists, rules, boards.
+
+The engine runs on the bridge's thread; the console only renders. One timer drives the refresh:
+it fires, a thread worker reads what the visible pane shows (a session snapshot, database reads),
+the pane updates its tables by key inside ``batch_update``, and only then is the timer armed
+again, so polls never overlap. Hidden tabs and an open dialog (or the command palette) do no
+work. Alert changes arrive on the engine's thread and are handed over as a coalescing message.
+Every worker error becomes a notification or an error dialog, never a crash.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from functools import partial
+from typing import Any, ClassVar
+
+from textual import on
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.message import Message
+from textual.screen import ModalScreen
+from textual.timer import Timer
+from textual.widgets import Footer, Header, TabbedContent, TabPane
+from textual.worker import Worker, WorkerState
+
+from engine.config import Config
+from engine.session import Clock, wall_clock
+from tui.bridge import Bridge
+from tui.panes.alerts import AlertRow, AlertsPane
+from tui.panes.allowlists import AllowlistsPane
+from tui.panes.boards import BoardsPane
+from tui.panes.dashboard import Dashboard
+from tui.panes.devices import DevicesPane, group_names, moved
+from tui.panes.rules import RulesPane
+from tui.safe import plain
+from tui.screens.detail import AlertDetail
+from tui.screens.dialogs import (
+    ErrorDialog,
+    GroupDialog,
+    HelpDialog,
+    NoteDialog,
+    SilenceDialog,
+    SilenceRequest,
+)
+from tui.widgets import apply_edit, error_text
+
+US = 1_000_000
+INTERVALS = (0.5, 1.0, 2.0, 5.0, 10.0)
+THEMES = ("textual-dark", "textual-light", "ansi-dark", "nord", "gruvbox", "tokyo-night")
+TABS: tuple[tuple[str, str], ...] = (
+    ("dashboard", "Dashboard"),
+    ("alerts", "Alerts"),
+    ("devices", "Devices"),
+    ("allowlists", "Allow-lists"),
+    ("rules", "Rules"),
+    ("boards", "Boards"),
+)
+CALL_TIMEOUT = 15.0  # seconds an engine call may take before the console gives up on it
+NOTIFY_NEW = 3  # opened alerts notified one by one per batch; more are summed up
+
+
+class Refused(Exception):
+    """An operator's action the engine or the configuration refused; ``str`` says why."""
+
+
+class AlertsChanged(Message):
+    """The engine changed alerts; the changes wait in the app's queue. Coalesces."""
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, AlertsChanged)
+
+
+class EngineLog(Message):
+    """A warning the engine logged (from any thread)."""
+
+    def __init__(self, level: int, text: str) -> None:
+        super().__init__()
+        self.level = level
+        self.text = text
+
+
+class _ToApp(logging.Handler):
+    """Engine log records become notifications instead of text on the terminal."""
+
+    def __init__(self, app: IotwatchApp) -> None:
+        super().__init__(logging.WARNING)
+        self.app = app
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+            if record.exc_info and record.exc_info[1] is not None:
+                text += f": {record.exc_info[1]}"
+            self.app.post_message(EngineLog(record.levelno, text))
+        except Exception:  # a log record must never take anything down
+            pass
+
+
+class IotwatchCommands(Provider):
+    """Every action of the console, for the command palette."""
+
+    def _commands(self) -> list[tuple[str, Callable[[], Any], str]]:
+        app = self.app
+        assert isinstance(app, IotwatchApp)
+        out: list[tuple[str, Callable[[], Any], str]] = []
+        for tab, title in TABS:
+            out.append((f"Show {title}", partial(app.show_tab, tab), f"switch to the {title} tab"))
+        out += [
+            ("Pause / resume live refresh", app.action_toggle_pause, "stop or restart polling"),
+            ("Refresh now", app.refresh_now, "read the engine and the database once"),
+            ("Help", app.action_help, "keys and what the screens show"),
+            ("Next theme", app.action_next_theme, "cycle the console's colours"),
+            ("Acknowledge the selected alert", partial(app.act_selected, "acknowledge"), ""),
+            ("Resolve the selected alert by hand", partial(app.act_selected, "resolve"), ""),
+            ("Add a note to the selected alert", partial(app.act_selected, "note"), ""),
+            (
+                "Silence the selected alert's rule and device",
+                partial(app.act_selected, "silence"),
+                "",
+            ),
+            ("Open the selected alert", partial(app.act_selected, "open"), ""),
+            (
+                "Allow the selected alert's value (add it to its group's allow-list)",
+                partial(app.act_selected, "allow"),
+                "",
+            ),
+            ("Move the selected device to another group", app.action_move_device, ""),
+            ("Declare an expected device", app.declare_device, ""),
+            ("Quit", app.action_quit, "stop the engine and leave"),
+        ]
+        titles = dict(TABS)
+        for tab in ("allowlists", "rules", "boards"):  # the editors' and consoles' own keys
+            pane = app._panes.get(tab)
+            for binding in getattr(type(pane), "BINDINGS", []):
+                if isinstance(binding, Binding) and binding.description:
+                    out.append(
+                        (
+                            f"{titles[tab]}: {binding.description}",
+                            partial(app.run_pane_action, tab, binding.action),
+                            f"key {binding.key_display or binding.key}",
+                        )
+                    )
+        for seconds in INTERVALS:
+            out.append(
+                (
+                    f"Refresh every {seconds:g} s",
+                    partial(app.set_interval_seconds, seconds),
+                    "how often live data is read",
+                )
+            )
+        for theme in THEMES:
+            out.append((f"Theme: {theme}", partial(app.set_theme, theme), "colours"))
+        return out
+
+    async def discover(self) -> Hits:
+        for name, callback, help_text in self._commands():
+            yield DiscoveryHit(name, callback, help=help_text or None)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for name, callback, help_text in self._commands():
+            score = matcher.match(name)
+            if score > 0:
+                yield Hit(score, matcher.highlight(name), callback, help=help_text or None)
+
+
+class IotwatchApp(App[int]):
+    """The console on a started :class:`Bridge`."""
+
+    TITLE = "iotwatch"
+    COMMANDS = App.COMMANDS | {IotwatchCommands}
+    CSS = """
+    Screen { layers: base; }
+    TabbedContent { height: 1fr; }
+    TabPane { padding: 0; }
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("f1", "help", "Help", id="app.help"),
+        Binding("1", "show_tab('dashboard')", "Dashboard", show=False, id="app.tab.dashboard"),
+        Binding("2", "show_tab('alerts')", "Alerts", show=False, id="app.tab.alerts"),
+        Binding("3", "show_tab('devices')", "Devices", show=False, id="app.tab.devices"),
+        Binding("4", "show_tab('allowlists')", "Allow-lists", show=False, id="app.tab.allowlists"),
+        Binding("5", "show_tab('rules')", "Rules", show=False, id="app.tab.rules"),
+        Binding("6", "show_tab('boards')", "Boards", show=False, id="app.tab.boards"),
+        Binding("p", "toggle_pause", "Pause", id="app.pause"),
+        Binding("i", "next_interval", "Interval", id="app.interval"),
+        Binding("ctrl+t", "next_theme", "Theme", id="app.theme"),
+        Binding("q", "quit", "Quit", id="app.quit"),
+    ]
+
+    def __init__(
+        self,
+        bridge: Bridge,
+        *,
+        interval: float = 1.0,
+        title: str | None = None,
+        notify_alerts: bool = True,
+    ) -> None:
+        super().__init__()
+        self.bridge = bridge
+        self.interval = interval
+        self.paused = False
+        self.notify_alerts = notify_alerts
+        self.alerts_version = 0  # bumped whenever alerts may have changed
+        self.refreshes = 0  # completed refreshes (tests wait on it)
+        if title:
+            self.title = title
+        self._timer: Timer | None = None
+        self._busy = False
+        self._again = False
+        self._changes: collections.deque[list[tuple[str, dict[str, Any]]]] = collections.deque()
+        self._panes: dict[str, Any] = {}
+        self._log_handler: _ToApp | None = None
+        self._refresh_failed = False
+
+    # -- layout -------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False, icon="◉")
+        panes = {
+            "dashboard": Dashboard(self.bridge, id="dashboard-pane"),
+            "alerts": AlertsPane(self.bridge, id="alerts-pane"),
+            "devices": DevicesPane(self.bridge, id="devices-pane"),
+            "allowlists": AllowlistsPane(self.bridge),
+            "rules": RulesPane(self.bridge),
+            "boards": BoardsPane(self.bridge),
+        }
+        self._panes = panes
+        with TabbedContent(id="tabs", initial="dashboard"):
+            for tab, title in TABS:
+                with TabPane(title, id=tab):
+                    yield panes[tab]
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._update_subtitle()
+        self.bridge.on_alerts = self._engine_alerts
+        boards = self._panes.get("boards")
+        if hasattr(boards, "post_lines"):  # console lines, from the engine's thread
+            self.bridge.on_console = boards.post_lines
+        handler = self._log_handler = _ToApp(self)
+        logging.getLogger("iotwatch").addHandler(handler)
+        self._poll()
+
+    def on_unmount(self) -> None:
+        self.bridge.on_alerts = None
+        self.bridge.on_console = None
+        if self._log_handler is not None:
+            logging.getLogger("iotwatch").removeHandler(self._log_handler)
+
+    def _update_subtitle(self) -> None:
+        state = "paused" if self.paused else f"refresh {self.interval:g} s"
+        self.sub_title = state
+
+    # -- the refresh loop ---------------------------------------------------------------------
+
+    def active_pane(self) -> Any:
+        """The pane of the visible tab."""
+        try:
+            active = self.query_one("#tabs", TabbedContent).active
+        except Exception:
+            return None
+        return self._panes.get(active)
+
+    def _arm(self) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+        self._timer = self.set_timer(self.interval, self._poll, name="refresh")
+
+    def refresh_now(self) -> None:
+        """Refresh the visible pane as soon as possible (after a running refresh, if any)."""
+        if self._busy:
+            self._again = True
+            return
+        self._poll()
+
+    def _poll(self) -> None:
+        """Start one refresh of the visible pane; the timer is re-armed when it has been shown."""
+        self._timer = None
+        if self.paused or self._busy:
+            return self._arm() if not self._busy else None
+        pane = self.active_pane()
+        if (
+            pane is None
+            or isinstance(self.screen, ModalScreen)
+            or not all(hasattr(pane, m) for m in ("gather", "show"))
+        ):
+            self._arm()  # nothing visible to refresh, or a dialog is open: no work
+            return
+        args = pane.gather_args() if hasattr(pane, "gather_args") else None
+        snapshot = getattr(pane, "needs_snapshot", False)
+        self._busy = True
+        self.run_worker(
+            partial(self._gather, pane, snapshot, args),
+            thread=True,
+            exit_on_error=False,
+            name="refresh",
+            group="refresh",
+            description="refresh",
+        )
+
+    def _gather(self, pane: Any, snapshot: bool, args: Any) -> tuple[Any, Any]:
+        """Worker thread: the session snapshot (if the pane wants it) and the pane's reads."""
+        snap = self.bridge.snapshot().result(CALL_TIMEOUT) if snapshot else None
+        return pane, pane.gather(snap, args)
+
+    def _refreshed(self, worker: Worker[Any]) -> None:
+        self._busy = False
+        if worker.state == WorkerState.SUCCESS and worker.result is not None:
+            pane, data = worker.result
+            self._refresh_failed = False
+            if pane is self.active_pane() and pane.is_mounted:
+                with self.batch_update():
+                    pane.show(data)
+            self.refreshes += 1
+        elif worker.state == WorkerState.ERROR and not self._refresh_failed:
+            self._refresh_failed = True  # told once per run of failures, not every second
+            self.notify(
+                plain(f"Refresh failed: {worker.error!r}", 300), severity="error", markup=False
+            )
+        if self._again:
+            self._again = False
+            self._poll()
+        else:
+            self._arm()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """The one handler of every worker's end: refreshes, operator actions, dialog loads."""
+        worker = event.worker
+        if worker.name == "refresh":
+            if event.state in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
+                self._refreshed(worker)
+            return
+        if event.state == WorkerState.SUCCESS and worker.name.startswith("action:"):
+            message = worker.result
+            if message:
+                self.notify(plain(message, 300), markup=False)
+            self.alerts_version += 1
+            self.refresh_now()
+            if isinstance(self.screen, AlertDetail):
+                self.screen.reload()
+        elif event.state == WorkerState.ERROR:
+            error = worker.error
+            what = worker.description or worker.name or "work"
+            text = str(error) if isinstance(error, Refused) else f"{type(error).__name__}: {error}"
+            if worker.name.startswith("action:"):
+                self.push_screen(ErrorDialog(f"Could not {what}", text))
+            else:
+                self.notify(plain(f"{what} failed: {text}", 300), severity="error", markup=False)
+
+    # -- engine notifications -----------------------------------------------------------------
+
+    def _engine_alerts(self, changes: list[tuple[str, dict[str, Any]]]) -> None:
+        """Engine thread: queue the changes and wake the UI (the message coalesces)."""
+        self._changes.append(changes)
+        self.post_message(AlertsChanged())
+
+    @on(AlertsChanged)
+    def _alerts_changed(self) -> None:
+        opened: list[dict[str, Any]] = []
+        while self._changes:
+            for change, record in self._changes.popleft():
+                if change == "opened":
+                    opened.append(record)
+        self.alerts_version += 1
+        if not (opened and self.notify_alerts):
+            return
+        for record in opened[:NOTIFY_NEW]:
+            where = str(record.get("device", "?"))
+            if record.get("value") is not None:
+                where += f" · {record['value']}"
+            self.notify(
+                plain(where, 200),
+                title=plain(f"New alert: {record.get('rule', '?')}", 120),
+                severity="warning",
+                markup=False,
+            )
+        if len(opened) > NOTIFY_NEW:
+            self.notify(f"… and {len(opened) - NOTIFY_NEW} more new alerts", markup=False)
+
+    @on(EngineLog)
+    def _engine_log(self, message: EngineLog) -> None:
+        severity = "error" if message.level >= logging.ERROR else "warning"
+        self.notify(plain(message.text, 400), severity=severity, markup=False, timeout=8)
+
+    # -- navigation and settings --------------------------------------------------------------
+
+    def show_tab(self, tab: str) -> None:
+        self.query_one("#tabs", TabbedContent).active = tab
+
+    def action_show_tab(self, tab: str) -> None:
+        self.show_tab(tab)
+
+    def run_pane_action(self, tab: str, action: str) -> None:
+        """Show ``tab`` and run one of its pane's actions (from the command palette)."""
+        self.show_tab(tab)
+        pane = self._panes.get(tab)
+        if pane is not None:
+            self.call_after_refresh(pane.run_action, action)
+
+    @on(TabbedContent.TabActivated)
+    def _tab_changed(self, event: TabbedContent.TabActivated) -> None:
+        if event.tabbed_content.id == "tabs":
+            self.refresh_now()
+
+    def action_toggle_pause(self) -> None:
+        self.paused = not self.paused
+        self._update_subtitle()
+        self.notify("Live refresh paused" if self.paused else "Live refresh resumed")
+        if not self.paused:
+            self.refresh_now()
+
+    def set_interval_seconds(self, seconds: float) -> None:
+        self.interval = seconds
+        self._update_subtitle()
+        if not self._busy:
+            self._arm()
+
+    def action_next_interval(self) -> None:
+        later = [s for s in INTERVALS if s > self.interval]
+        self.set_interval_seconds(later[0] if later else INTERVALS[0])
+        self.notify(f"Refresh every {self.interval:g} s")
+
+    def set_theme(self, theme: str) -> None:
+        if theme in self.available_themes:
+            self.theme = theme
+
+    def action_next_theme(self) -> None:
+        themes = [t for t in THEMES if t in self.available_themes]
+        index = themes.index(self.theme) if self.theme in themes else -1
+        self.theme = themes[(index + 1) % len(themes)]
+        self.notify(f"Theme: {self.theme}")
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpDialog):
+            self.push_screen(HelpDialog())
+
+    # -- alert actions ------------------------------------------------------------------------
+
+    def selected_alert(self) -> AlertRow | None:
+        """The alert the operator is looking at: the open detail, else the alerts pane's row."""
+        if isinstance(self.screen, AlertDetail):
+            return self.screen.alert
+        pane = self._panes.get("alerts")
+        return pane.selected() if isinstance(pane, AlertsPane) else None
+
+    def act_selected(self, what: str) -> None:
+        alert = self.selected_alert()
+        if alert is None:
+            self.notify("Select an alert on the Alerts tab first", severity="warning")
+            return
+        if what == "open":
+            self.open_alert(alert.id)
+        else:
+            self.alert_action(what, alert)
+
+    def open_alert(self, alert_id: int) -> None:
+        self.push_screen(AlertDetail(self.bridge, alert_id))
+
+    def alert_action(self, what: str, alert: AlertRow) -> None:
+        """Acknowledge, resolve, note or silence ``alert``; persisted by the engine."""
+        bridge = self.bridge
+        if what == "acknowledge":
+            self._engine_call(
+                f"acknowledge alert #{alert.id}",
+                lambda: bridge.acknowledge(alert.id),
+                f"Alert #{alert.id} acknowledged",
+            )
+        elif what == "resolve":
+            self._engine_call(
+                f"resolve alert #{alert.id}",
+                lambda: bridge.resolve_by_hand(alert.id),
+                f"Alert #{alert.id} resolved by hand",
+            )
+        elif what == "allow":
+            pane = self._panes.get("allowlists")
+            if alert.is_range or alert.value is None:
+                self.notify("Only an allow-list alert has a value to allow", severity="warning")
+            elif isinstance(pane, AllowlistsPane):
+                if isinstance(self.screen, AlertDetail):
+                    self.screen.dismiss(None)
+                self.show_tab("allowlists")
+                pane.add_value(alert.group, alert.rule, alert.value)  # asks for confirmation
+        elif what == "note":
+
+            def noted(text: str | None) -> None:
+                if text:
+                    self._engine_call(
+                        f"add a note to alert #{alert.id}",
+                        lambda: bridge.add_note(alert.id, text),
+                        f"Note added to alert #{alert.id}",
+                    )
+
+            self.push_screen(NoteDialog(alert.id, alert.device), noted)
+        elif what == "silence":
+
+            def silenced(req: SilenceRequest | None) -> None:
+                if req is None:
+                    return
+                until = bridge.clock() + req.seconds * US
+                scope = "value" if req.value is not None else "every value"
+                self._engine_call(
+                    f"silence alert #{alert.id}'s rule and device",
+                    lambda: bridge.silence(req.rule_id, req.device, req.value, until),
+                    f"Silenced {alert.rule} on {alert.device}"
+                    + (f" ({scope})" if alert.value is not None else ""),
+                )
+
+            self.push_screen(
+                SilenceDialog(alert.rule_id, alert.rule, alert.device, alert.value), silenced
+            )
+
+    def _engine_call(self, what: str, call: Callable[[], Future[Any]], done: str) -> None:
+        """Run ``call`` (an engine future) in a worker; ``done`` is notified on success."""
+
+        def work() -> str:
+            call().result(CALL_TIMEOUT)
+            return done
+
+        self.run_worker(
+            work, thread=True, exit_on_error=False, name=f"action:{what}", description=what
+        )
+
+    # -- device actions -----------------------------------------------------------------------
+
+    def action_move_device(self) -> None:
+        pane = self._panes.get("devices")
+        device = pane.selected() if isinstance(pane, DevicesPane) else None
+        if device is None:
+            self.notify("Select a device on the Devices tab first", severity="warning")
+            return
+        self.move_device(device.name, device.group)
+
+    def move_device(self, device: str, current: str) -> None:
+        def chosen(answer: tuple[str, str] | None) -> None:
+            if answer is not None and answer[1] != current:
+                name, group = answer
+                self.edit_config(
+                    f"move {name} to group {group}",
+                    lambda config: moved(config, name, group),
+                    f"{name} moves to group {group} from its next window",
+                )
+
+        self.push_screen(GroupDialog(group_names(self.bridge.config), device, current), chosen)
+
+    def declare_device(self) -> None:
+        def chosen(answer: tuple[str, str] | None) -> None:
+            if answer is not None:
+                name, group = answer
+                self.edit_config(
+                    f"declare {name}",
+                    lambda config: moved(config, name, group),
+                    f"{name} is expected (group {group})",
+                )
+
+        self.push_screen(GroupDialog(group_names(self.bridge.config)), chosen)
+
+    def edit_config(self, what: str, edit: Callable[[Config], Config], done: str) -> None:
+        """Give the engine ``edit(config in force)`` and write the file when there is one (the
+        editors' path, ``tui.widgets.apply_edit``, which serializes edits)."""
+
+        async def work() -> str:
+            outcome = await apply_edit(self.bridge, edit)
+            if outcome.error is not None:
+                raise Refused(error_text(outcome.error))
+            if outcome.failure is not None:
+                raise Refused(outcome.failure)
+            if outcome.save_error is not None:
+                self.notify(
+                    plain(f"Applied, but not saved: {outcome.save_error}", 400),
+                    severity="warning",
+                    markup=False,
+                )
+            return done
+
+        self.run_worker(work(), exit_on_error=False, name=f"action:{what}", description=what)
+
+
+# -- running it ---------------------------------------------------------------------------------
+
+
+def run_app(app: IotwatchApp) -> int:
+    """Run ``app`` in the terminal; the exit status."""
+    result = app.run()
+    return int(result or 0) if app.return_code in (None, 0) else int(app.return_code or 1)
+
+
+def run_console(
+    config: Config,
+    db: str,
+    *,
+    clock: Clock = wall_clock,
+    title: str | None = None,
+    on_stop: Iterable[Callable[[], None]] = (),
+) -> int:
+    """Start the engine for ``config`` on ``db``, run the console until the operator quits, then
+    stop the engine (it commits what it has)."""
+    # Engine log records must not be written over the screen: they become notifications.
+    logging.getLogger("iotwatch").propagate = False
+    bridge = Bridge(config, db, clock=clock)
+    bridge.start()
+    try:
+        return run_app(IotwatchApp(bridge, title=title))
+    finally:
+        stopper = threading.Thread(target=bridge.stop, daemon=True)
+        stopper.start()
+        stopper.join(15)
+        for stop in on_stop:
+            stop()

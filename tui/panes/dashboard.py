@@ -1,0 +1,294 @@
+"""The dashboard: the sources strip, the live counters and the newest alerts.
+
+Counters are one row per (device, enabled range rule): the current window's count against
+``[min, max]`` (▲ above max, ▼ below min, in colour too), the time left in the window, and a
+sparkline of the last windows. The filter takes ``d:``/``g:``/``r:`` terms, and ``!`` keeps only
+rows that are out of range or alerting.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
+from textual.widgets import DataTable, Input, Static
+
+from engine.session import Counter, Snapshot, SourceStatus
+from tui.bridge import Bridge
+from tui.panes import (
+    LivePane,
+    TablePlan,
+    TextFilter,
+    apply_plan,
+    cell,
+    fmt_span,
+    fmt_time,
+    plan_table,
+    short_rule,
+    sparkline,
+    sync_table,
+)
+from tui.panes.alerts import ALERT_SQL, AlertRow, alert_cells
+from tui.safe import safe
+
+NEWEST = 8  # alerts beneath the counters
+
+STATE_STYLE = {
+    "following": ("●", "green"),
+    "caught-up": ("●", "green"),
+    "opening": ("◌", "yellow"),
+    "starting": ("◌", "yellow"),
+    "reconnecting": ("↻", "yellow"),
+    "error": ("✖", "bold red"),
+    "closed": ("■", "dim"),
+    "stopped": ("■", "dim"),
+}
+
+SOURCE_COLUMNS: tuple[tuple[str, str, int | None], ...] = (
+    ("kind", "Source", 17),
+    ("target", "Path / port", 28),
+    ("state", "State", 14),
+    ("rate", "Events/s", 8),
+    ("events", "Events", 9),
+    ("last", "Last event (UTC)", 16),
+    ("quarantined", "Quarantined", 11),
+)
+COUNTER_COLUMNS: tuple[tuple[str, str, int | None], ...] = (
+    ("device", "Device", 20),
+    ("group", "Group", 10),
+    ("rule", "Rule", 24),
+    ("count", "Count", 9),
+    ("range", "Range", 11),
+    ("left", "Left", 7),
+    ("history", "Last windows", 12),
+    ("alert", "Alert", 7),
+)
+NEWEST_COLUMNS = ("id", "state", "severity", "rule", "device", "value", "start", "amount")
+
+
+@dataclass(frozen=True)
+class DashboardData:
+    snapshot: Snapshot
+    taken: float  # time.monotonic() when taken
+    counters: TablePlan
+    summary: str
+    alerts: list[AlertRow] | None
+    config_error: str | None
+
+
+def source_kind(s: SourceStatus) -> str:
+    return s.kind
+
+
+def counter_out(c: Counter) -> int:
+    """1 above max, -1 below min, 0 in range (the current, possibly incomplete, window)."""
+    if c.count > c.max:
+        return 1
+    if c.count < c.min:
+        return -1
+    return 0
+
+
+class Counters(DataTable[Any]):
+    """One row per (device, range rule), keyed ``device\\0rule``."""
+
+
+class Dashboard(LivePane):
+    """Sources, counters, newest alerts."""
+
+    needs_snapshot: ClassVar[bool] = True
+
+    DEFAULT_CSS = """
+    Dashboard { height: 1fr; }
+    Dashboard #sources { height: auto; max-height: 8; }
+    Dashboard .problem { height: auto; color: $error; padding: 0 1; display: none; }
+    Dashboard .problem.shown { display: block; }
+    Dashboard #counter-bar { height: 1; margin-top: 1; }
+    Dashboard #counter-bar Static { width: auto; padding: 0 1; color: $text-muted; }
+    Dashboard #counter-filter { height: 1; border: none; width: 1fr; padding: 0 1; }
+    Dashboard Counters { height: 1fr; }
+    Dashboard #newest-title { height: 1; padding: 0 1; color: $text-muted; margin-top: 1; }
+    Dashboard #newest { height: 9; }
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("slash", "focus_filter", "Filter", id="dashboard.filter"),
+    ]
+
+    def __init__(self, bridge: Bridge, **kwargs: Any) -> None:
+        super().__init__(bridge, **kwargs)
+        self.filter = TextFilter()
+        self.only_out = False
+        self._sources: dict[str, tuple[Any, ...]] = {}
+        self._counters: dict[str, tuple[Any, ...]] = {}
+        self._newest: dict[str, tuple[Any, ...]] = {}
+        self._previous: dict[int, tuple[int, float]] = {}  # source index → (events, taken)
+        self._alerts_seen = -1
+        self.newest_rows: dict[str, AlertRow] = {}
+
+    def compose(self) -> ComposeResult:
+        sources = DataTable(id="sources", cursor_type="none", show_cursor=False)
+        for key, label, width in SOURCE_COLUMNS:
+            sources.add_column(label, key=key, width=width)
+        yield sources
+        yield Static(id="source-errors", classes="problem", markup=False)
+        yield Static(id="config-error", classes="problem", markup=False)
+        with Horizontal(id="counter-bar"):
+            yield Static("Counters", id="counter-title", markup=False)
+            yield Input(
+                placeholder="filter: text, d:device g:group r:rule, ! = out of range only",
+                id="counter-filter",
+                compact=True,
+            )
+            yield Static("", id="counter-summary", markup=False)
+        counters = Counters(id="counters", cursor_type="row", zebra_stripes=True)
+        for key, label, width in COUNTER_COLUMNS:
+            counters.add_column(label, key=key, width=width)
+        yield counters
+        yield Static("Newest alerts", id="newest-title", markup=False)
+        newest = DataTable(id="newest", cursor_type="row")
+        from tui.panes.alerts import COLUMNS
+
+        widths = {k: w for k, _, w in COLUMNS}
+        labels = {k: lbl for k, lbl, _ in COLUMNS}
+        for key in NEWEST_COLUMNS:
+            newest.add_column(labels[key], key=key, width=widths[key])
+        yield newest
+
+    @on(Input.Changed, "#counter-filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        words = event.value.split()
+        self.only_out = "!" in words
+        self.filter = TextFilter(" ".join(w for w in words if w != "!"))
+        self.app.refresh_now()  # type: ignore[attr-defined]
+
+    def action_focus_filter(self) -> None:
+        self.query_one("#counter-filter", Input).focus()
+
+    @on(DataTable.RowSelected, "#newest")
+    def _open_alert(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        alert = self.newest_rows.get(str(event.row_key.value))
+        if alert is not None:
+            self.app.open_alert(alert.id)  # type: ignore[attr-defined]
+
+    # -- refresh ------------------------------------------------------------------------------
+
+    def gather_args(self) -> Any:
+        return getattr(self.app, "alerts_version", 0), self.filter, self.only_out
+
+    def gather(self, snapshot: Any, args: Any) -> Any:
+        version, flt, only_out = args
+        alerts = None
+        if version != self._alerts_seen:
+            rows = self.bridge.query(ALERT_SQL + " ORDER BY a.id DESC LIMIT ?", (NEWEST,))
+            alerts = [AlertRow.from_db(r) for r in rows]
+        session = self.bridge.session
+        error = getattr(session, "config_error", None) if session is not None else None
+        plan, summary = self._plan_counters(snapshot, flt, only_out)
+        return version, DashboardData(snapshot, time.monotonic(), plan, summary, alerts, error)
+
+    def show(self, data: Any) -> None:
+        version, d = data
+        self._show_sources(d)
+        apply_plan(
+            self.query_one(Counters),
+            d.counters,
+            self._counters,
+            sort_key=lambda cells: (cells[0].plain, cells[2].plain),
+        )
+        self.query_one("#counter-summary", Static).update(d.summary)
+        if d.alerts is not None:
+            self._alerts_seen = version
+            self.newest_rows = {str(a.id): a for a in d.alerts}
+            sync_table(
+                self.query_one("#newest", DataTable),
+                {str(a.id): alert_cells(a, NEWEST_COLUMNS) for a in d.alerts},
+                self._newest,
+                NEWEST_COLUMNS,
+                sort_key=lambda cells: int(cells[0].plain),
+                reverse=True,
+            )
+        banner = self.query_one("#config-error", Static)
+        if d.config_error:
+            banner.update(safe(f"Configuration refused (the previous one stays): {d.config_error}"))
+        banner.set_class(bool(d.config_error), "shown")
+
+    def _show_sources(self, d: DashboardData) -> None:
+        rows: dict[str, tuple[Any, ...]] = {}
+        errors: list[Text] = []
+        for i, s in enumerate(d.snapshot.sources):
+            prev = self._previous.get(i)
+            rate: Text
+            if prev is None or d.taken <= prev[1]:
+                rate = cell("-", "dim")
+            else:
+                per_s = max(0.0, (s.events - prev[0]) / (d.taken - prev[1]))
+                rate = cell(f"{per_s:,.0f}" if per_s >= 10 else f"{per_s:.1f}")
+            self._previous[i] = (s.events, d.taken)
+            symbol, style = STATE_STYLE.get(s.state, ("?", ""))
+            kind = s.kind + (f" ×{s.streams}" if s.kind != "serial" and s.streams > 1 else "")
+            rows[str(i)] = (
+                cell(kind),
+                safe(s.target, 200),
+                cell(f"{symbol} {s.state}", style),
+                rate,
+                cell(f"{s.events:,}"),
+                cell(fmt_time(s.last_event)),
+                cell(f"{s.quarantined:,}", "yellow" if s.quarantined else ""),
+            )
+            if s.error:
+                errors.append(Text(f"{s.kind} {i + 1}: ", style="bold"))
+                errors[-1].append_text(safe(s.error, 300))
+        sync_table(
+            self.query_one("#sources", DataTable),
+            rows,
+            self._sources,
+            [k for k, _, _ in SOURCE_COLUMNS],
+        )
+        box = self.query_one("#source-errors", Static)
+        if errors:
+            box.update(Text("\n").join(errors))
+        box.set_class(bool(errors), "shown")
+
+    def _plan_counters(
+        self, snap: Snapshot, flt: TextFilter, only_out: bool
+    ) -> tuple[TablePlan, str]:
+        """Worker thread: the counter rows and what to change in the table to show them."""
+        rows: dict[str, tuple[Any, ...]] = {}
+        out_total = alerting = 0
+        for c in snap.counters:
+            out = counter_out(c)
+            out_total += out != 0
+            alerting += c.alerting
+            if only_out and not (out or c.alerting):
+                continue
+            if flt and not flt.matches(device=c.device, group=c.group, rule=c.rule):
+                continue
+            if out > 0:
+                count = cell(f"▲ {c.count}", "bold red")
+            elif out < 0:
+                count = cell(f"▼ {c.count}", "yellow")
+            else:
+                count = cell(f"  {c.count}", "green")
+            rows[f"{c.device}\0{c.rule}"] = (
+                safe(c.device, 64),
+                safe(c.group, 64),
+                cell(short_rule(c.rule)),
+                count,
+                cell(f"{c.min}–{c.max}"),
+                cell(fmt_span((c.end - snap.now) // 1_000_000)),
+                sparkline(c.history, c.min, c.max),
+                cell("● open", "bold red") if c.alerting else cell(""),
+            )
+        plan = plan_table(rows, self._counters, [k for k, _, _ in COUNTER_COLUMNS])
+        summary = (
+            f"{len(rows)} of {len(snap.counters)} · {out_total} out of range · {alerting} alerting"
+        )
+        return plan, summary

@@ -1,0 +1,1 @@
+"""The console's dialogs: alert detail, note, silence, device group, error, help."""
