@@ -46,6 +46,7 @@ from engine.config import (
     check_window,
     key_path,
     kind_of,
+    read_text,
     unknown_rule_reason,
 )
 from engine.timestamps import format_duration
@@ -92,22 +93,8 @@ class _Reader:
 
 def load_azure_groups(path: str | os.PathLike[str]) -> list[Group]:
     """Read Azure ``deviceSecurityGroups`` JSON from ``path``; raises :class:`ConfigError`."""
-    name = os.fspath(path)
-    try:
-        with open(name, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        raise ConfigError(name, "(file)", "no such file") from None
-    except IsADirectoryError:
-        raise ConfigError(name, "(file)", "is a directory, not a file") from None
-    except OSError as exc:
-        raise ConfigError(name, "(file)", f"cannot be read: {exc.strerror or exc}") from None
-    try:
-        # utf-8-sig: PowerShell and the Azure CLI on Windows write a byte-order mark.
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise ConfigError(name, f"line {line}", "not valid UTF-8") from None
+    # utf-8-sig: PowerShell and the Azure CLI on Windows write a byte-order mark.
+    name, text = read_text(path, "utf-8-sig")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -349,8 +349,8 @@ def check_allow_values(rule_id: int, value: object, as_json: bool = False) -> tu
 # --- parsing ------------------------------------------------------------------------------------
 
 
-def load_config(path: str | os.PathLike[str]) -> Config:
-    """Read and validate the TOML configuration at ``path``; raises :class:`ConfigError`."""
+def read_text(path: str | os.PathLike[str], encoding: str = "utf-8") -> tuple[str, str]:
+    """The name and text of a configuration file; every failure is a :class:`ConfigError`."""
     name = os.fspath(path)
     try:
         with open(name, "rb") as f:
@@ -362,10 +362,15 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     except OSError as exc:
         raise ConfigError(name, "(file)", f"cannot be read: {exc.strerror or exc}") from None
     try:
-        text = raw.decode("utf-8")
+        return name, raw.decode(encoding)
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise ConfigError(name, f"line {line}", "not valid UTF-8") from None
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate the TOML configuration at ``path``; raises :class:`ConfigError`."""
+    name, text = read_text(path)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
