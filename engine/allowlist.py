@@ -20,6 +20,7 @@ refused when it ends with a path separator.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable
 
 from engine.catalogue import CONNECTION_FROM_IP, CONNECTION_TO_IP, LOCAL_USER, PROCESS
@@ -82,6 +83,10 @@ def validate_entry(rule_id: int, entry: object) -> str | None:
 def base_name(executable: str) -> str:
     """The text after the last ``/`` or ``\\`` of ``executable`` (all of it when there is none)."""
     return executable[max(executable.rfind("/"), executable.rfind("\\")) + 1 :]
+
+
+_OCTET = r"(0|[1-9][0-9]{0,2})"
+_DOTTED_QUAD = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}\Z", re.ASCII).match
 
 
 class Allowlist:
@@ -147,14 +152,11 @@ class Allowlist:
         return value in self._names
 
     def _allows_ip(self, value: str) -> bool:
-        parts = value.split(".")
-        if len(parts) == 4 and all(
-            p.isdigit() and p.isascii() and len(p) <= 3 and (len(p) == 1 or p[0] != "0")
-            for p in parts
-        ):
+        m = _DOTTED_QUAD(value)
+        if m is not None:
             # Dotted-quad IPv4, the common case, without building an ipaddress object; the
-            # checks above are what ipaddress itself accepts (no leading zeros).
-            a, b, c, d = (int(p) for p in parts)
+            # pattern accepts what ipaddress accepts (no leading zeros).
+            a, b, c, d = map(int, m.groups())
             if a < 256 and b < 256 and c < 256 and d < 256:
                 number = (a << 24) | (b << 16) | (c << 8) | d
                 return any(number >> shift in numbers for shift, numbers in self._v4)

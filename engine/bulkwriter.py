@@ -7,11 +7,17 @@ until it exits. Threads in one process would fight over the GIL for every bound 
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from typing import IO
 
 import msgpack
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: the pipe keeps its default size
+    fcntl = None  # type: ignore[assignment]
 
 from engine.store import EVENT_INDEX, PRAGMAS, Batch, StoreError, batch_parts
 
@@ -27,6 +33,9 @@ class BulkWriter:
             stderr=subprocess.PIPE,
         )
         self._packer = msgpack.Packer(use_bin_type=True)
+        if self.proc.stdin is not None and fcntl is not None and hasattr(fcntl, "F_SETPIPE_SZ"):
+            with contextlib.suppress(OSError):  # a larger pipe: fewer wake-ups per batch
+                fcntl.fcntl(self.proc.stdin.fileno(), fcntl.F_SETPIPE_SZ, 1 << 20)
 
     def put(self, batch: Batch) -> None:
         """Send ``batch``; blocks while the child is a pipe's worth behind."""
@@ -72,7 +81,9 @@ def _serve(path: str) -> None:
         conn.execute(pragma)
     # A reader thread drains the pipe while this one inserts, so the parent never waits for a
     # transaction to finish before it can hand over the next batch.
-    chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=64)
+    # Pipe reads come in pipe-buffer pieces (64 KiB); room for ~64 MiB of them lets the parent
+    # run ahead of a slow transaction instead of stalling on a full pipe.
+    chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=1024)
 
     def read() -> None:
         stdin = sys.stdin.buffer

@@ -61,11 +61,25 @@ _PROTOCOLS = {
 }
 
 
+# The spellings IoT Hub and SDKs actually write, looked up as they are before any folding.
+_AS_WRITTEN = {
+    **_PROTOCOLS,
+    **{k.capitalize(): v for k, v in _PROTOCOLS.items()},
+    "MqttWs": "mqtt",
+    "AmqpWs": "amqp",
+    "MQTT": "mqtt",
+    "AMQP": "amqp",
+    "HTTP": "http",
+    "HTTPS": "http",
+}
+
+
 def fold_protocol(value: Any) -> str | None:
     """``Amqp``/``AmqpWs`` → amqp, ``Mqtt``/``MqttWs`` → mqtt, ``Http``/``Https`` → http."""
-    if not isinstance(value, str):
+    if type(value) is not str:
         return None
-    return _PROTOCOLS.get(value.strip().lower())
+    folded = _AS_WRITTEN.get(value)
+    return folded if folded is not None else _PROTOCOLS.get(value.strip().lower())
 
 
 def is_unauthorized(value: Any) -> bool:

@@ -22,7 +22,6 @@ from engine.timestamps import parse_time
 NAME = "hub-events"
 
 _MESSAGE_OPS = {"d2c": c.D2C, "c2d": c.C2D, "c2d-reject": c.C2D_REJECTED}
-_PROTOCOL_FAST = {"mqtt": "mqtt", "amqp": "amqp", "http": "http"}
 # Common statuses that are certainly not 401/401xxx: skip the string test for them.
 _PLAIN_STATUS = frozenset({200, 201, 202, 204, 400, 403, 404, 409, 412, 429, 500, 503})
 _OPS = {
@@ -48,10 +47,7 @@ def decode(obj: Any, pos: int, out: list[Event]) -> None:
     by_protocol = _MESSAGE_OPS.get(op)
     protocol = None
     if by_protocol is not None:
-        raw_protocol = get("protocol")
-        protocol = (
-            _PROTOCOL_FAST.get(raw_protocol) if type(raw_protocol) is str else None
-        ) or fold_protocol(raw_protocol)
+        protocol = fold_protocol(get("protocol"))
         if protocol is None:
             raw = get("protocol")
             raise BadRecord("missing protocol" if raw is None else f"unknown protocol {raw!r:.40}")
