@@ -33,6 +33,7 @@ class BulkWriter:
             stderr=subprocess.PIPE,
         )
         self._packer = msgpack.Packer(use_bin_type=True)
+        self._indexed = False
         if self.proc.stdin is not None and fcntl is not None and hasattr(fcntl, "F_SETPIPE_SZ"):
             with contextlib.suppress(OSError):  # a larger pipe: fewer wake-ups per batch
                 fcntl.fcntl(self.proc.stdin.fileno(), fcntl.F_SETPIPE_SZ, 1 << 20)
@@ -41,10 +42,17 @@ class BulkWriter:
         """Send ``batch``; blocks while the child is a pipe's worth behind."""
         self._send(["batch", batch_parts(batch)])
 
+    def build_index(self) -> None:
+        """Build the events index now (after the last events; later batches may follow)."""
+        self._send(["index", None])
+        self._indexed = True
+
     def close(self) -> None:
-        """Finish: build the index, wait for the child, raise StoreError if it failed."""
+        """Finish: build the index if not yet built, wait for the child, raise StoreError if it
+        failed."""
         try:
-            self._send(["index", None])
+            if not self._indexed:
+                self._send(["index", None])
             assert self.proc.stdin is not None
             self.proc.stdin.close()
         except StoreError:

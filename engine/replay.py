@@ -211,6 +211,11 @@ def _run(
         if progress is not None and time.monotonic() - last_progress > 0.5:
             last_progress = time.monotonic()
             progress(done_bytes, total)
+    if writer is not None:
+        # The last events first, so the writer builds the events index while the final
+        # windows are evaluated here.
+        batch = _flush(writer, evaluator, inputs, batch)
+        writer.build_index()
     alerts = evaluator.finish()
     summary.events = evaluator.events
     summary.late = evaluator.late
