@@ -60,7 +60,7 @@ class Plan:
 class Device:
     """What the engine knows of one device."""
 
-    __slots__ = ("declared", "events", "first", "id", "last", "name", "plan", "tracks")
+    __slots__ = ("declared", "first", "id", "last", "name", "plan", "tracks")
 
     def __init__(self, id: int, name: str, plan: Plan, declared: bool) -> None:
         self.id = id
@@ -69,7 +69,6 @@ class Device:
         self.declared = declared
         self.first: int | None = None  # known from (µs); None: not known yet
         self.last: int | None = None  # latest non-late event time
-        self.events = 0
         self.tracks: dict[int, RangeTrack] = {}
 
 
@@ -135,6 +134,7 @@ class Evaluator:
         wall = self.wall
         unauthorized_rule = c.UNAUTHORIZED
         latest = stream.latest
+        t_last = self.t_last
         flags: list[bool] = []
         n = late = 0
         for ev in events:
@@ -158,9 +158,8 @@ class Evaluator:
                     self._known(dev, t)
                 if dev.last is None or t > dev.last:
                     dev.last = t
-                if self.t_last is None or t > self.t_last:
-                    self.t_last = t
-                dev.events += 1
+                if t_last is None or t > t_last:
+                    t_last = self.t_last = t
                 if unauthorized:
                     tracks = dev.tracks
                     first = tracks.get(rule) if rule else None
@@ -177,7 +176,7 @@ class Evaluator:
                         if index != track.cur:
                             track.cur = index
                             mark = self._mark
-                            if mark is not None:
+                            if mark is not None and mark // track.size > track.next:
                                 track.finalize(mark // track.size)
                         if index < track.next or index >= track.stop:
                             # A window before a rule change belongs to the track it replaced.
