@@ -131,7 +131,13 @@ class Evaluator:
         # One watermark for the whole batch: only this stream advances during it, so the value
         # can only be lower than the true one, and finalizing less early is always safe.
         self._mark = self.watermark.value(self.wall)
-        wall = self.wall
+        # Live: no window ends after this, so a later event cannot be in a window the wall
+        # clock closed.
+        closed_until = (
+            max((upto * size for size, upto in self._swept.items()), default=None)
+            if self.wall is not None
+            else None
+        )
         unauthorized_rule = c.UNAUTHORIZED
         latest = stream.latest
         t_last = self.t_last
@@ -147,7 +153,12 @@ class Evaluator:
                 late_flags is not None and late_flags[n]
             ):
                 is_late = True
-            elif wall is not None and (rule or unauthorized) and self._wall_late(dev, ev):
+            elif (
+                closed_until is not None
+                and t < closed_until
+                and (rule or unauthorized)
+                and self._wall_late(dev, ev)
+            ):
                 is_late = True
                 if latest is None or t > latest:
                     latest = stream.latest = t

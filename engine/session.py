@@ -65,6 +65,7 @@ class Snapshot:
 
 
 HISTORY = 12  # final window counts kept per track for the console's sparklines
+ALERT_COMMIT_GAP = 0.01  # seconds: alert changes bring a commit forward at most this often
 DEVICES_EVERY = 5.0  # seconds between writes of every device's last-seen time
 
 
@@ -113,10 +114,11 @@ class Session:
         store: Store,
         *,
         clock: Clock = wall_clock,
-        poll_interval: float = 0.1,
+        poll_interval: float = 0.025,
         commit_interval: float = 0.1,
         commit_rows: int = 5000,
         tick_interval: float = 0.25,
+        history: int = 0,
     ) -> None:
         self.config = config
         self.store = store
@@ -125,6 +127,7 @@ class Session:
         self.commit_interval = commit_interval
         self.commit_rows = commit_rows
         self.tick_interval = tick_interval
+        self.history = history  # final counts per track for a console's sparklines; 0: none
         self.listeners: list[AlertListener] = []
         self.console_listeners: list[ConsoleListener] = []
         self.status: list[SourceStatus] = [
@@ -145,6 +148,7 @@ class Session:
         self._silences: list[operator.Silence] = []
         self.config_poll = 1.0
         self._devices_due = 0.0
+        self._alerted = asyncio.Event()  # an alert changed since the last commit
         self.config_error: str | None = None  # why the last change of the file was refused
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -155,10 +159,11 @@ class Session:
         self.restored = await restore(self.store, self.config)
         self._silences = await operator.silences(self.store, self.clock())
         evaluator = self.evaluator = self.restored.evaluator
-        evaluator.history = HISTORY
-        for dev in evaluator.devices.values():  # tracks rebuilt from the store
-            for track in dev.tracks.values():
-                track.history = deque(maxlen=HISTORY)
+        if self.history:
+            evaluator.history = self.history
+            for dev in evaluator.devices.values():  # tracks rebuilt from the store
+                for track in dev.tracks.values():
+                    track.history = deque(maxlen=self.history)
         evaluator.book.listener = self._on_change
         evaluator.wall = self.clock()
         for row in self.restored.streams:
@@ -382,7 +387,8 @@ class Session:
     # -- the clock and commits --------------------------------------------------------------------
 
     async def _ticker(self) -> None:
-        """Close windows by the wall clock and commit, on a steady beat."""
+        """Close windows by the wall clock and commit, on a steady beat; an alert change brings
+        the next commit forward, so it reaches listeners within a few milliseconds."""
         # Not before every file source has claimed its files: restored streams hold nothing
         # until then, and the wall clock would close windows their backlog still fills.
         await self._all_discovered.wait()
@@ -391,10 +397,24 @@ class Session:
             assert self.evaluator is not None
             self.evaluator.advance(self.clock())
             now = time.monotonic()
-            if now >= next_commit:
+            if now >= next_commit or self._alerted.is_set():
+                self._alerted.clear()
                 await self.commit()
                 next_commit = now + self.commit_interval
-            await self._sleep(min(self.tick_interval, self.commit_interval))
+            await self._wait(min(self.tick_interval, self.commit_interval))
+            await asyncio.sleep(ALERT_COMMIT_GAP)  # at most one early commit per gap
+
+    async def _wait(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less if the session stops or an alert changes."""
+        stop = asyncio.ensure_future(self._stop.wait())
+        alerted = asyncio.ensure_future(self._alerted.wait())
+        try:
+            await asyncio.wait(
+                {stop, alerted}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            stop.cancel()
+            alerted.cancel()
 
     async def commit(self, final: bool = False) -> None:
         """Write the pending batch with every stream's offset in one transaction, then tell the
@@ -486,7 +506,7 @@ class Session:
                         track.max,
                         index * track.size,
                         (index + 1) * track.size,
-                        tuple(track.history),
+                        tuple(track.history or ()),
                         any(a.state == "open" for a in track.alerts),
                     )
                 )
@@ -518,6 +538,7 @@ class Session:
     # -- alert changes ----------------------------------------------------------------------------
 
     def _on_change(self, change: str, alert: Alert) -> None:
+        self._alerted.set()
         if change == "merged":
             self._merged.append(alert)
             self._changes.pop(alert.id, None)

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from engine import operator
 from engine.alert import Alert
 from engine.config import Config
-from engine.session import Clock, Session, Snapshot, wall_clock
+from engine.session import HISTORY, Clock, Session, Snapshot, wall_clock
 from engine.store import Store
 
 T = TypeVar("T")
@@ -71,7 +71,7 @@ class Bridge:
     async def _run(self) -> None:
         self.loop = asyncio.get_running_loop()
         store = await Store.open(self.db)
-        session = Session(self.config, store, clock=self.clock)
+        session = Session(self.config, store, clock=self.clock, history=HISTORY)
         session.listeners.append(self._alerts)
         session.add_console_listener(self._console)
         self.session = session
