@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -262,8 +263,18 @@ class Store:
 
     async def write(self, batch: Batch) -> None:
         """Write ``batch`` in one transaction."""
-        async with self.lock:
-            await self._write(batch)
+        await self._transaction(self._write(batch))
+
+    async def _transaction(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` under the lock, shielded: a caller that is cancelled mid-way (a session
+        stopping) must not leave a transaction open on the shared connection; the work
+        finishes (or rolls back) on its own and keeps the lock until then."""
+
+        async def locked() -> None:
+            async with self.lock:
+                await work
+
+        await asyncio.shield(locked())
 
     async def _write(self, batch: Batch) -> None:
         conn = self.conn
@@ -278,8 +289,7 @@ class Store:
 
     async def save_config(self, config: Config) -> None:
         """Store the groups, rules, allow-lists and device mapping in force."""
-        async with self.lock:
-            await self._save_config(config)
+        await self._transaction(self._save_config(config))
 
     async def _save_config(self, config: Config) -> None:
         conn = self.conn
