@@ -29,6 +29,7 @@ from textual.widgets import Footer, Header, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
 from engine.config import Config
+from engine.export import ExportCancelled, ExportError, ExportResult
 from engine.session import Clock, wall_clock
 from tui.bridge import Bridge
 from tui.panes.alerts import AlertRow, AlertsPane
@@ -46,6 +47,13 @@ from tui.screens.dialogs import (
     NoteDialog,
     SilenceDialog,
     SilenceRequest,
+)
+from tui.screens.export import (
+    ExportDialog,
+    ExportRequest,
+    done_message,
+    export_message,
+    view_filter,
 )
 from tui.widgets import apply_edit, error_text
 
@@ -129,6 +137,11 @@ class IotwatchCommands(Provider):
                 partial(app.act_selected, "allow"),
                 "",
             ),
+            (
+                "Export the database (filters from the current view)",
+                app.action_export,
+                "key ctrl+e: a SQLite file, or the alerts as CSV / JSON lines",
+            ),
             ("Move the selected device to another group", app.action_move_device, ""),
             ("Declare an expected device", app.declare_device, ""),
             ("Quit", app.action_quit, "stop the engine and leave"),
@@ -191,6 +204,7 @@ class IotwatchApp(App[int]):
         Binding("p", "toggle_pause", "Pause", id="app.pause"),
         Binding("i", "next_interval", "Interval", id="app.interval"),
         Binding("ctrl+t", "next_theme", "Theme", id="app.theme"),
+        Binding("ctrl+e", "export", "Export", id="app.export"),
         Binding("q", "quit", "Quit", id="app.quit"),
     ]
 
@@ -218,6 +232,7 @@ class IotwatchApp(App[int]):
         self._panes: dict[str, Any] = {}
         self._log_handler: _ToApp | None = None
         self._refresh_failed = False
+        self._export_cancels: dict[Worker[Any], threading.Event] = {}
 
     # -- layout -------------------------------------------------------------------------------
 
@@ -253,6 +268,8 @@ class IotwatchApp(App[int]):
         self.bridge.on_console = None
         if self._log_handler is not None:
             logging.getLogger("iotwatch").removeHandler(self._log_handler)
+        for cancel in self._export_cancels.values():  # quitting: a running export stops
+            cancel.set()
 
     def _update_subtitle(self) -> None:
         state = "paused" if self.paused else f"refresh {self.interval:g} s"
@@ -336,6 +353,9 @@ class IotwatchApp(App[int]):
         if worker.name == "refresh":
             if event.state in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
                 self._refreshed(worker)
+            return
+        if worker.name == "export":
+            self._exported(worker, event.state)
             return
         if event.state == WorkerState.SUCCESS and worker.name.startswith("action:"):
             message = worker.result
@@ -580,6 +600,62 @@ class IotwatchApp(App[int]):
             return done
 
         self.run_worker(work(), exit_on_error=False, name=f"action:{what}", description=what)
+
+    # -- export -------------------------------------------------------------------------------
+
+    def action_export(self) -> None:
+        """Open the export dialog with the filters of the visible tab."""
+        if any(isinstance(s, ExportDialog) for s in self.screen_stack):
+            return
+        tabs = self.query_one("#tabs", TabbedContent)
+        origin = dict(TABS).get(str(tabs.active), "")
+        groups = group_names(self.bridge.config)
+        view = view_filter(origin, self.active_pane(), groups)
+        self.push_screen(ExportDialog(self.bridge.db, view, self.start_export, groups))
+
+    def start_export(self, request: ExportRequest, dialog: ExportDialog) -> Worker[ExportResult]:
+        """Run ``request`` in a thread worker; progress goes to ``dialog``, the outcome to
+        :meth:`_exported` (through the one worker handler)."""
+        worker = self.run_worker(
+            partial(request.run, dialog.post_progress),
+            thread=True,
+            exit_on_error=False,
+            name="export",
+            group="export",
+            description=f"export to {request.out}",
+        )
+        self._export_cancels[worker] = request.cancel
+        return worker
+
+    def _exported(self, worker: Worker[Any], state: WorkerState) -> None:
+        """An export ended: notify, and tell its dialog (which closes, or shows why not)."""
+        if state not in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
+            return
+        self._export_cancels.pop(worker, None)
+        if state == WorkerState.CANCELLED:  # the console is closing
+            return
+        dialog = next(
+            (s for s in self.screen_stack if isinstance(s, ExportDialog) and s.worker is worker),
+            None,
+        )
+        error = worker.error if state == WorkerState.ERROR else None
+        result = worker.result if state == WorkerState.SUCCESS else None
+        if isinstance(result, ExportResult):
+            self.notify(plain(done_message(result), 400), title="Export done", markup=False)
+        elif isinstance(error, ExportCancelled):
+            self.notify("Export cancelled: nothing was written", severity="warning")
+        elif isinstance(error, ExportError):
+            self.notify(
+                plain(export_message(error), 400),
+                title="Export failed",
+                severity="error",
+                markup=False,
+                timeout=10,
+            )
+        elif error is not None:  # a bug, not a refusal: the details in a dialog
+            self.push_screen(ErrorDialog("Could not export", f"{type(error).__name__}: {error}"))
+        if dialog is not None:
+            dialog.finished(result if isinstance(result, ExportResult) else None, error)
 
 
 # -- running it ---------------------------------------------------------------------------------

@@ -250,7 +250,7 @@ iotwatch console
 
 Tabs           1 Dashboard · 2 Alerts · 3 Devices · 4 Allow-lists · 5 Rules · 6 Boards
 Everywhere     F1 this help · Ctrl+P command palette · p pause/resume live refresh
-               i refresh interval · Ctrl+T next theme · / filter · q quit
+               i refresh interval · Ctrl+T next theme · Ctrl+E export · / filter · q quit
 Alerts         Enter detail · a acknowledge · r resolve by hand · n note · s silence
                v allow the offending value (adds it to the group's allow-list, after a yes)
 Devices        g move to another group · e declare an expected device
