@@ -481,3 +481,20 @@ async def test_allow_the_offending_value_from_an_alert(engine: tuple[Bridge, Pat
         append(folder / "agent.jsonl", [process("sensor-9", now_us(), "/usr/bin/helper")])
         await pilot.pause(0.6)
         assert len(db_rows(bridge.db, "SELECT id FROM alerts")) == 1
+
+
+async def test_number_keys_switch_tabs_while_a_table_has_focus(
+    engine: tuple[Bridge, Path],
+) -> None:
+    bridge, _ = engine
+    app = console(bridge)
+    async with app.run_test(size=SIZE) as pilot:
+        tabs = app.query_one("#tabs", TabbedContent)
+        for key, tab in (("2", "alerts"), ("3", "devices"), ("1", "dashboard"), ("3", "devices")):
+            table = app.active_pane().query(DataTable).first()
+            table.focus()
+            await pilot.pause()
+            await pilot.press(key)
+            await pilot.pause()
+            await pilot.pause()
+            assert tabs.active == tab, (key, tabs.active)

@@ -25,7 +25,7 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.message import Message
 from textual.screen import ModalScreen
 from textual.timer import Timer
-from textual.widgets import Footer, Header, TabbedContent, TabPane
+from textual.widgets import DataTable, Footer, Header, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
 from engine.config import Config
@@ -412,7 +412,19 @@ class IotwatchApp(App[int]):
     # -- navigation and settings --------------------------------------------------------------
 
     def show_tab(self, tab: str) -> None:
+        # A widget focused in the old tab would pull the tabs back to itself: let go, switch,
+        # then give the keys to the new tab's first widget that takes them.
+        self.set_focus(None)
         self.query_one("#tabs", TabbedContent).active = tab
+        self.call_after_refresh(self._focus_pane, tab)
+
+    def _focus_pane(self, tab: str) -> None:
+        # A table, not an input: digits must go on switching tabs.
+        pane = self._panes.get(tab)
+        if pane is not None and self.focused is None:
+            tables = [t for t in pane.query(DataTable) if t.focusable and t.display]
+            if tables:
+                tables[0].focus()
 
     def action_show_tab(self, tab: str) -> None:
         self.show_tab(tab)
