@@ -40,7 +40,15 @@ from engine.config_edit import (
 )
 from tui.bridge import Bridge
 from tui.safe import plain, safe
-from tui.widgets import ListEditor, Outcome, TextPrompt, apply_edit, error_text
+from tui.widgets import (
+    ListEditor,
+    Outcome,
+    TextPrompt,
+    apply_edit,
+    error_text,
+    group_name,
+    group_options,
+)
 
 LISTS: tuple[tuple[str, str], ...] = (
     ("ConnectionToIpNotAllowed", "Outbound IPs"),
@@ -290,16 +298,10 @@ class AllowlistsPane(Widget):
         return self.query_one("#al-editor", ListEditor)
 
     def _group_options(self) -> list[tuple[Text, str]]:
-        groups = dict(sorted((k, g.name) for k, g in self.config.groups.items()))
-        if DEFAULT_GROUP not in groups:
-            groups = {DEFAULT_GROUP: DEFAULT_GROUP, **groups}
-        if self.group not in groups:
-            groups[self.group] = self.group
-        return [(safe(name, 60), key) for key, name in groups.items()]
+        return group_options(self.config, self.group)
 
     def _group_name(self) -> str:
-        found = self.config.groups.get(self.group)
-        return found.name if found is not None else self.group
+        return group_name(self.config, self.group)
 
     def refresh_from_config(self) -> None:
         """Show the lists of the configuration in force (``bridge.config``)."""

@@ -43,7 +43,7 @@ from engine.config_edit import add_group, rename_group, set_range_rule
 from engine.timestamps import format_duration
 from tui.bridge import Bridge
 from tui.safe import plain, safe
-from tui.widgets import Outcome, TextPrompt, apply_edit, error_text
+from tui.widgets import Outcome, TextPrompt, apply_edit, error_text, group_name, group_options
 
 EXPORT_NAME = "device-security-groups.json"
 _INT = re.compile(r"[+-]?\d+")
@@ -227,16 +227,10 @@ class RulesPane(Widget):
         return self.query_one("#rl-table", DataTable)
 
     def _group_options(self) -> list[tuple[Text, str]]:
-        groups = dict(sorted((k, g.name) for k, g in self.config.groups.items()))
-        if DEFAULT_GROUP not in groups:
-            groups = {DEFAULT_GROUP: DEFAULT_GROUP, **groups}
-        if self.group not in groups:
-            groups[self.group] = self.group
-        return [(safe(name, 60), key) for key, name in groups.items()]
+        return group_options(self.config, self.group)
 
     def _group_name(self) -> str:
-        found = self.config.groups.get(self.group)
-        return found.name if found is not None else self.group
+        return group_name(self.config, self.group)
 
     def _rule(self, name: str) -> RangeRule | None:
         return self.config.group(self.group).range_rules.get(name)

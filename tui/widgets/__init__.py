@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -24,7 +25,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label
 
-from engine.config import Config, ConfigError
+from engine.config import DEFAULT_GROUP, Config, ConfigError
 from engine.config_edit import write_config
 from tui.bridge import Bridge
 from tui.safe import safe
@@ -181,3 +182,20 @@ class TextPrompt(ModalScreen[str | None]):
     @on(Button.Pressed, "#prompt-cancel")
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+def group_options(config: Config, current: str) -> list[tuple[Text, str]]:
+    """(label, key) of every group for a selector: ``default`` always, and ``current`` even
+    before a table defines it."""
+    groups = dict(sorted((k, g.name) for k, g in config.groups.items()))
+    if DEFAULT_GROUP not in groups:
+        groups = {DEFAULT_GROUP: DEFAULT_GROUP, **groups}
+    if current not in groups:
+        groups[current] = current
+    return [(safe(name, 60), key) for key, name in groups.items()]
+
+
+def group_name(config: Config, key: str) -> str:
+    """The group's name as written, or its key when no table defines it."""
+    found = config.groups.get(key)
+    return found.name if found is not None else key
