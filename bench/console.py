@@ -1,0 +1,1633 @@
+"""Console benchmark: key → repaint latency, frame times and CPU of the Textual console under load.
+
+A writer subprocess appends hub-events and security-messages lines with current timestamps to two
+files in a temporary folder T at ``--rate`` events/s (10,000) over ``--devices`` devices (2,000),
+while the real console (``tui.app.IotwatchApp`` on a started ``tui.bridge.Bridge``, the engine on
+its own thread, exactly as ``iotwatch run`` wires them) runs headless in this process through
+``App.run_test(size=(160, 50))``. A keyboard thread presses keys at human intervals — tab switches
+``1``..``3``, ``tab`` focus moves, ``down``/``up`` in tables, ``/`` and filter typing — and the
+benchmark times each press to the end of the first frame that paints its effect; it also times
+every frame, the UI loop's stalls (a heartbeat task), each pane's ``gather``/``show``, the CPU of
+the UI thread, the console's workers and the engine's threads, and the events/s the engine
+committed to the database. A benchmark, not a test: it exits non-zero only when something broke.
+
+Usage: ``python bench/console.py [--quick] [--seconds S] [--rate N] [--devices N] [--repeat K]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import io
+import itertools
+import logging
+import os
+import pstats
+import random
+import re
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psutil
+
+SIZE = (160, 50)
+TARGET_KEY_MS = 100.0  # key press -> the repaint that shows it (p95)
+TARGET_FRAME_MS = 250.0  # no frame (and no stall of the UI loop) longer than this
+KEY_TIMEOUT_S = 5.0  # a press whose effect is not painted by then counts as lost
+WRITE_INTERVAL_S = 0.02
+HEARTBEAT_S = 0.01
+DB_POLL_S = 0.25
+HUB = "hub-events.jsonl"
+SEC = "security.jsonl"
+HOT_SHARE, HOT_WEIGHT = 0.01, 6.0  # devices above MqttD2C's max every window
+QUIET_SHARE, QUIET_WEIGHT = 0.01, 0.05  # devices below TwinUpdates' min now and then
+ALLOWED_EXES = ("/usr/bin/python3", "/bin/sh", "/usr/sbin/sshd", "/usr/sbin/cron")
+FORBIDDEN_EXES = tuple(f"/tmp/.cache/miner-{i:02d}" for i in range(40))
+HUB_OPS = (
+    (b'"op":"d2c","protocol":"mqtt"', 0.55),
+    (b'"op":"d2c","protocol":"amqp"', 0.10),
+    (b'"op":"d2c","protocol":"http"', 0.10),
+    (b'"op":"c2d","protocol":"mqtt"', 0.10),
+    (b'"op":"twin-update"', 0.08),
+    (b'"op":"method","status":200', 0.07),
+)
+# (rule, min, max) per group; every window PT1M.
+RANGE_RULES = {
+    "default": (
+        ("MqttD2CMessagesNotInAllowedRange", 0, 400),
+        ("AmqpD2CMessagesNotInAllowedRange", 0, 200),
+        ("TwinUpdatesNotInAllowedRange", 1, 200),
+        ("MqttC2DMessagesNotInAllowedRange", 0, 200),
+    ),
+    "lab": (
+        ("MqttD2CMessagesNotInAllowedRange", 0, 300),
+        ("AmqpD2CMessagesNotInAllowedRange", 0, 200),
+        ("TwinUpdatesNotInAllowedRange", 1, 200),
+        ("MqttC2DMessagesNotInAllowedRange", 0, 200),
+    ),
+}
+LAB_PATTERN = "dev-019*"
+DASH_WORDS = ("dev-01", "r:twin", "dev-1")  # what the operator types into the counter filter
+OTHER_WORDS = ("dev-0", "lab", "dev-11")
+
+# --------------------------------------------------------------------------------------------------
+# Inputs: the configuration and the writer subprocess
+# --------------------------------------------------------------------------------------------------
+
+
+def write_config(folder: Path) -> Path:
+    """Two file sources; four PT1M range rules and two allow-lists in two groups."""
+    lines = ["[engine]", 'lateness = "PT10S"', 'quiet = "PT5M"', ""]
+    for kind, name in (("hub-events", HUB), ("security-messages", SEC)):
+        lines += ["[[sources]]", f'type = "{kind}"', f'path = "{name}"', ""]
+    exes = ", ".join(f'"{e}"' for e in ALLOWED_EXES)
+    for group, rules in RANGE_RULES.items():
+        for rule, low, high in rules:
+            lines += [f"[groups.{group}.rules.{rule}]", f"min = {low}", f"max = {high}"]
+            lines += ['window = "PT1M"', ""]
+        lines += [f"[groups.{group}.rules.ProcessNotAllowed]", f"allow = [{exes}]", ""]
+        lines += [f"[groups.{group}.rules.ConnectionToIpNotAllowed]", 'allow = ["10.0.0.0/8"]', ""]
+    lines += ["[devices]", f'"{LAB_PATTERN}" = "lab"', ""]
+    path = folder / "iotwatch.toml"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def _stamp(t: float) -> bytes:
+    ms = int(t * 1000) % 1000
+    return (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{ms:03d}Z").encode()
+
+
+def _message(device: str, name: str, item: dict[str, str]) -> tuple[bytes, bytes]:
+    """A security message of one event, split where its timestamp goes."""
+    event = {
+        "EventType": "Security",
+        "Category": "Triggered",
+        "Name": name,
+        "IsEmpty": False,
+        "PayloadSchemaVersion": "1.0",
+        "Id": "00000000-0000-4000-8000-000000000000",
+        "TimestampUTC": "@TS@",
+        "Payload": [item],
+    }
+    body = {"AgentVersion": "0.0.5", "MessageSchemaVersion": "1.0", "Events": [event]}
+    head, tail = orjson.dumps({"deviceId": device, "body": body}).split(b"@TS@")
+    return head, tail
+
+
+class Feed:
+    """Lines made once (devices weighted: a few hot, a few quiet), stamped with the current time
+    and appended in batches: 80 % hub events, 20 % security messages, and now and then a
+    forbidden process (an allow-list alert)."""
+
+    def __init__(self, folder: Path, devices: int, seed: int) -> None:
+        rng = self.rng = random.Random(seed)
+        names = [f"dev-{i:05d}" for i in range(devices)]
+        weights = [1.0] * devices
+        for i in rng.sample(range(devices), max(1, int(devices * HOT_SHARE))):
+            weights[i] = HOT_WEIGHT
+        for i in rng.sample(range(devices), max(1, int(devices * QUIET_SHARE))):
+            weights[i] = QUIET_WEIGHT if weights[i] == 1.0 else weights[i]
+        self.names = names
+        self.pool = max(16384, 8 * devices)
+        picks = rng.choices(names, weights=weights, k=2 * self.pool)
+        ops = [o for o, _ in HUB_OPS]
+        op_w = [w for _, w in HUB_OPS]
+        self.hub = [
+            b'"deviceId":"%s",%s}' % (picks[i].encode(), rng.choices(ops, op_w)[0])
+            for i in range(self.pool)
+        ]
+        self.sec: list[tuple[bytes, bytes]] = []
+        for i in range(self.pool):
+            exe = rng.choice(ALLOWED_EXES)
+            if rng.random() < 0.6:
+                a, b, c = rng.randrange(256), rng.randrange(256), rng.randrange(1, 255)
+                item = {
+                    "Executable": exe,
+                    "ProcessId": str(rng.randint(300, 65000)),
+                    "UserId": "0",
+                    "RemoteAddress": f"10.{a}.{b}.{c}",
+                    "RemotePort": "8883",
+                    "Protocol": "tcp",
+                    "Direction": "Out",
+                }
+                self.sec.append(_message(picks[self.pool + i], "ConnectionCreate", item))
+            else:
+                item = {"Executable": exe, "ProcessId": "42", "UserId": "0", "CommandLine": exe}
+                self.sec.append(_message(picks[self.pool + i], "ProcessCreate", item))
+        self.fds = {
+            name: os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            for name in (HUB, SEC)
+        }
+        self.appended = 0
+        self._carry = 0.0
+
+    def write(self, events: int, violation: bool) -> None:
+        stamp = _stamp(time.time())
+        self._carry += events * 0.2
+        n_sec = int(self._carry)
+        self._carry -= n_sec
+        n_hub = events - n_sec
+        start = self.rng.randrange(self.pool)
+        if n_hub:
+            prefix = b'{"time":"' + stamp + b'",'
+            rests = [self.hub[(start + i) % self.pool] for i in range(n_hub)]
+            self._append(HUB, prefix + (b"\n" + prefix).join(rests) + b"\n")
+        lines = [
+            h + stamp + t for h, t in (self.sec[(start + i) % self.pool] for i in range(n_sec))
+        ]
+        if violation:
+            exe = self.rng.choice(FORBIDDEN_EXES)
+            item = {"Executable": exe, "ProcessId": "666", "UserId": "0", "CommandLine": exe}
+            head, tail = _message(self.rng.choice(self.names), "ProcessCreate", item)
+            lines.append(head + stamp + tail)
+        if lines:
+            self._append(SEC, b"\n".join(lines) + b"\n")
+        self.appended += n_hub + len(lines)
+
+    def _append(self, name: str, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fds[name], view) :]
+
+
+def writer_main(argv: Sequence[str]) -> int:
+    """``console.py _writer DIR RATE DEVICES SEED VIOLATIONS_PER_S``: append until stdin closes;
+    print ``monotonic appended`` every 0.25 s."""
+    folder, rate, devices, seed, per_s = Path(argv[0]), int(argv[1]), int(argv[2]), argv[3], argv[4]
+    feed = Feed(folder, devices, int(seed))
+    violations = float(per_s)
+    stop = threading.Event()
+
+    def wait_eof() -> None:
+        sys.stdin.buffer.read()
+        stop.set()
+
+    threading.Thread(target=wait_eof, daemon=True).start()
+    print(f"{time.monotonic():.4f} 0", flush=True)
+    t0 = time.monotonic()
+    due_violation = t0 + random.expovariate(violations) if violations > 0 else float("inf")
+    next_report = t0
+    while not stop.is_set():
+        now = time.monotonic()
+        owed = int(rate * (now - t0)) - feed.appended  # makes up for its own jitter
+        violation = now >= due_violation
+        if violation:
+            due_violation = now + random.expovariate(violations)
+        if owed > 0 or violation:
+            feed.write(max(0, owed), violation)
+        if now >= next_report:
+            print(f"{now:.4f} {feed.appended}", flush=True)
+            next_report = now + 0.25
+        stop.wait(max(0.0, WRITE_INTERVAL_S - (time.monotonic() - now)))
+    print(f"{time.monotonic():.4f} {feed.appended}", flush=True)
+    return 0
+
+
+class Writer:
+    """The writer subprocess and a thread reading its progress lines."""
+
+    def __init__(self, folder: Path, args: argparse.Namespace, seed: int) -> None:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "_writer", str(folder)]
+        cmd += [str(args.rate), str(args.devices), str(seed), str(args.violations)]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.ps = psutil.Process(self.proc.pid)
+        self.series: list[tuple[float, int]] = []
+        self.thread = threading.Thread(target=self._read, name="bench-writer-reader", daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            t, n = line.split()
+            self.series.append((float(t), int(n)))
+
+    def cpu(self) -> float:
+        try:
+            c = self.ps.cpu_times()
+            return float(c.user + c.system)
+        except psutil.Error:
+            return 0.0
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(OSError):
+                assert self.proc.stdin is not None
+                self.proc.stdin.close()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.thread.join(5)
+
+
+class DbWatcher(threading.Thread):
+    """Committed events (``sum(streams.events)``) read-only, every ``DB_POLL_S``."""
+
+    def __init__(self, db: Path) -> None:
+        super().__init__(name="bench-db-watcher", daemon=True)
+        self.db = db
+        self.series: list[tuple[float, int]] = []
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        conn: sqlite3.Connection | None = None
+        while not self.halt.wait(DB_POLL_S):
+            try:
+                if conn is None:
+                    conn = sqlite3.connect(self.db.as_uri() + "?mode=ro", uri=True)
+                (n,) = conn.execute(
+                    "SELECT coalesce(sum(events), 0) FROM streams WHERE kind = 'file'"
+                ).fetchone()
+            except sqlite3.Error:
+                continue
+            self.series.append((time.monotonic(), int(n)))
+        if conn is not None:
+            conn.close()
+
+
+def rate(series: list[tuple[float, int]], t0: float, t1: float) -> float:
+    """Growth per second of ``series`` between its first and last samples inside ``[t0, t1]``
+    (a stale sample at either end would bias the rate)."""
+    inside = [(t, n) for t, n in series if t0 <= t <= t1]
+    if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
+        return 0.0
+    return (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
+
+
+def at(series: list[tuple[float, int]], t: float) -> float:
+    """``series`` (time, count) linearly interpolated at ``t``."""
+    if not series:
+        return 0.0
+    if t <= series[0][0]:
+        return float(series[0][1])
+    for (t0, n0), (t1, n1) in itertools.pairwise(series):
+        if t0 <= t <= t1:
+            return n0 + (n1 - n0) * ((t - t0) / (t1 - t0) if t1 > t0 else 1.0)
+    return float(series[-1][1])
+
+
+# --------------------------------------------------------------------------------------------------
+# Instrumentation of the running console
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Press:
+    """One key press and when its effect was painted (and, for keys that make the visible pane
+    read again, when the new data was painted)."""
+
+    key: str
+    kind: str
+    t: float
+    ready: Callable[[], bool]
+    widgets: Callable[[], list[Any]]
+    content: Callable[[Any, float, Any], bool] | None = None
+    pane: Any = None
+    painted: float | None = None
+    content_at: float | None = None
+    content_wait: float | None = None  # a matching show() ended: waiting for its frame
+    target: str = ""  # a tab switch's tab
+    chain: Any = None  # typed into this input: a later key painted first paints this one too
+    bounced: bool = False  # the tab did not stay: the console switched back by itself
+    done: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def latency_ms(self) -> float | None:
+        return None if self.painted is None else (self.painted - self.t) * 1000
+
+    @property
+    def content_ms(self) -> float | None:
+        return None if self.content_at is None else (self.content_at - self.t) * 1000
+
+
+@dataclass
+class Span:
+    """Something that ran on a thread: what, when, wall and thread CPU seconds."""
+
+    what: str
+    t0: float
+    t1: float
+    cpu: float
+    info: str = ""
+
+    @property
+    def ms(self) -> float:
+        return (self.t1 - self.t0) * 1000
+
+
+class Instrument:
+    """Hooks into Textual and the panes. Everything it wraps keeps its behaviour; only timings are
+    taken. Textual's frame: ``Screen._on_timer_update`` (layout, compositor render, then
+    ``App._display``, which a headless app skips: the wrapper renders the update to the escape
+    sequences a terminal would receive, so a frame costs what it would cost on a terminal)."""
+
+    def __init__(self) -> None:
+        self.app: Any = None
+        self.lock = threading.Lock()
+        self.frames: list[Span] = []
+        self.write_ms: list[float] = []
+        self.stray_frames = 0  # displays outside the update timer (resize, screen switches)
+        self.shows: list[Span] = []
+        self.gathers: list[Span] = []
+        self.refreshed: list[Span] = []
+        self.snapshots: list[float] = []  # engine-side Session.snapshot() ms
+        self.stalls: list[tuple[float, float]] = []  # (start, gap) of the UI loop
+        self.gaps: list[float] = []
+        self.presses: list[Press] = []
+        self.pending: list[Press] = []
+        self.polls: dict[int, tuple[float, Any]] = {}  # id(pane) -> (time, filter text)
+        self.poll_count: dict[str, int] = {}  # refreshes started, by pane
+        self.bytes_out = 0
+        self._in_frame = False
+        self._displayed = False
+        self._patched: list[tuple[Any, str, Any]] = []
+        self.last_beat = time.perf_counter()
+        self.warmup_shows: list[Span] = []
+        self.worker_profile: cProfile.Profile | None = None
+
+    # -- Textual ---------------------------------------------------------------------------------
+
+    def patch_textual(self) -> None:
+        """Wrap ``Screen._on_timer_update`` (before any screen exists: its update timer binds
+        the method when created)."""
+        from textual.screen import Screen
+
+        inst = self
+        original = Screen._on_timer_update
+
+        def on_timer_update(screen: Any) -> None:
+            app = inst.app
+            try:
+                current = app is not None and screen is app.screen
+            except Exception:
+                current = False
+            if not current:
+                return original(screen)
+            t0, c0 = time.perf_counter(), time.thread_time()
+            dirty = set(screen._dirty_widgets)
+            layout = bool(screen._layout_required or screen._scroll_required)
+            full = bool(screen._repaint_required) or screen in dirty
+            inst._in_frame, inst._displayed = True, False
+            try:
+                original(screen)
+            finally:
+                inst._in_frame = False
+            if inst._displayed:
+                t1 = time.perf_counter()
+                what = "frame (layout)" if layout else "frame (repaint)"
+                span = Span(what, t0, t1, time.thread_time() - c0, _describe(dirty, full))
+                inst.frames.append(span)
+                inst._frame_done(span, dirty, layout, full)
+
+        Screen._on_timer_update = on_timer_update  # type: ignore[method-assign]
+        self._patched.append((Screen, "_on_timer_update", original))
+
+    def unpatch(self) -> None:
+        for owner, name, original in reversed(self._patched):
+            setattr(owner, name, original)
+        self._patched.clear()
+
+    def wrap_display(self, app: Any) -> None:
+        inst = self
+        original = app._display
+
+        def display(screen: Any, renderable: Any) -> None:
+            t0 = time.perf_counter()
+            if renderable is not None and not app._batch_count and app.is_headless:
+                render = getattr(renderable, "render_segments", None)
+                if render is not None:  # what the terminal driver would be handed
+                    inst.bytes_out += len(render(app.console))
+            original(screen, renderable)
+            if renderable is not None and not app._batch_count:
+                inst.write_ms.append((time.perf_counter() - t0) * 1000)
+                if inst._in_frame:
+                    inst._displayed = True
+                else:
+                    inst.stray_frames += 1
+
+        app._display = display
+
+    def _frame_done(self, span: Span, dirty: set[Any], layout: bool, full: bool) -> None:
+        """A frame was written: which pending presses did it paint?"""
+        with self.lock:
+            pending = list(self.pending)
+        if not pending:
+            return
+        finished = []
+        for p in pending:
+            try:
+                if (
+                    p.painted is None
+                    and p.ready()
+                    and (layout or full or any(w in dirty for w in p.widgets() if w is not None))
+                ):
+                    p.painted = span.t1
+                    for q in pending:  # typed before, overtaken before any frame showed it
+                        chained = q.chain is not None and q.chain is p.chain
+                        if chained and q.t < p.t and q.painted is None:
+                            q.painted = span.t1
+                            q.done.set()
+                if (
+                    p.content_wait is not None
+                    and p.content_at is None
+                    and span.t0 >= p.content_wait
+                ):
+                    # The first frame after the show: it paints the pane, or the pane had nothing
+                    # to repaint (its data was already on screen).
+                    paints = layout or full or _paints(p.pane, dirty)
+                    p.content_at = span.t1 if paints else p.content_wait
+            except Exception:  # a predicate must never break the console
+                continue
+            if p.painted is not None and (p.content is None or p.content_at is not None):
+                finished.append(p)
+            if p.painted is not None:
+                p.done.set()
+        if finished:
+            with self.lock:
+                self.pending = [p for p in self.pending if p not in finished]
+
+    # -- the panes -------------------------------------------------------------------------------
+
+    def wrap_panes(self, app: Any) -> None:
+        for name, pane in app._panes.items():
+            if hasattr(pane, "gather") and hasattr(pane, "show"):
+                self._wrap_pane(name, pane)
+
+    def _wrap_pane(self, name: str, pane: Any) -> None:
+        inst = self
+        gather_args, gather, show = pane.gather_args, pane.gather, pane.show
+
+        def timed_gather_args() -> Any:
+            inst.polls[id(pane)] = (time.perf_counter(), filter_text(pane))
+            inst.poll_count[name] = inst.poll_count.get(name, 0) + 1
+            return gather_args()
+
+        def timed_gather(snapshot: Any, args: Any) -> Any:
+            t0, c0 = time.perf_counter(), time.thread_time()
+            profile = inst.worker_profile  # gathers never overlap: one profiler is enough
+            try:
+                if profile is not None:
+                    return profile.runcall(gather, snapshot, args)
+                return gather(snapshot, args)
+            finally:
+                span = Span(name, t0, time.perf_counter(), time.thread_time() - c0)
+                inst.gathers.append(span)
+
+        def timed_show(data: Any) -> Any:
+            t0, c0 = time.perf_counter(), time.thread_time()
+            try:
+                return show(data)
+            finally:
+                t1 = time.perf_counter()
+                span = Span(name, t0, t1, time.thread_time() - c0)
+                inst.shows.append(span)
+                inst._shown(pane, t1)
+
+        pane.gather_args, pane.gather, pane.show = timed_gather_args, timed_gather, timed_show
+
+    def _shown(self, pane: Any, t1: float) -> None:
+        """``pane`` showed data gathered from a poll: the presses waiting for it have their data
+        on the widgets (painted by the next frame, if anything changed)."""
+        poll_t, text = self.polls.get(id(pane), (0.0, None))
+        with self.lock:
+            pending = list(self.pending)
+        for p in pending:
+            if p.content is None or p.content_wait is not None or p.pane is not pane:
+                continue
+            if t1 - p.t > KEY_TIMEOUT_S:  # too late to count (a tab that did not stay)
+                continue
+            try:
+                if p.content(pane, poll_t, text):
+                    p.content_wait = t1
+            except Exception:
+                continue
+
+    def snapshot_timer(self, session: Any) -> None:
+        """Time ``Session.snapshot`` (runs on the engine's loop)."""
+        original = session.snapshot
+        inst = self
+
+        def snapshot() -> Any:
+            t0 = time.perf_counter()
+            try:
+                return original()
+            finally:
+                inst.snapshots.append((time.perf_counter() - t0) * 1000)
+
+        session.snapshot = snapshot
+
+    # -- the UI loop ----------------------------------------------------------------------------
+
+    async def heartbeat(self) -> None:
+        """Wake every ``HEARTBEAT_S`` on the UI loop; anything later is a stall."""
+        last = time.perf_counter()
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            now = time.perf_counter()
+            gap = now - last - HEARTBEAT_S
+            self.last_beat = now
+            self.gaps.append(gap)
+            if gap > 0.02:
+                self.stalls.append((last, gap))
+            last = now
+
+    def clear(self) -> None:
+        """Forget what happened during the warm-up."""
+        self.warmup_shows = self.shows
+        self.frames, self.write_ms, self.shows, self.gathers = [], [], [], []
+        self.refreshed, self.snapshots, self.stalls, self.gaps = [], [], [], []
+        self.stray_frames = 0
+        self.bytes_out = 0
+        self.poll_count = {}
+
+
+def _describe(dirty: set[Any], full: bool) -> str:
+    """The widgets a frame repainted, by type and id."""
+    if full:
+        return "the whole screen"
+    names = sorted(f"{type(w).__name__}{'#' + w.id if w.id else ''}" for w in dirty)
+    return ", ".join(names) if names else "-"
+
+
+def _paints(pane: Any, dirty: set[Any]) -> bool:
+    """Whether a widget in ``dirty`` is ``pane`` or inside it."""
+    return any(w is pane or pane in w.ancestors for w in dirty)
+
+
+def _polled_since(_pane: Any, t: float, _text: Any, since: float) -> bool:
+    """A poll of the pane started at ``t``, after ``since``."""
+    return t >= since
+
+
+def filter_text(pane: Any) -> str | None:
+    """The text filter a pane's next gather will apply (``TextFilter.text``), normalized."""
+    flt = getattr(pane, "filter", None)
+    text = getattr(flt, "text", None)
+    if text is not None and not isinstance(text, str):  # AlertFilter.text is a TextFilter
+        text = getattr(text, "text", None)
+    return None if text is None else " ".join(str(text).split())
+
+
+class StallSampler(threading.Thread):
+    """While the UI loop's heartbeat is more than ``late`` seconds overdue, samples the main
+    thread's stack every 5 ms: where the UI thread is while the screen cannot change (a sampling
+    profile of the stalls; a thread waiting for the GIL shows where it waits)."""
+
+    def __init__(self, inst: Instrument, late: float = 0.05) -> None:
+        super().__init__(name="bench-stall-sampler", daemon=True)
+        self.inst, self.late = inst, late
+        self.main = threading.main_thread().ident
+        self.halt = threading.Event()
+        self.samples = 0
+        self.inclusive: dict[str, int] = {}
+        self.innermost: dict[str, int] = {}
+
+    def run(self) -> None:
+        while not self.halt.wait(0.005):
+            if time.perf_counter() - self.inst.last_beat - HEARTBEAT_S < self.late:
+                continue
+            frame = sys._current_frames().get(self.main)  # a sampling profiler
+            if frame is None:
+                continue
+            self.samples += 1
+            seen = set()
+            first = True
+            while frame is not None:
+                code = frame.f_code
+                where = f"{_short(code.co_filename)}:{code.co_name}"
+                if first:
+                    self.innermost[where] = self.innermost.get(where, 0) + 1
+                    first = False
+                if where not in seen:
+                    seen.add(where)
+                    self.inclusive[where] = self.inclusive.get(where, 0) + 1
+                frame = frame.f_back
+
+    def top(self, table: dict[str, int], n: int, skip: tuple[str, ...] = ()) -> list[str]:
+        rows = sorted(table.items(), key=lambda kv: -kv[1])
+        out = []
+        for where, count in rows:
+            if any(s in where for s in skip):
+                continue
+            out.append(f"{100 * count / max(1, self.samples):5.1f} %  {where}")
+            if len(out) >= n:
+                break
+        return out
+
+
+def _short(path: str) -> str:
+    """A source path without the machine's folders: ``textual/widget.py``, ``tui/app.py``."""
+    path = path.replace(os.sep, "/")
+    for anchor in ("site-packages/", "/lib/python3"):
+        if anchor in path:
+            tail = path.split(anchor, 1)[1]
+            return tail.split("/", 1)[1] if anchor.startswith("/lib") and "/" in tail else tail
+    for top in ("/tui/", "/engine/", "/bench/"):
+        if top in path:
+            return top[1:] + path.rsplit(top, 1)[1]
+    return path.rsplit("/", 1)[-1]
+
+
+# --------------------------------------------------------------------------------------------------
+# The keyboard
+# --------------------------------------------------------------------------------------------------
+
+KEY_NAMES = {"-": "minus", ":": "colon", "!": "exclamation_mark", "/": "slash"}
+
+
+class Keyboard(threading.Thread):
+    """Presses keys at human intervals from its own thread (as a terminal's input arrives,
+    whatever the UI loop is doing): waits for a press to be painted (or ``KEY_TIMEOUT_S``),
+    thinks 0.25-1.25 s, presses the next; types filter words at 80-250 ms a character."""
+
+    def __init__(self, app: Any, inst: Instrument, widgets: dict[str, Any], seed: int) -> None:
+        super().__init__(name="bench-keyboard", daemon=True)
+        self.app, self.inst, self.w = app, inst, widgets
+        self.rng = random.Random(seed)
+        self.halt = threading.Event()
+        self.error: BaseException | None = None
+
+    # -- state (read from this thread: plain attribute reads) -----------------------------------
+
+    def active(self) -> str:
+        return str(self.w["tabs"].active)
+
+    def pane(self) -> Any:
+        return self.w["panes"][self.active()]
+
+    def focused(self) -> Any:
+        try:
+            return self.app.focused
+        except Exception:
+            return None
+
+    def in_pane(self, widget: Any) -> bool:
+        return widget is not None and self.pane() in widget.ancestors
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:  # reported by the benchmark
+            self.error = exc
+
+    def _run(self) -> None:
+        from textual.widgets import DataTable, Input
+
+        rng = self.rng
+        while not self.halt.wait(rng.uniform(0.25, 1.25)):
+            last = self.inst.presses[-1] if self.inst.presses else None
+            if last is not None and last.target and self.active() != last.target:
+                last.bounced = True  # nothing but the console itself changed the tab since
+            tabs = [t for t in ("dashboard", "alerts", "devices") if t != self.active()]
+            focused = self.focused()
+            table = focused if isinstance(focused, DataTable) and self.in_pane(focused) else None
+            r = rng.random()
+            if isinstance(focused, Input):
+                self.focus_next()
+            elif r < 0.35:
+                self.switch(rng.choice(tabs))
+            elif r < 0.7:
+                if table is not None and table.cursor_type == "row" and table.row_count > 1:
+                    self.cursor(table)
+                else:
+                    self.focus_next()
+            elif table is not None:
+                self.filter()
+            else:
+                self.focus_next()
+
+    # -- actions ---------------------------------------------------------------------------------
+
+    def press(
+        self,
+        key: str,
+        kind: str,
+        ready: Callable[[], bool],
+        widgets: Callable[[], list[Any]],
+        *,
+        content: Callable[[Any, float, Any], bool] | None = None,
+        pane: Any = None,
+        wait: bool = True,
+        chain: Any = None,
+    ) -> Press:
+        from textual import events
+
+        char = key if len(key) == 1 else None
+        name = KEY_NAMES.get(key, key)
+        p = Press(name, kind, time.perf_counter(), ready, widgets, content, pane, chain=chain)
+        with self.inst.lock:
+            self.inst.presses.append(p)
+            self.inst.pending.append(p)
+        event = events.Key(name, char)
+        event.set_sender(self.app)
+        p.t = time.perf_counter()
+        self.app._driver.send_message(event)
+        if wait:
+            p.done.wait(KEY_TIMEOUT_S)
+        return p
+
+    def switch(self, tab: str) -> None:
+        key = {"dashboard": "1", "alerts": "2", "devices": "3"}[tab]
+        tabs, pane = self.w["tabs"], self.w["panes"][tab]
+        p = self.press(
+            key,
+            f"tab {key} ({tab})",
+            lambda: tabs.active == tab,
+            lambda: [tabs, pane],
+            content=partial(_polled_since, since=time.perf_counter()),
+            pane=pane,
+            wait=False,
+        )
+        p.target = tab
+        p.done.wait(KEY_TIMEOUT_S)
+
+    def cursor(self, table: Any) -> None:
+        before = table.cursor_row
+        key = "down" if before < table.row_count - 1 else "up"
+        self.press(key, "cursor", lambda: table.cursor_row != before, lambda: [table])
+
+    def focus_next(self) -> None:
+        before = self.focused()
+        self.press(
+            "tab",
+            "focus (tab)",
+            lambda: self.focused() is not before and self.focused() is not None,
+            lambda: [self.focused(), before],
+        )
+
+    def filter(self) -> None:
+        """``/``, a word typed, erased again, ``tab`` out of the input."""
+        tab = self.active()
+        pane = self.w["panes"][tab]
+        box = self.w["filters"][tab]
+        words = DASH_WORDS if tab == "dashboard" else OTHER_WORDS
+        word = self.rng.choice(words)
+        p = self.press("/", "filter /", lambda: box.has_focus, lambda: [box])
+        if p.painted is None or self.halt.is_set():
+            return
+        start = box.value
+        typed: list[Press] = []
+        steps = [start + word[: i + 1] for i in range(len(word))]
+        steps += [start + word[:i] for i in range(len(word) - 1, -1, -1)]
+        for i, value in enumerate(steps):
+            forward = i < len(word)
+            key = word[i] if forward else "backspace"
+
+            def ready(v: str = value, fwd: bool = forward) -> bool:
+                now = box.value
+                return now.startswith(v) if fwd else (v.startswith(now) and len(now) <= len(v))
+
+            def content(
+                _p: Any,
+                t: float,
+                text: Any,
+                v: str = value,
+                fwd: bool = forward,
+                since: float = 0.0,
+            ) -> bool:
+                text, v = text or "", " ".join(v.split())
+                grown = text.startswith(v) if fwd else v.startswith(text) and len(text) <= len(v)
+                return grown and t >= since
+
+            content = partial(content, since=time.perf_counter())
+            typed.append(
+                self.press(
+                    key,
+                    "filter char" if forward else "filter backspace",
+                    ready,
+                    lambda: [box],
+                    content=content,
+                    pane=pane,
+                    wait=False,
+                    chain=box,
+                )
+            )
+            if self.halt.wait(self.rng.uniform(0.08, 0.25)):
+                break
+        for p in typed:
+            p.done.wait(KEY_TIMEOUT_S)
+        if self.halt.is_set():
+            return
+        time.sleep(self.rng.uniform(0.25, 1.0))
+        self.press("tab", "focus (tab)", lambda: not box.has_focus, lambda: [box])
+
+
+# --------------------------------------------------------------------------------------------------
+# One run
+# --------------------------------------------------------------------------------------------------
+
+
+def bench_app_class() -> type:
+    """``IotwatchApp`` with its panes' refresh methods and ``_refreshed`` timed (nothing else)."""
+    from tui.app import IotwatchApp
+
+    class BenchApp(IotwatchApp):
+        inst: Instrument
+
+        def compose(self) -> Any:
+            yield from super().compose()
+            self.inst.wrap_panes(self)
+
+        def _refreshed(self, worker: Any) -> None:
+            t0, c0 = time.perf_counter(), time.thread_time()
+            try:
+                super()._refreshed(worker)
+            finally:
+                self.inst.refreshed.append(
+                    Span("refreshed", t0, time.perf_counter(), time.thread_time() - c0)
+                )
+
+    return BenchApp
+
+
+def thread_cpu() -> dict[int, tuple[str, float]]:
+    """Native thread id -> (name, CPU seconds) for every live thread of this process."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    out = {}
+    for t in psutil.Process().threads():
+        out[t.id] = (names.get(t.id, "?"), float(t.user_time + t.system_time))
+    return out
+
+
+def classify(name: str) -> str:
+    if name == "MainThread":
+        return "console UI loop"
+    if name.startswith("ui-worker"):
+        return "console workers"
+    if name == "iotwatch-engine":
+        return "engine loop"
+    if "_connection_worker_thread" in name:
+        return "engine SQLite writer"
+    if name.startswith("asyncio_"):
+        return "engine file reads"
+    if name.startswith("bench-"):
+        return "benchmark"
+    return "other"
+
+
+@dataclass
+class RunResult:
+    """Everything one run measured."""
+
+    seconds: float
+    presses: list[Press]
+    frames: list[Span]
+    write_ms: list[float]
+    stray_frames: int
+    shows: list[Span]
+    gathers: list[Span]
+    refreshed: list[Span]
+    snapshots: list[float]
+    stalls: list[tuple[float, float]]
+    gaps: list[float]
+    cpu: dict[str, float]  # class -> CPU seconds in the window
+    process_cpu: float
+    writer_cpu: float
+    system_busy: float  # cores busy (all processes) on average
+    appended_eps: float
+    committed_eps: float
+    backlog: int  # events appended but not committed at the end
+    counters: int
+    alerts: int
+    warmup_show: Span | None  # the longest Dashboard.show of the warm-up (the first full one)
+    warmup_s: float
+    warmup_stall_ms: float
+    bytes_out: int
+    polls: dict[str, int] = field(default_factory=dict)
+    stall_samples: int = 0
+    stall_inclusive: list[str] = field(default_factory=list)
+    stall_innermost: list[str] = field(default_factory=list)
+    profile: str = ""
+    worker_profile: str = ""
+    baseline_eps: float = 0.0
+    baseline_engine_cpu: float = 0.0
+    broken: list[str] = field(default_factory=list)
+
+
+def where(exc: BaseException) -> str:
+    """An exception and the innermost frame of the console (``tui/``) it went through."""
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "/tui/" in f.filename]
+    at_ = (
+        f" at {_short(frames[-1].filename)}:{frames[-1].lineno} {frames[-1].name}" if frames else ""
+    )
+    return f"{type(exc).__name__}: {exc}{at_}"
+
+
+def engine_alone(
+    args: argparse.Namespace, writer: Writer, watcher: DbWatcher
+) -> tuple[float, float]:
+    """Before the console starts: the engine's committed events/s and CPU (% of a core) on its
+    own, over ``--baseline`` seconds after 3 s to settle (new devices, the first commits)."""
+    if args.baseline <= 0:
+        return 0.0, 0.0
+    time.sleep(3.0)
+    cpu0, m0 = thread_cpu(), time.monotonic()
+    time.sleep(args.baseline)
+    cpu1, m1 = thread_cpu(), time.monotonic()
+    engine = sum(
+        sec - cpu0.get(tid, (name, 0.0))[1]
+        for tid, (name, sec) in cpu1.items()
+        if classify(name).startswith("engine")
+    )
+    return rate(watcher.series, m0, m1), 100 * engine / (m1 - m0)
+
+
+def run_once(args: argparse.Namespace, folder: Path, k: int) -> RunResult:
+    from engine.config import load_config
+    from tui.bridge import Bridge
+
+    for name in (HUB, SEC):
+        (folder / name).touch()
+    config = load_config(write_config(folder))
+    db = folder / "iotwatch.db"
+    logging.getLogger("iotwatch").propagate = False  # as run_console: warnings are notifications
+    writer = Writer(folder, args, args.seed + k)
+    watcher = DbWatcher(db)
+    bridge = Bridge(config, str(db))
+    try:
+        bridge.start()
+        if bridge.session is None:
+            raise RuntimeError(f"the engine did not start: {bridge.error!r}")
+        watcher.start()
+        baseline = engine_alone(args, writer, watcher)
+        inst = Instrument()
+        inst.snapshot_timer(bridge.session)
+        inst.patch_textual()
+        try:
+            result = asyncio.run(_drive(args, bridge, inst, writer, watcher, k))
+        finally:
+            inst.unpatch()
+        result.baseline_eps, result.baseline_engine_cpu = baseline
+        return result
+    finally:
+        watcher.halt.set()
+        writer.stop()
+        stopper = threading.Thread(target=bridge.stop, name="bench-stopper", daemon=True)
+        stopper.start()
+        stopper.join(30)
+        watcher.join(5)
+
+
+async def _drive(
+    args: argparse.Namespace,
+    bridge: Any,
+    inst: Instrument,
+    writer: Writer,
+    watcher: DbWatcher,
+    k: int,
+) -> RunResult:
+    from textual.widgets import Input, TabbedContent
+
+    from tui.panes.dashboard import Counters
+
+    loop = asyncio.get_running_loop()
+    # Textual's thread workers run in the loop's default executor: named, so their CPU is known.
+    loop.set_default_executor(ThreadPoolExecutor(thread_name_prefix="ui-worker"))
+    app = bench_app_class()(bridge, interval=args.interval)
+    app.inst = inst
+    inst.app = app
+    inst.wrap_display(app)
+    expected = args.devices * len(RANGE_RULES["default"])  # a few never get an event of a rule
+    broken: list[str] = []
+    session = app.run_test(size=SIZE, notifications=True)
+    await session.__aenter__()
+    try:
+        beat = asyncio.create_task(inst.heartbeat())
+        # Warm-up: the engine takes up every device, the dashboard shows every counter.
+        t_start = time.perf_counter()
+        counters = app.query_one(Counters)
+        while time.perf_counter() - t_start < args.warmup + 60:
+            await asyncio.sleep(0.2)
+            if (
+                time.perf_counter() - t_start >= args.warmup
+                and counters.row_count >= 0.95 * expected
+            ):
+                break
+        counters_n = counters.row_count
+        warmup_s = time.perf_counter() - t_start
+        warmup_stall = max((g for _, g in inst.stalls), default=0.0) * 1000
+        inst.clear()
+        warmup_show = max(
+            (x for x in inst.warmup_shows if x.what == "dashboard"),
+            key=lambda x: x.ms,
+            default=None,
+        )
+        widgets = {
+            "tabs": app.query_one("#tabs", TabbedContent),
+            "panes": dict(app._panes),
+            "filters": {
+                "dashboard": app.query_one("#counter-filter", Input),
+                "alerts": app.query_one("#alert-text", Input),
+                "devices": app.query_one("#device-filter", Input),
+            },
+        }
+        cpu0, proc0, w0 = thread_cpu(), psutil.Process().cpu_times(), writer.cpu()
+        sys0 = psutil.cpu_times()
+        t0 = time.perf_counter()
+        m0 = time.monotonic()
+        profiler = cProfile.Profile() if args.profile else None
+        if profiler is not None:
+            inst.worker_profile = cProfile.Profile()
+            profiler.enable()
+        sampler = StallSampler(inst)
+        sampler.start()
+        keyboard = Keyboard(app, inst, widgets, args.seed * 1000 + k)
+        keyboard.start()
+        await asyncio.sleep(args.seconds)
+        keyboard.halt.set()
+        t1 = time.perf_counter()
+        m1 = time.monotonic()
+        cpu1, proc1, w1 = thread_cpu(), psutil.Process().cpu_times(), writer.cpu()
+        sys1 = psutil.cpu_times()
+        sampler.halt.set()
+        if profiler is not None:
+            profiler.disable()
+        worker_profile, inst.worker_profile = inst.worker_profile, None
+        # Let the last presses be painted (they count; nothing after them does).
+        deadline = time.perf_counter() + KEY_TIMEOUT_S
+        while time.perf_counter() < deadline and any(
+            p.painted is None for p in inst.presses if p.t < t1
+        ):
+            await asyncio.sleep(0.05)
+        await asyncio.to_thread(keyboard.join, KEY_TIMEOUT_S + 2)
+        if keyboard.error is not None:
+            broken.append(f"the keyboard failed: {keyboard.error!r}")
+        if app._exception is not None:
+            broken.append(f"the console crashed during the run: {where(app._exception)}")
+        beat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beat
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await session.__aexit__(*sys.exc_info())
+        raise
+    try:
+        await session.__aexit__(None, None, None)
+    except Exception as exc:  # the measurements stand; the crash is reported
+        if not any("during the run" in b for b in broken):
+            broken.append(f"the console crashed while closing: {where(exc)}")
+
+    cpu: dict[str, float] = {}
+    for tid, (name, sec) in cpu1.items():
+        before = cpu0.get(tid, (name, 0.0))[1]
+        label = classify(name if name != "?" else cpu0.get(tid, ("?", 0))[0])
+        cpu[label] = cpu.get(label, 0.0) + max(0.0, sec - before)
+    process_cpu = (proc1.user + proc1.system) - (proc0.user + proc0.system)
+    busy = sum(
+        getattr(sys1, f) - getattr(sys0, f) for f in sys1._fields if f not in ("idle", "iowait")
+    )
+    total = sum(getattr(sys1, f) - getattr(sys0, f) for f in sys1._fields)
+    cores = psutil.cpu_count() or 1
+    appended = rate(writer.series, m0, m1)
+    committed = rate(watcher.series, m0, m1)
+    looks = [x for x in watcher.series if x[0] <= m1]
+    t_db, n_db = looks[-1] if looks else (m1, 0)
+    backlog = int(at(writer.series, t_db) - n_db)  # appended, not yet committed, at the end
+    alerts = 0
+    with contextlib.suppress(Exception):
+        alerts = int(bridge.query("SELECT count(*) FROM alerts")[0][0])
+    profile = _profile_text(profiler, args.top)
+    worker_text = _profile_text(worker_profile, args.top)
+    return RunResult(
+        seconds=t1 - t0,
+        presses=[p for p in inst.presses if p.t < t1],
+        frames=[s for s in inst.frames if s.t0 < t1],
+        write_ms=inst.write_ms,
+        stray_frames=inst.stray_frames,
+        shows=[s for s in inst.shows if s.t0 < t1],
+        gathers=[s for s in inst.gathers if s.t0 < t1],
+        refreshed=[s for s in inst.refreshed if s.t0 < t1],
+        snapshots=inst.snapshots,
+        stalls=[s for s in inst.stalls if s[0] < t1],
+        gaps=inst.gaps,
+        cpu=cpu,
+        process_cpu=process_cpu,
+        writer_cpu=w1 - w0,
+        system_busy=cores * busy / total if total else 0.0,
+        appended_eps=appended,
+        committed_eps=committed,
+        backlog=backlog,
+        counters=counters_n,
+        alerts=alerts,
+        warmup_show=warmup_show,
+        warmup_s=warmup_s,
+        warmup_stall_ms=warmup_stall,
+        bytes_out=inst.bytes_out,
+        polls=dict(inst.poll_count),
+        stall_samples=sampler.samples,
+        stall_inclusive=sampler.top(sampler.inclusive, 14, skip=_LOOP_FRAMES),
+        stall_innermost=sampler.top(sampler.innermost, 8),
+        profile=profile,
+        worker_profile=worker_text,
+        broken=broken,
+    )
+
+
+_LOOP_FRAMES = (
+    "asyncio/",
+    "threading.py",
+    "bench/console.py",
+    "textual/message_pump.py",
+    "textual/app.py:run_test",
+    "textual/app.py:_process_messages",
+    "textual/app.py:_ready",
+    "textual/_context",
+    "textual/_callback.py",
+)
+
+
+def _profile_text(profiler: cProfile.Profile | None, top: int) -> str:
+    if profiler is None:
+        return ""
+    buf = io.StringIO()
+    try:
+        stats = pstats.Stats(profiler, stream=buf)
+    except TypeError:  # nothing was profiled
+        return ""
+    stats.sort_stats("cumulative").print_stats(top)
+    stats.sort_stats("tottime").print_stats(top)
+    text = buf.getvalue().replace(str(Path(__file__).resolve().parents[1]) + os.sep, "")
+    text = re.sub(r"\S*/(?:site-packages|lib/python3\.\d+)/", "", text)
+    return re.sub(r"\S*/((?:tui|engine)/\S+\.py)", r"\1", text)
+
+
+# --------------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------------
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile (0..1) by nearest rank; 0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))]
+
+
+def dist(values: Sequence[float]) -> str:
+    if not values:
+        return "      -"
+    return (
+        f"{len(values):5d} {pct(values, 0.5):8.1f} {pct(values, 0.95):8.1f} "
+        f"{pct(values, 0.99):8.1f} {max(values):8.1f}"
+    )
+
+
+def met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+@dataclass
+class Figures:
+    """The headline figures of one run (for best/median over runs)."""
+
+    key_p50: float
+    key_p95: float
+    key_max: float
+    key_lost: int
+    frame_p99: float
+    frame_max: float
+    frames_over: int
+    stall_max: float
+    stalls_over: int
+    ui_cpu: float
+    console_cpu: float
+    engine_cpu: float
+    committed_eps: float
+
+
+def figures(r: RunResult) -> Figures:
+    keys = [p.latency_ms for p in r.presses if p.latency_ms is not None]
+    frames = [f.ms for f in r.frames]
+    stalls = [g * 1000 for _, g in r.stalls]
+    s = r.seconds
+    engine = sum(v for c, v in r.cpu.items() if c.startswith("engine"))
+    ui = r.cpu.get("console UI loop", 0.0)
+    return Figures(
+        key_p50=pct(keys, 0.5),
+        key_p95=pct(keys, 0.95),
+        key_max=max(keys, default=0.0),
+        key_lost=sum(1 for p in r.presses if p.latency_ms is None),
+        frame_p99=pct(frames, 0.99),
+        frame_max=max(frames, default=0.0),
+        frames_over=sum(1 for f in frames if f > TARGET_FRAME_MS),
+        stall_max=max(stalls, default=0.0),
+        stalls_over=sum(1 for g in stalls if g > TARGET_FRAME_MS),
+        ui_cpu=100 * ui / s,
+        console_cpu=100 * (ui + r.cpu.get("console workers", 0.0)) / s,
+        engine_cpu=100 * engine / s,
+        committed_eps=r.committed_eps,
+    )
+
+
+def attribute(r: RunResult, start: float, gap: float) -> str:
+    """What the UI loop was doing during a stall: the span of its own that covered most of it."""
+    end = start + gap + HEARTBEAT_S
+    best, best_overlap = "", 0.0
+    for label, spans in (
+        ("show", r.shows),
+        ("frame", r.frames),
+    ):
+        for s in spans:
+            overlap = min(end, s.t1) - max(start, s.t0)
+            if overlap > best_overlap:
+                name = f"{s.what}.show" if label == "show" else s.what
+                best, best_overlap = name, overlap
+    if best_overlap >= 0.5 * gap:
+        return best
+    return "other (handlers, GIL waits)"
+
+
+def report(r: RunResult, args: argparse.Namespace) -> None:
+    f = figures(r)
+    s = r.seconds
+    print(
+        f"  measured {s:.1f} s after a {r.warmup_s:.1f} s warm-up with {r.counters:,} counters on "
+        f"the dashboard; {r.alerts:,} alerts in the database at the end"
+    )
+    if r.baseline_eps:
+        print(
+            f"  engine alone (before the console started): {r.baseline_eps:,.0f} events/s "
+            f"committed, engine CPU {r.baseline_engine_cpu:.0f} % of a core"
+        )
+    if r.warmup_show is not None:
+        d = r.warmup_show
+        print(
+            f"  warm-up: longest Dashboard.show {d.ms:.0f} ms (cpu {d.cpu * 1000:.0f} ms), "
+            f"longest UI-loop stall {r.warmup_stall_ms:.0f} ms"
+        )
+    print()
+    print("  key -> repaint (ms)              n      p50      p95      p99      max")
+    keys = [p.latency_ms for p in r.presses if p.latency_ms is not None]
+    print(f"    all keys                 {dist(keys)}")
+    for kind in sorted({p.kind for p in r.presses}):
+        vals = [p.latency_ms for p in r.presses if p.kind == kind and p.latency_ms is not None]
+        print(f"    {kind:<24} {dist(vals)}")
+    over = sum(1 for v in keys if v > TARGET_KEY_MS)
+    lost = [f"{p.kind} {p.key!r}" for p in r.presses if p.latency_ms is None]
+    print(
+        f"    not painted within {KEY_TIMEOUT_S:.0f} s: {f.key_lost}"
+        + (f" ({', '.join(lost)})" if lost else "")
+        + f"; over {TARGET_KEY_MS:.0f} ms: {over} of {len(keys)}"
+    )
+    switches = [p for p in r.presses if p.target]
+    bounced = [p for p in switches if p.bounced]
+    if bounced:
+        print(
+            f"    tab switches that did not stay (the console went back to the previous tab by "
+            f"itself): {len(bounced)} of {len(switches)}"
+        )
+    print("  key -> new data painted (ms)     n      p50      p95      p99      max")
+    for kind in sorted({p.kind for p in r.presses if p.content is not None}):
+        vals = [
+            p.content_ms
+            for p in r.presses
+            if p.kind == kind and p.content_ms is not None and not p.bounced
+        ]
+        print(f"    {kind:<24} {dist(vals)}")
+    print()
+    frames = [x.ms for x in r.frames]
+    print("  frames (ms)                      n      p50      p95      p99      max")
+    print(f"    every frame                {dist(frames)}")
+    for kind in ("frame (repaint)", "frame (layout)"):
+        print(f"    {kind:<26} {dist([x.ms for x in r.frames if x.what == kind])}")
+    print(f"    of which write (escape seq.){dist(r.write_ms)}")
+    print(
+        f"    {len(frames) / s:.1f} frames/s, {r.bytes_out / s / 1e3:,.0f} kB/s to the terminal, "
+        f"{sum(1 for x in frames if x > TARGET_FRAME_MS)} frames > {TARGET_FRAME_MS:.0f} ms"
+        + (f", {r.stray_frames} outside the update timer" if r.stray_frames else "")
+    )
+    slow = sorted(r.frames, key=lambda x: -x.ms)[:5]
+    if slow and slow[0].ms > TARGET_KEY_MS:
+        print("    slowest frames: ms (cpu ms) kind: dirty widgets")
+        for x in slow:
+            print(f"      {x.ms:6.0f} ({x.cpu * 1000:4.0f}) {x.what}: {x.info[:110]}")
+    gaps = [g * 1000 for g in r.gaps]
+    stalls = [g * 1000 for _, g in r.stalls]
+    print(
+        f"  UI loop stalls (heartbeat every {HEARTBEAT_S * 1000:.0f} ms): max {max(stalls, default=0):.0f} ms, "
+        f"p99 {pct(gaps, 0.99):.0f} ms, {sum(1 for g in stalls if g > 100)} > 100 ms, "
+        f"{f.stalls_over} > {TARGET_FRAME_MS:.0f} ms"
+    )
+    causes: dict[str, list[float]] = {}
+    for start, gap in r.stalls:
+        if gap * 1000 > 100:
+            causes.setdefault(attribute(r, start, gap), []).append(gap * 1000)
+    for cause, vals in sorted(causes.items(), key=lambda kv: -sum(kv[1])):
+        print(f"    > 100 ms during {cause:<26} {len(vals):4d} stalls, max {max(vals):.0f} ms")
+    if r.stall_samples:
+        print(
+            f"  where the UI thread was while the loop was > 50 ms late ({r.stall_samples} samples "
+            "every 5 ms; inclusive):"
+        )
+        for line in r.stall_inclusive:
+            print(f"    {line}")
+        print("    innermost frame:")
+        for line in r.stall_innermost:
+            print(f"    {line}")
+    print()
+    polls = sum(r.polls.values())
+    keys_refreshing = sum(1 for p in r.presses if p.content is not None)
+    print(
+        f"  refreshes started: {polls} ({polls / s:.1f}/s; the {args.interval:g} s interval asks "
+        f"for {s / args.interval:.0f}, plus up to {keys_refreshing} for keys that change what is "
+        "shown): " + ", ".join(f"{k} {v}" for k, v in sorted(r.polls.items()))
+    )
+    print("  UI thread work (ms)              n      p50      p95      p99      max   cpu/wall")
+    for what in ("dashboard", "alerts", "devices"):
+        spans = [x for x in r.shows if x.what == what]
+        if spans:
+            print(f"    {what + '.show':<24} {dist([x.ms for x in spans])}   {_ratio(spans)}")
+    if r.refreshed:
+        print(
+            f"    {'_refreshed (all)':<24} {dist([x.ms for x in r.refreshed])}   {_ratio(r.refreshed)}"
+        )
+    print(f"    {'frame':<24} {dist(frames)}   {_ratio(r.frames)}")
+    print("  worker / engine work (ms)")
+    for what in ("dashboard", "alerts", "devices"):
+        spans = [x for x in r.gathers if x.what == what]
+        if spans:
+            print(f"    {what + '.gather':<24} {dist([x.ms for x in spans])}   {_ratio(spans)}")
+    if r.snapshots:
+        print(f"    {'Session.snapshot':<24} {dist(r.snapshots)}   (engine loop)")
+    print()
+    print(f"  CPU (% of one core over the {s:.0f} s)")
+    order = (
+        "console UI loop",
+        "console workers",
+        "engine loop",
+        "engine SQLite writer",
+        "engine file reads",
+        "benchmark",
+        "other",
+    )
+    for label in order:
+        if label in r.cpu:
+            print(f"    {label:<24} {100 * r.cpu[label] / s:6.1f}")
+    attributed = sum(r.cpu.values())
+    print(f"    {'threads that ended':<24} {100 * max(0.0, r.process_cpu - attributed) / s:6.1f}")
+    print(
+        f"    console (UI + workers) {f.console_cpu:6.1f}   engine {f.engine_cpu:6.1f}   "
+        f"this process {100 * r.process_cpu / s:6.1f}   writer {100 * r.writer_cpu / s:5.1f}"
+    )
+    cores = psutil.cpu_count() or 1
+    others = 100 * (r.system_busy - (r.process_cpu + r.writer_cpu) / s)
+    print(
+        f"    machine: {cores} cores, {100 * r.system_busy:.0f} % busy on average "
+        f"(other processes {max(0.0, others):.0f} %)"
+    )
+    print()
+    print(
+        f"  ingest: appended {r.appended_eps:,.0f} events/s, committed {r.committed_eps:,.0f} "
+        f"events/s ({100 * r.committed_eps / args.rate:.0f} % of {args.rate:,}); "
+        f"backlog at the end {r.backlog:,} events ({r.backlog / max(1, args.rate):.1f} s)"
+    )
+    for title, text in (
+        ("the UI thread", r.profile),
+        ("the refresh workers' gather()", r.worker_profile),
+    ):
+        if text:
+            print()
+            print(f"  profile of {title} (cProfile; the figures above are inflated by it):")
+            for line in text.splitlines():
+                if line.strip():
+                    print(f"  {line}")
+
+
+def _ratio(spans: Sequence[Span]) -> str:
+    wall = sum(x.t1 - x.t0 for x in spans)
+    cpu = sum(x.cpu for x in spans)
+    return f"{cpu / wall:5.2f}" if wall > 0 else "    -"
+
+
+def summary(runs: list[RunResult], args: argparse.Namespace) -> None:
+    figs = [figures(r) for r in runs]
+    k = len(figs)
+
+    def row(label: str, attr: str, fmt: str, best: Callable[[list[float]], float]) -> None:
+        vals = [getattr(x, attr) for x in figs]
+        per = "  ".join(format(v, fmt) for v in vals)
+        med = statistics.median(vals)
+        med_fmt = "g" if fmt == "d" and med != int(med) else fmt
+        print(
+            f"  {label:<28} best {format(best(vals), fmt):>9}  median "
+            f"{format(int(med) if med_fmt == 'd' else med, med_fmt):>9}   runs: {per}"
+        )
+
+    print()
+    print(f"summary over {k} run{'s' if k > 1 else ''} (best and median of {k})")
+    row("key->repaint p50 ms", "key_p50", ".1f", min)
+    row("key->repaint p95 ms", "key_p95", ".1f", min)
+    row("key->repaint max ms", "key_max", ".1f", min)
+    row("presses not painted", "key_lost", "d", min)
+    row("frame p99 ms", "frame_p99", ".1f", min)
+    row("frame max ms", "frame_max", ".1f", min)
+    row("frames > 250 ms", "frames_over", "d", min)
+    row("UI-loop stall max ms", "stall_max", ".1f", min)
+    row("UI-loop stalls > 250 ms", "stalls_over", "d", min)
+    row("UI thread CPU %", "ui_cpu", ".1f", min)
+    row("console CPU % (UI+workers)", "console_cpu", ".1f", min)
+    row("engine CPU %", "engine_cpu", ".1f", min)
+    row("committed events/s", "committed_eps", ",.0f", max)
+    med = {a: statistics.median(getattr(x, a) for x in figs) for a in Figures.__dataclass_fields__}
+    print()
+    print(
+        f"target key -> repaint p95 < {TARGET_KEY_MS:.0f} ms: {met(med['key_p95'] < TARGET_KEY_MS)} "
+        f"(median p95 {med['key_p95']:.0f} ms, max {med['key_max']:.0f} ms)"
+    )
+    print(
+        f"target no frame > {TARGET_FRAME_MS:.0f} ms: frames {met(med['frames_over'] == 0)} "
+        f"(median max {med['frame_max']:.0f} ms); UI loop {met(med['stalls_over'] == 0)} "
+        f"(median longest stall {med['stall_max']:.0f} ms)"
+    )
+    print(
+        f"engine kept up with {args.rate:,} events/s: "
+        f"{'yes' if med['committed_eps'] >= 0.95 * args.rate else 'NO'} "
+        f"(median {med['committed_eps']:,.0f} committed/s)"
+    )
+
+
+def terminal_stdin() -> None:
+    """Make standard input a terminal (a pseudo-terminal of ``SIZE``) when it is not one. Rich
+    measures every cell against ``Console.size``, which tries the standard streams in turn until
+    one is a terminal: without any, each call costs three failed ioctls (3 µs instead of 1 µs),
+    which a console in a terminal never pays. Nothing reads this input."""
+    if os.isatty(0) or sys.platform == "win32":
+        return
+    import fcntl
+    import struct
+    import termios
+
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", SIZE[1], SIZE[0], 0, 0))
+    os.dup2(slave, 0)
+    os.close(slave)
+    _KEEP.append(master)  # the pty lives as long as the benchmark
+
+
+_KEEP: list[int] = []
+
+
+def code_origin() -> str:
+    """Where ``tui`` and ``engine`` are imported from: this work tree (and its changes) or another
+    folder (``PYTHONPATH``, e.g. a ``git archive`` of a commit)."""
+    import tui
+
+    root = Path(__file__).resolve().parents[1]
+    if Path(tui.__file__).resolve().parents[1] != root:
+        return "tui/ and engine/ from another folder (PYTHONPATH), not this work tree"
+    try:
+        out = subprocess.run(
+            ["git", "status", "--porcelain", "--", "tui", "engine"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.split("\n")
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "tui/ and engine/ of this work tree"
+    changed = [line[3:] for line in out if line.strip()]
+    return f"tui/ and engine/ of this work tree at {head or '?'}" + (
+        f", with changes to {', '.join(changed)}" if changed else ", unchanged"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["_writer"]:
+        return writer_main(args_list[1:])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seconds", type=float, help="measured seconds per run (60; --quick 15)")
+    p.add_argument("--rate", type=int, default=10_000, help="events/s appended (10000)")
+    p.add_argument("--devices", type=int, default=2_000, help="devices (2000)")
+    p.add_argument("--quick", action="store_true", help="15 s measured, 5 s warm-up")
+    p.add_argument("--warmup", type=float, help="seconds before measuring, at least (10; quick 5)")
+    p.add_argument(
+        "--baseline",
+        type=float,
+        help="seconds of the engine alone before the console (10; quick 5)",
+    )
+    p.add_argument("--repeat", type=int, default=1, metavar="K", help="K runs; best/median (1)")
+    p.add_argument("--interval", type=float, default=1.0, help="the console's refresh, s (1.0)")
+    p.add_argument("--violations", type=float, default=0.5, help="forbidden processes/s (0.5)")
+    p.add_argument("--seed", type=int, default=1, help="seed of inputs and keys (1)")
+    p.add_argument("--profile", action="store_true", help="cProfile the UI thread; print top")
+    p.add_argument("--top", type=int, default=25, help="functions in the profile (25)")
+    p.add_argument("--out", type=Path, help="keep the folders (inputs, database) under DIR")
+    args = p.parse_args(args_list)
+    if args.seconds is None:
+        args.seconds = 15.0 if args.quick else 60.0
+    if args.warmup is None:
+        args.warmup = 5.0 if args.quick else 10.0
+    if args.baseline is None:
+        args.baseline = 5.0 if args.quick else 10.0
+    if args.rate < 1 or args.devices < 1 or args.repeat < 1 or args.seconds <= 0:
+        p.error("--rate, --devices, --repeat and --seconds must be positive")
+
+    load = os.getloadavg()
+    print(
+        f"console benchmark: {args.rate:,} events/s over {args.devices:,} devices, "
+        f"{args.seconds:g} s measured per run, {args.repeat} run(s), {SIZE[0]}x{SIZE[1]}, "
+        f"refresh {args.interval:g} s"
+    )
+    print(
+        f"machine: {psutil.cpu_count()} cores, load average {load[0]:.2f} {load[1]:.2f} "
+        f"{load[2]:.2f} before the first run"
+    )
+    print(f"code: {code_origin()}")
+    terminal_stdin()
+    runs: list[RunResult] = []
+    broken: list[str] = []
+    for k in range(args.repeat):
+        if args.out is not None:
+            folder = args.out / f"run-{k + 1}"
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+        else:
+            folder = Path(tempfile.mkdtemp(prefix="iotwatch-console-"))
+        try:
+            print()
+            print(f"run {k + 1}/{args.repeat}")
+            r = run_once(args, folder, k)
+            runs.append(r)
+            report(r, args)
+            broken += r.broken
+        except Exception as exc:
+            import traceback
+
+            traceback.print_exc()
+            broken.append(f"run {k + 1} crashed: {exc!r}")
+        finally:
+            if args.out is None:
+                shutil.rmtree(folder, ignore_errors=True)
+    if runs:
+        summary(runs, args)
+    for line in broken:
+        print(f"BROKEN: {line}", file=sys.stderr)
+    return 1 if broken or not runs else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
