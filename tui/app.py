@@ -299,6 +299,9 @@ class IotwatchApp(App[int]):
 
     def _poll(self) -> None:
         """Start one refresh of the visible pane; the timer is re-armed when it has been shown."""
+        if self._timer is not None:
+            # Called early (refresh_now): the pending timer would start a second poll chain.
+            self._timer.stop()
         self._timer = None
         if self.paused or self._busy:
             return self._arm() if not self._busy else None
