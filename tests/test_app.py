@@ -25,7 +25,7 @@ from tui.panes.alerts import AlertsPane, AlertsTable
 from tui.panes.allowlists import AllowlistsPane
 from tui.panes.boards import BoardsPane
 from tui.panes.dashboard import Counters, Dashboard
-from tui.panes.devices import DevicesPane
+from tui.panes.devices import DevicesPane, DevicesTable
 from tui.panes.rules import RulesPane
 from tui.screens.detail import AlertDetail
 from tui.screens.dialogs import ErrorDialog, GroupDialog, HelpDialog, NoteDialog, SilenceDialog
@@ -356,7 +356,7 @@ async def test_devices_move_and_declare(engine: tuple[Bridge, Path]) -> None:
         append(folder / "hub.jsonl", [d2c("sensor-1", t), d2c("sensor-2", t)])
         await pilot.press("3")
         pane = app.query_one(DevicesPane)
-        table = pane.query_one(DataTable)
+        table = pane.query_one(DevicesTable)
         await wait_for(pilot, lambda: table.row_count == 2, what="two devices")
         assert pane.rows["sensor-1"].events[1] == 1  # hub-events
         table.focus()
@@ -491,7 +491,7 @@ async def test_number_keys_switch_tabs_while_a_table_has_focus(
     async with app.run_test(size=SIZE) as pilot:
         tabs = app.query_one("#tabs", TabbedContent)
         for key, tab in (("2", "alerts"), ("3", "devices"), ("1", "dashboard"), ("3", "devices")):
-            table = app.active_pane().query(DataTable).first()
+            table = app.active_pane().query("DataTable, VirtualTable").first()
             table.focus()
             await pilot.pause()
             await pilot.press(key)

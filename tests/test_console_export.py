@@ -16,7 +16,7 @@ import pytest
 from textual.command import CommandPalette
 from textual.message import Message
 from textual.pilot import Pilot
-from textual.widgets import Button, Checkbox, DataTable, Input, ProgressBar, Select, Static
+from textual.widgets import Button, Checkbox, Input, ProgressBar, Select, Static
 
 from engine.export import ALERT_FIELDS, ExportCancelled, ExportFilter
 from engine.timestamps import format_time
@@ -37,6 +37,7 @@ from tui.app import IotwatchApp
 from tui.bridge import Bridge
 from tui.panes.alerts import AlertsTable
 from tui.panes.dashboard import Counters
+from tui.panes.devices import DevicesTable
 from tui.screens.dialogs import ErrorDialog
 from tui.screens.export import (
     ExportDialog,
@@ -241,7 +242,7 @@ async def test_filters_of_other_views_cancel_and_failures(
         # focus is let go first.)
         app.screen.set_focus(None)
         await pilot.press("3")
-        devices = app.query_one("#devices-table", DataTable)
+        devices = app.query_one(DevicesTable)
         await wait_for(pilot, lambda: devices.row_count == 2, what="two devices")
         devices.focus()
         devices.move_cursor(row=1)

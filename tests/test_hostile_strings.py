@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 from rich.text import Text
-from textual.widgets import DataTable
 
 from tests.test_app import (
     SIZE,
@@ -32,7 +31,7 @@ from tests.test_app import (
 from tui.app import IotwatchApp
 from tui.bridge import Bridge
 from tui.panes.alerts import AlertsPane, AlertsTable
-from tui.panes.devices import DevicesPane
+from tui.panes.devices import DevicesPane, DevicesTable
 from tui.safe import plain, safe
 from tui.screens.detail import AlertDetail, describe
 from tui.screens.dialogs import GroupDialog, NoteDialog, SilenceDialog
@@ -222,7 +221,7 @@ async def test_hostile_strings_through_every_surface(
         await refreshed(pilot)
         devices = app.query_one(DevicesPane)
         assert len(devices.rows) >= len(HOSTILE)
-        device_table = devices.query_one(DataTable)
+        device_table = devices.query_one(DevicesTable)
         device_table.focus()
         device_table.move_cursor(row=device_table.row_count - 1)
         await pilot.press("g")

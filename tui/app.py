@@ -25,7 +25,7 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.message import Message
 from textual.screen import ModalScreen
 from textual.timer import Timer
-from textual.widgets import DataTable, Footer, Header, TabbedContent, TabPane
+from textual.widgets import Footer, Header, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
 from engine.config import Config
@@ -425,7 +425,7 @@ class IotwatchApp(App[int]):
         # A table, not an input: digits must go on switching tabs.
         pane = self._panes.get(tab)
         if pane is not None and self.focused is None:
-            tables = [t for t in pane.query(DataTable) if t.focusable and t.display]
+            tables = [t for t in pane.query("DataTable, VirtualTable") if t.focusable and t.display]
             if tables:
                 tables[0].focus()
 

@@ -16,21 +16,13 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
-from textual.widgets import DataTable, Input, Select, Static
+from textual.widgets import Input, Select, Static
 
 from engine.catalogue import BY_ID, RULE_TYPES
 from tui.bridge import Bridge
-from tui.panes import (
-    LivePane,
-    TextFilter,
-    apply_plan,
-    cell,
-    current_key,
-    fmt_time,
-    plan_table,
-    short_rule,
-)
+from tui.panes import LivePane, TextFilter, cell, fmt_time, short_rule
 from tui.safe import safe
+from tui.widgets.virtual_table import Rows, VirtualTable
 
 ALERT_LIMIT = 5000  # the newest alerts the pane keeps in view
 
@@ -227,17 +219,15 @@ def alert_cells(a: AlertRow, columns: tuple[str, ...] = COLUMN_KEYS) -> tuple[An
     return tuple(cells[c] for c in columns)
 
 
-def by_id_desc(cells: tuple[Any, ...]) -> int:
-    """Sort key: the alert id in the first cell, newest first with ``reverse``."""
-    return int(cells[0].plain)
-
-
-class AlertsTable(DataTable[Any]):
-    """The alerts, one row per alert keyed by its id."""
+class AlertsTable(VirtualTable):
+    """The alerts, one row per alert keyed by its id, newest first."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "select_cursor", "Detail", id="alerts.detail"),
     ]
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(COLUMNS, alert_cells, **kwargs)
 
 
 class AlertsPane(LivePane):
@@ -266,7 +256,6 @@ class AlertsPane(LivePane):
         super().__init__(bridge, **kwargs)
         self.filter = AlertFilter()
         self.rows: dict[str, AlertRow] = {}
-        self._shown: dict[str, tuple[Any, ...]] = {}
         self._seen: tuple[int, AlertFilter] | None = None
 
     def compose(self) -> ComposeResult:
@@ -292,10 +281,7 @@ class AlertsPane(LivePane):
             yield Input(
                 placeholder="filter: text, d:device g:group r:rule v:value", id="alert-text"
             )
-        table = AlertsTable(id="alerts-table", cursor_type="row", zebra_stripes=True)
-        for key, label, width in COLUMNS:
-            table.add_column(label, key=key, width=width)
-        yield table
+        yield AlertsTable(id="alerts-table")
         yield Static(id="alert-summary", markup=False)
 
     # -- filters ------------------------------------------------------------------------------
@@ -331,20 +317,17 @@ class AlertsPane(LivePane):
         if args is None:
             return None
         version, flt = args
-        alerts = load_alerts(self.bridge)
+        alerts = load_alerts(self.bridge)  # newest first
         shown = [a for a in alerts if a.matches(flt)]
-        plan = plan_table({str(a.id): alert_cells(a) for a in shown}, self._shown, COLUMN_KEYS)
-        return version, flt, alerts, shown, plan
+        return version, flt, alerts, shown, Rows([(str(a.id), a) for a in shown])
 
     def show(self, data: Any) -> None:
         if data is None:
             return
-        version, flt, alerts, shown, plan = data
+        version, flt, alerts, shown, table_rows = data
         self._seen = (version, flt)
         self.rows = {str(a.id): a for a in shown}
-        apply_plan(
-            self.query_one(AlertsTable), plan, self._shown, sort_key=by_id_desc, reverse=True
-        )
+        self.query_one(AlertsTable).set_rows(table_rows)
         active = sum(1 for a in alerts if a.active)
         self.query_one("#alert-summary", Static).update(
             f"{len(shown)} shown of {len(alerts)}"
@@ -356,13 +339,13 @@ class AlertsPane(LivePane):
 
     def selected(self) -> AlertRow | None:
         """The alert under the cursor."""
-        key = current_key(self.query_one(AlertsTable))
+        key = self.query_one(AlertsTable).cursor_key
         return None if key is None else self.rows.get(key)
 
-    @on(DataTable.RowSelected, "#alerts-table")
-    def _open_detail(self, event: DataTable.RowSelected) -> None:
+    @on(VirtualTable.RowSelected, "#alerts-table")
+    def _open_detail(self, event: VirtualTable.RowSelected) -> None:
         event.stop()
-        alert = self.rows.get(str(event.row_key.value))
+        alert = self.rows.get(event.key)
         if alert is not None:
             self.app.open_alert(alert.id)  # type: ignore[attr-defined]
 

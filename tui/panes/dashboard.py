@@ -4,6 +4,10 @@ Counters are one row per (device, enabled range rule): the current window's coun
 ``[min, max]`` (▲ above max, ▼ below min, in colour too), the time left in the window, and a
 sparkline of the last windows. The filter takes ``d:``/``g:``/``r:`` terms, and ``!`` keeps only
 rows that are out of range or alerting.
+
+A fleet has thousands of counters and every one changes every second, so the counters are a
+``VirtualTable``: the worker filters and sorts them, and cells are built only for the rows on
+screen.
 """
 
 from __future__ import annotations
@@ -23,19 +27,17 @@ from engine.session import Counter, Snapshot, SourceStatus
 from tui.bridge import Bridge
 from tui.panes import (
     LivePane,
-    TablePlan,
     TextFilter,
-    apply_plan,
     cell,
     fmt_span,
     fmt_time,
-    plan_table,
     short_rule,
     sparkline,
     sync_table,
 )
 from tui.panes.alerts import ALERT_SQL, AlertRow, alert_cells
 from tui.safe import safe
+from tui.widgets.virtual_table import Rows, VirtualTable
 
 NEWEST = 8  # alerts beneath the counters
 
@@ -76,7 +78,7 @@ NEWEST_COLUMNS = ("id", "state", "severity", "rule", "device", "value", "start",
 class DashboardData:
     snapshot: Snapshot
     taken: float  # time.monotonic() when taken
-    counters: TablePlan
+    counters: Rows
     summary: str
     alerts: list[AlertRow] | None
     config_error: str | None
@@ -95,8 +97,33 @@ def counter_out(c: Counter) -> int:
     return 0
 
 
-class Counters(DataTable[Any]):
-    """One row per (device, range rule), keyed ``device\\0rule``."""
+def counter_cells(row: tuple[Counter, int]) -> tuple[Text, ...]:
+    """The cells of one counter row: ``(counter, now)``."""
+    c, now = row
+    out = counter_out(c)
+    if out > 0:
+        count = cell(f"▲ {c.count}", "bold red")
+    elif out < 0:
+        count = cell(f"▼ {c.count}", "yellow")
+    else:
+        count = cell(f"  {c.count}", "green")
+    return (
+        safe(c.device, 64),
+        safe(c.group, 64),
+        cell(short_rule(c.rule)),
+        count,
+        cell(f"{c.min}–{c.max}"),
+        cell(fmt_span((c.end - now) // 1_000_000)),
+        sparkline(c.history, c.min, c.max),
+        cell("● open", "bold red") if c.alerting else cell(""),
+    )
+
+
+class Counters(VirtualTable):
+    """One row per (device, range rule), keyed ``device\\0rule``, sorted by device and rule."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(COUNTER_COLUMNS, counter_cells, **kwargs)
 
 
 class Dashboard(LivePane):
@@ -126,7 +153,7 @@ class Dashboard(LivePane):
         self.filter = TextFilter()
         self.only_out = False
         self._sources: dict[str, tuple[Any, ...]] = {}
-        self._counters: dict[str, tuple[Any, ...]] = {}
+        self._summary = ""
         self._newest: dict[str, tuple[Any, ...]] = {}
         self._previous: dict[int, tuple[int, float]] = {}  # source index → (events, taken)
         self._alerts_seen = -1
@@ -147,10 +174,7 @@ class Dashboard(LivePane):
                 compact=True,
             )
             yield Static("", id="counter-summary", markup=False)
-        counters = Counters(id="counters", cursor_type="row", zebra_stripes=True)
-        for key, label, width in COUNTER_COLUMNS:
-            counters.add_column(label, key=key, width=width)
-        yield counters
+        yield Counters(id="counters")
         yield Static("Newest alerts", id="newest-title", markup=False)
         newest = DataTable(id="newest", cursor_type="row")
         from tui.panes.alerts import COLUMNS
@@ -197,13 +221,10 @@ class Dashboard(LivePane):
     def show(self, data: Any) -> None:
         version, d = data
         self._show_sources(d)
-        apply_plan(
-            self.query_one(Counters),
-            d.counters,
-            self._counters,
-            sort_key=lambda cells: (cells[0].plain, cells[2].plain),
-        )
-        self.query_one("#counter-summary", Static).update(d.summary)
+        self.query_one(Counters).set_rows(d.counters)
+        if d.summary != self._summary:  # a new text width means a new layout: only on change
+            self._summary = d.summary
+            self.query_one("#counter-summary", Static).update(d.summary)
         if d.alerts is not None:
             self._alerts_seen = version
             self.newest_rows = {str(a.id): a for a in d.alerts}
@@ -257,12 +278,12 @@ class Dashboard(LivePane):
             box.update(Text("\n").join(errors))
         box.set_class(bool(errors), "shown")
 
-    def _plan_counters(
-        self, snap: Snapshot, flt: TextFilter, only_out: bool
-    ) -> tuple[TablePlan, str]:
-        """Worker thread: the counter rows and what to change in the table to show them."""
-        rows: dict[str, tuple[Any, ...]] = {}
+    @staticmethod
+    def _plan_counters(snap: Snapshot, flt: TextFilter, only_out: bool) -> tuple[Rows, str]:
+        """Worker thread: the counter rows to show, filtered and sorted, and the summary."""
+        rows: list[tuple[str, tuple[Counter, int]]] = []
         out_total = alerting = 0
+        now = snap.now
         for c in snap.counters:
             out = counter_out(c)
             out_total += out != 0
@@ -271,24 +292,9 @@ class Dashboard(LivePane):
                 continue
             if flt and not flt.matches(device=c.device, group=c.group, rule=c.rule):
                 continue
-            if out > 0:
-                count = cell(f"▲ {c.count}", "bold red")
-            elif out < 0:
-                count = cell(f"▼ {c.count}", "yellow")
-            else:
-                count = cell(f"  {c.count}", "green")
-            rows[f"{c.device}\0{c.rule}"] = (
-                safe(c.device, 64),
-                safe(c.group, 64),
-                cell(short_rule(c.rule)),
-                count,
-                cell(f"{c.min}–{c.max}"),
-                cell(fmt_span((c.end - snap.now) // 1_000_000)),
-                sparkline(c.history, c.min, c.max),
-                cell("● open", "bold red") if c.alerting else cell(""),
-            )
-        plan = plan_table(rows, self._counters, [k for k, _, _ in COUNTER_COLUMNS])
+            rows.append((f"{c.device}\0{c.rule}", (c, now)))
+        rows.sort(key=lambda r: r[0])
         summary = (
             f"{len(rows)} of {len(snap.counters)} · {out_total} out of range · {alerting} alerting"
         )
-        return plan, summary
+        return Rows(rows), summary

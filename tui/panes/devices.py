@@ -3,7 +3,8 @@ source and its open alerts. ``g`` moves the selected device to another group, ``
 expected device; both give the running engine a new configuration (an exact ``[devices]`` entry).
 
 Events by source are counted incrementally (only events stored since the last look), so the pane
-costs the same on a database of a thousand events as on one of a hundred million.
+costs the same on a database of a thousand events as on one of a hundred million; the table is a
+``VirtualTable``, so it costs the same for ten devices as for ten thousand.
 """
 
 from __future__ import annotations
@@ -11,24 +12,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
-from textual.widgets import DataTable, Input, Static
+from textual.widgets import Input, Static
 
 from engine.config import Config, DeviceMap
 from tui.bridge import Bridge
-from tui.panes import (
-    LivePane,
-    TextFilter,
-    apply_plan,
-    cell,
-    current_key,
-    fmt_time,
-    plan_table,
-)
+from tui.panes import LivePane, TextFilter, cell, fmt_time
 from tui.safe import safe
+from tui.widgets.virtual_table import Rows, VirtualTable
 
 FORMATS = ("hub-log", "hub-events", "security-messages", "serial")
 COLUMNS: tuple[tuple[str, str, int], ...] = (
@@ -58,6 +53,33 @@ class DeviceRow:
     open_alerts: int
 
 
+def device_cells(r: DeviceRow) -> tuple[Text, ...]:
+    """The cells of one device's row."""
+    kind = (
+        cell("expected", "yellow")
+        if not r.seen
+        else cell("declared", "cyan")
+        if r.declared
+        else cell("seen")
+    )
+    return (
+        safe(r.name, 64),
+        safe(r.group, 64),
+        kind,
+        cell(fmt_time(r.first)),
+        cell(fmt_time(r.last)),
+        *(cell(f"{n:,}" if n else "·", "" if n else "dim") for n in r.events),
+        cell(r.open_alerts or "·", "bold red" if r.open_alerts else "dim"),
+    )
+
+
+class DevicesTable(VirtualTable):
+    """One row per device, keyed by its name, sorted by name."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(COLUMNS, device_cells, **kwargs)
+
+
 def moved(config: Config, device: str, group: str) -> Config:
     """``config`` with ``device`` mapped to ``group`` by an exact entry (which also declares it)."""
     dm = config.devices
@@ -79,7 +101,7 @@ class DevicesPane(LivePane):
     DevicesPane #device-bar { height: 1; }
     DevicesPane #device-filter { width: 1fr; height: 1; border: none; padding: 0 1; }
     DevicesPane #device-summary { width: auto; padding: 0 1; color: $text-muted; }
-    DevicesPane DataTable { height: 1fr; }
+    DevicesPane DevicesTable { height: 1fr; }
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -92,7 +114,7 @@ class DevicesPane(LivePane):
         super().__init__(bridge, **kwargs)
         self.filter = TextFilter()
         self.rows: dict[str, DeviceRow] = {}
-        self._shown: dict[str, tuple[Any, ...]] = {}
+        self._summary = ""
         # Incremental event counts: the last event id counted, and counts by (device, format).
         self._counted_to = 0
         self._counts: dict[tuple[str, str], int] = {}
@@ -105,10 +127,7 @@ class DevicesPane(LivePane):
                 placeholder="filter: text, d:device g:group", id="device-filter", compact=True
             )
             yield Static("", id="device-summary", markup=False)
-        table = DataTable(id="devices-table", cursor_type="row", zebra_stripes=True)
-        for key, label, width in COLUMNS:
-            table.add_column(label, key=key, width=width)
-        yield table
+        yield DevicesTable(id="devices-table")
 
     @on(Input.Changed, "#device-filter")
     def _filter_changed(self, event: Input.Changed) -> None:
@@ -183,45 +202,22 @@ class DevicesPane(LivePane):
             )
         total = len(rows)
         rows = [r for r in rows if flt.matches(device=r.name, group=r.group)]
-        return total, rows, plan_table(self._cells(rows), self._shown, COLUMN_KEYS)
+        rows.sort(key=lambda r: r.name)
+        return total, rows, Rows([(r.name, r) for r in rows])
 
     def show(self, data: Any) -> None:
-        total, rows, plan = data
+        total, rows, table_rows = data
         self.rows = {r.name: r for r in rows}
-        apply_plan(
-            self.query_one("#devices-table", DataTable),
-            plan,
-            self._shown,
-            sort_key=lambda c: c[0].plain,
-        )
-        self.query_one("#device-summary", Static).update(f"{len(rows)} of {total} devices")
-
-    @staticmethod
-    def _cells(rows: list[DeviceRow]) -> dict[str, tuple[Any, ...]]:
-        cells: dict[str, tuple[Any, ...]] = {}
-        for r in rows:
-            kind = (
-                cell("expected", "yellow")
-                if not r.seen
-                else cell("declared", "cyan")
-                if r.declared
-                else cell("seen")
-            )
-            cells[r.name] = (
-                safe(r.name, 64),
-                safe(r.group, 64),
-                kind,
-                cell(fmt_time(r.first)),
-                cell(fmt_time(r.last)),
-                *(cell(f"{n:,}" if n else "·", "" if n else "dim") for n in r.events),
-                cell(r.open_alerts or "·", "bold red" if r.open_alerts else "dim"),
-            )
-        return cells
+        self.query_one(DevicesTable).set_rows(table_rows)
+        summary = f"{len(rows)} of {total} devices"
+        if summary != self._summary:  # Static.update lays the screen out again: only on change
+            self._summary = summary
+            self.query_one("#device-summary", Static).update(summary)
 
     # -- actions ------------------------------------------------------------------------------
 
     def selected(self) -> DeviceRow | None:
-        key = current_key(self.query_one("#devices-table", DataTable))
+        key = self.query_one(DevicesTable).cursor_key
         return None if key is None else self.rows.get(key)
 
     def action_move(self) -> None:
