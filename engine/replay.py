@@ -7,19 +7,18 @@ that order (see ``engine.evaluator``).
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import heapq
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from engine.alert import Alert
 from engine.bulkwriter import BulkWriter
 from engine.capture import CaptureStream
+from engine.collector import few_collections
 from engine.config import Config
 from engine.evaluator import Evaluator
 from engine.event import Bad, ConsoleLine, Event
@@ -132,7 +131,7 @@ async def replay(
             )
         writer = await _prepare(db, config, inputs) if db else None
         try:
-            with _few_collections():
+            with few_collections():
                 return _run(evaluator, inputs, writer, progress)
         except BaseException:
             if writer is not None:
@@ -141,20 +140,6 @@ async def replay(
     finally:
         for item in inputs:
             item.file.close()  # type: ignore[attr-defined]
-
-
-@contextlib.contextmanager
-def _few_collections() -> Iterator[None]:
-    """Run the cyclic garbage collector rarely: a replay allocates millions of short-lived
-    events and rows but builds no cycles, and default collections cost a third of its time."""
-    old = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(200_000, 20, 100)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*old)
-        gc.unfreeze()
 
 
 async def _prepare(db: str, config: Config, inputs: list[_Input]) -> BulkWriter:

@@ -181,9 +181,12 @@ class Session:
             seen = _stamp(self.config.path)  # now, not when the task first runs
             self._tasks.append(asyncio.create_task(self._watch_config(self.config.path, seen)))
 
-    async def run(self) -> None:
-        """Start, then run until ``stop()``; commit what is left on the way out."""
+    async def run(self, started: Callable[[], None] | None = None) -> None:
+        """Start, call ``started()``, then run until ``stop()``; commit what is left on the way
+        out."""
         await self.start()
+        if started is not None:
+            started()
         try:
             await self._stop.wait()
         finally:

@@ -28,6 +28,7 @@ from textual.timer import Timer
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
+from engine import collector
 from engine.config import Config
 from engine.export import ExportCancelled, ExportError, ExportResult
 from engine.session import Clock, wall_clock
@@ -696,6 +697,7 @@ def run_console(
     logging.getLogger("iotwatch").propagate = False
     bridge = Bridge(config, db, clock=clock)
     bridge.start()
+    collector.settle()  # the engine has restored its state: that, and the modules, stay
     try:
         return run_app(IotwatchApp(bridge, title=title))
     finally:

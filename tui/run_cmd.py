@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import orjson
 
+from engine import collector
 from engine.alert import Alert
 from engine.config import Config
 from engine.session import Session, wall_clock
@@ -66,7 +67,7 @@ async def run_headless(config: Config, db: str, clock: Callable[[], int]) -> int
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, session.stop)
     try:
-        await session.run()
+        await session.run(started=collector.settle)
     finally:
         await store.close()
     return 0
