@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
+import gc
 import io
 import itertools
 import logging
@@ -401,6 +402,17 @@ class Instrument:
         self.last_beat = time.perf_counter()
         self.warmup_shows: list[Span] = []
         self.worker_profile: cProfile.Profile | None = None
+        self.gcs: list[Span] = []  # the collector's pauses (any thread; they hold the GIL)
+        self._gc_start = (0.0, 0.0)
+
+    def _gc_callback(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._gc_start = (time.perf_counter(), time.thread_time())
+            return
+        t0, c0 = self._gc_start
+        gen = info.get("generation", -1)
+        what = f"gen {gen}"
+        self.gcs.append(Span(what, t0, time.perf_counter(), time.thread_time() - c0, ""))
 
     # -- Textual ---------------------------------------------------------------------------------
 
@@ -438,11 +450,14 @@ class Instrument:
 
         Screen._on_timer_update = on_timer_update  # type: ignore[method-assign]
         self._patched.append((Screen, "_on_timer_update", original))
+        gc.callbacks.append(self._gc_callback)
 
     def unpatch(self) -> None:
         for owner, name, original in reversed(self._patched):
             setattr(owner, name, original)
         self._patched.clear()
+        with contextlib.suppress(ValueError):
+            gc.callbacks.remove(self._gc_callback)
 
     def wrap_display(self, app: Any) -> None:
         inst = self
@@ -596,6 +611,7 @@ class Instrument:
         self.stray_frames = 0
         self.bytes_out = 0
         self.poll_count = {}
+        self.gcs = []
 
 
 def _describe(dirty: set[Any], full: bool) -> str:
@@ -730,6 +746,8 @@ class Keyboard(threading.Thread):
     def _run(self) -> None:
         from textual.widgets import DataTable, Input
 
+        from tui.widgets.virtual_table import VirtualTable
+
         rng = self.rng
         while not self.halt.wait(rng.uniform(0.25, 1.25)):
             last = self.inst.presses[-1] if self.inst.presses else None
@@ -737,7 +755,11 @@ class Keyboard(threading.Thread):
                 last.bounced = True  # nothing but the console itself changed the tab since
             tabs = [t for t in ("dashboard", "alerts", "devices") if t != self.active()]
             focused = self.focused()
-            table = focused if isinstance(focused, DataTable) and self.in_pane(focused) else None
+            table = (
+                focused
+                if isinstance(focused, (DataTable, VirtualTable)) and self.in_pane(focused)
+                else None
+            )
             r = rng.random()
             if isinstance(focused, Input):
                 self.focus_next()
@@ -950,6 +972,7 @@ class RunResult:
     warmup_s: float
     warmup_stall_ms: float
     bytes_out: int
+    gcs: list[Span] = field(default_factory=list)
     polls: dict[str, int] = field(default_factory=dict)
     stall_samples: int = 0
     stall_inclusive: list[str] = field(default_factory=list)
@@ -992,6 +1015,7 @@ def engine_alone(
 
 
 def run_once(args: argparse.Namespace, folder: Path, k: int) -> RunResult:
+    from engine import collector
     from engine.config import load_config
     from tui.bridge import Bridge
 
@@ -1007,6 +1031,8 @@ def run_once(args: argparse.Namespace, folder: Path, k: int) -> RunResult:
         bridge.start()
         if bridge.session is None:
             raise RuntimeError(f"the engine did not start: {bridge.error!r}")
+        if not args.default_gc:
+            collector.settle()  # as run_console does once the engine has started
         watcher.start()
         baseline = engine_alone(args, writer, watcher)
         inst = Instrument()
@@ -1172,6 +1198,7 @@ async def _drive(
         warmup_s=warmup_s,
         warmup_stall_ms=warmup_stall,
         bytes_out=inst.bytes_out,
+        gcs=[g for g in inst.gcs if g.t0 < t1],
         polls=dict(inst.poll_count),
         stall_samples=sampler.samples,
         stall_inclusive=sampler.top(sampler.inclusive, 14, skip=_LOOP_FRAMES),
@@ -1286,11 +1313,12 @@ def attribute(r: RunResult, start: float, gap: float) -> str:
     for label, spans in (
         ("show", r.shows),
         ("frame", r.frames),
+        ("gc", r.gcs),
     ):
         for s in spans:
             overlap = min(end, s.t1) - max(start, s.t0)
             if overlap > best_overlap:
-                name = f"{s.what}.show" if label == "show" else s.what
+                name = {"show": f"{s.what}.show", "gc": f"GC {s.what}"}.get(label, s.what)
                 best, best_overlap = name, overlap
     if best_overlap >= 0.5 * gap:
         return best
@@ -1368,6 +1396,10 @@ def report(r: RunResult, args: argparse.Namespace) -> None:
         f"p99 {pct(gaps, 0.99):.0f} ms, {sum(1 for g in stalls if g > 100)} > 100 ms, "
         f"{f.stalls_over} > {TARGET_FRAME_MS:.0f} ms"
     )
+    print("  garbage collector pauses (ms; any thread, the GIL held)")
+    for gen in ("gen 0", "gen 1", "gen 2"):
+        vals = [g.ms for g in r.gcs if g.what == gen]
+        print(f"    {gen:<24} {dist(vals)}   total {sum(vals):.0f} ms")
     causes: dict[str, list[float]] = {}
     for start, gap in r.stalls:
         if gap * 1000 > 100:
@@ -1563,6 +1595,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--rate", type=int, default=10_000, help="events/s appended (10000)")
     p.add_argument("--devices", type=int, default=2_000, help="devices (2000)")
     p.add_argument("--quick", action="store_true", help="15 s measured, 5 s warm-up")
+    p.add_argument(
+        "--default-gc",
+        action="store_true",
+        help="keep CPython's collector settings instead of engine.collector.settle()",
+    )
     p.add_argument("--warmup", type=float, help="seconds before measuring, at least (10; quick 5)")
     p.add_argument(
         "--baseline",
@@ -1590,7 +1627,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"console benchmark: {args.rate:,} events/s over {args.devices:,} devices, "
         f"{args.seconds:g} s measured per run, {args.repeat} run(s), {SIZE[0]}x{SIZE[1]}, "
-        f"refresh {args.interval:g} s"
+        f"refresh {args.interval:g} s, garbage collector "
+        + ("with CPython's defaults" if args.default_gc else "settled (engine.collector)")
     )
     print(
         f"machine: {psutil.cpu_count()} cores, load average {load[0]:.2f} {load[1]:.2f} "
