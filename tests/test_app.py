@@ -498,3 +498,18 @@ async def test_number_keys_switch_tabs_while_a_table_has_focus(
             await pilot.pause()
             await pilot.pause()
             assert tabs.active == tab, (key, tabs.active)
+
+
+def test_a_long_source_path_keeps_its_end_in_the_sources_strip() -> None:
+    from rich.cells import cell_len
+
+    from tui.panes.dashboard import tail_cut
+
+    path = "/var/log/iothub/" + "x" * 80 + "/device-*.jsonl"
+    cut = tail_cut(path, 36)
+    assert cut.plain.startswith("…") and cut.plain.endswith("/device-*.jsonl")
+    assert cell_len(cut.plain) == 36
+    assert tail_cut("/dev/ttyUSB0", 36).plain == "/dev/ttyUSB0"
+    wide = tail_cut("/data/" + "数" * 40 + "\x1b[2J.jsonl", 36)  # wide characters, an escape
+    assert cell_len(wide.plain) <= 36 and "\x1b" not in wide.plain
+    assert wide.plain.endswith("␛[2J.jsonl")

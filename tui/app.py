@@ -233,6 +233,7 @@ class IotwatchApp(App[int]):
         self._panes: dict[str, Any] = {}
         self._log_handler: _ToApp | None = None
         self._refresh_failed = False
+        self.leaving = False  # exit() was called: widgets may already be going away
         self._export_cancels: dict[Worker[Any], threading.Event] = {}
 
     # -- layout -------------------------------------------------------------------------------
@@ -263,6 +264,11 @@ class IotwatchApp(App[int]):
         handler = self._log_handler = _ToApp(self)
         logging.getLogger("iotwatch").addHandler(handler)
         self._poll()
+
+    def exit(self, result: int | None = None, return_code: int = 0, message: Any = None) -> None:
+        # A refresh that ends while the app closes must not reach for widgets being removed.
+        self.leaving = True
+        super().exit(result, return_code, message)
 
     def on_unmount(self) -> None:
         self.bridge.on_alerts = None
@@ -304,6 +310,8 @@ class IotwatchApp(App[int]):
             # Called early (refresh_now): the pending timer would start a second poll chain.
             self._timer.stop()
         self._timer = None
+        if self.leaving:
+            return
         if self.paused or self._busy:
             return self._arm() if not self._busy else None
         pane = self.active_pane()
@@ -336,7 +344,7 @@ class IotwatchApp(App[int]):
         if worker.state == WorkerState.SUCCESS and worker.result is not None:
             pane, data = worker.result
             self._refresh_failed = False
-            if pane is self.active_pane() and pane.is_mounted:
+            if pane is self.active_pane() and pane.is_mounted and not self.leaving:
                 with self.batch_update():
                     pane.show(data)
             self.refreshes += 1

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -52,9 +53,26 @@ STATE_STYLE = {
     "stopped": ("■", "dim"),
 }
 
+TARGET_WIDTH = 36
+
+
+def tail_cut(text: str, width: int = TARGET_WIDTH) -> Text:
+    """``text`` made safe and, when longer than ``width``, cut at the front: a path's end (the
+    file name, a glob) is what tells sources apart."""
+    shown = safe(text, 10_000)
+    if cell_len(shown.plain) <= width:
+        return shown
+    plain, room = shown.plain, width - 1
+    start = len(plain)
+    while start > 0 and room - cell_len(plain[start - 1]) >= 0:
+        start -= 1
+        room -= cell_len(plain[start])
+    return Text("…" + plain[start:], no_wrap=True, end="")
+
+
 SOURCE_COLUMNS: tuple[tuple[str, str, int | None], ...] = (
     ("kind", "Source", 17),
-    ("target", "Path / port", 28),
+    ("target", "Path / port", TARGET_WIDTH),
     ("state", "State", 14),
     ("rate", "Events/s", 8),
     ("events", "Events", 9),
@@ -257,7 +275,7 @@ class Dashboard(LivePane):
             kind = s.kind + (f" ×{s.streams}" if s.kind != "serial" and s.streams > 1 else "")
             rows[str(i)] = (
                 cell(kind),
-                safe(s.target, 200),
+                tail_cut(s.target),
                 cell(f"{symbol} {s.state}", style),
                 rate,
                 cell(f"{s.events:,}"),
