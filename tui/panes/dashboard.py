@@ -53,7 +53,7 @@ STATE_STYLE = {
     "stopped": ("■", "dim"),
 }
 
-TARGET_WIDTH = 36
+TARGET_WIDTH = 28  # the strip fits 120 columns
 
 
 def tail_cut(text: str, width: int = TARGET_WIDTH) -> Text:
