@@ -84,6 +84,15 @@ class AlertsChanged(Message):
         return isinstance(message, AlertsChanged)
 
 
+class Gathered(Message):
+    """A refresh worker's reads for ``pane``."""
+
+    def __init__(self, pane: Any, data: Any) -> None:
+        super().__init__()
+        self.pane = pane
+        self.data = data
+
+
 class EngineLog(Message):
     """A warning the engine logged (from any thread)."""
 
@@ -334,19 +343,28 @@ class IotwatchApp(App[int]):
             description="refresh",
         )
 
-    def _gather(self, pane: Any, snapshot: bool, args: Any) -> tuple[Any, Any]:
-        """Worker thread: the session snapshot (if the pane wants it) and the pane's reads."""
+    def _gather(self, pane: Any, snapshot: bool, args: Any) -> None:
+        """Worker thread: the session snapshot (if the pane wants it) and the pane's reads,
+        posted as a message. Not returned: a finished worker lives on in a reference cycle until
+        a full collection, and with it thousands of rows (see engine.collector)."""
         snap = self.bridge.snapshot().result(CALL_TIMEOUT) if snapshot else None
-        return pane, pane.gather(snap, args)
+        self.post_message(Gathered(pane, pane.gather(snap, args)))
+
+    @on(Gathered)
+    def _gathered(self, message: Gathered) -> None:
+        # Posted before the worker's end, so it is handled before _refreshed.
+        self.show_gathered(message.pane, message.data)
+
+    def show_gathered(self, pane: Any, data: Any) -> None:
+        """Show what a refresh worker read, if its pane is still the visible one."""
+        self._refresh_failed = False
+        if pane is self.active_pane() and pane.is_mounted and not self.leaving:
+            with self.batch_update():
+                pane.show(data)
 
     def _refreshed(self, worker: Worker[Any]) -> None:
         self._busy = False
-        if worker.state == WorkerState.SUCCESS and worker.result is not None:
-            pane, data = worker.result
-            self._refresh_failed = False
-            if pane is self.active_pane() and pane.is_mounted and not self.leaving:
-                with self.batch_update():
-                    pane.show(data)
+        if worker.state == WorkerState.SUCCESS:
             self.refreshes += 1
         elif worker.state == WorkerState.ERROR and not self._refresh_failed:
             self._refresh_failed = True  # told once per run of failures, not every second

@@ -94,16 +94,12 @@ NEWEST_COLUMNS = ("id", "state", "severity", "rule", "device", "value", "start",
 
 @dataclass(frozen=True)
 class DashboardData:
-    snapshot: Snapshot
+    sources: list[SourceStatus]
     taken: float  # time.monotonic() when taken
     counters: Rows
     summary: str
     alerts: list[AlertRow] | None
     config_error: str | None
-
-
-def source_kind(s: SourceStatus) -> str:
-    return s.kind
 
 
 def counter_out(c: Counter) -> int:
@@ -115,25 +111,36 @@ def counter_out(c: Counter) -> int:
     return 0
 
 
-def counter_cells(row: tuple[Counter, int]) -> tuple[Text, ...]:
-    """The cells of one counter row: ``(counter, now)``."""
-    c, now = row
-    out = counter_out(c)
-    if out > 0:
-        count = cell(f"▲ {c.count}", "bold red")
-    elif out < 0:
-        count = cell(f"▼ {c.count}", "yellow")
+# A counter row as the table keeps it: a plain tuple of strings and numbers, which the garbage
+# collector stops tracking (thousands of rows live a second each; see engine.collector).
+CounterRow = tuple[str, str, str, int, int, int, int, tuple[int, ...], bool]
+
+
+def counter_row(c: Counter, now: int) -> CounterRow:
+    """What the table shows of ``c`` at ``now``: device, group, rule, count, min, max, seconds
+    left in the window, history, alerting."""
+    left = (c.end - now) // 1_000_000
+    return (c.device, c.group, c.rule, c.count, c.min, c.max, left, c.history, c.alerting)
+
+
+def counter_cells(row: CounterRow) -> tuple[Text, ...]:
+    """The cells of one counter row."""
+    device, group, rule, count, low, high, left, history, alerting = row
+    if count > high:
+        shown = cell(f"▲ {count}", "bold red")
+    elif count < low:
+        shown = cell(f"▼ {count}", "yellow")
     else:
-        count = cell(f"  {c.count}", "green")
+        shown = cell(f"  {count}", "green")
     return (
-        safe(c.device, 64),
-        safe(c.group, 64),
-        cell(short_rule(c.rule)),
-        count,
-        cell(f"{c.min}–{c.max}"),
-        cell(fmt_span((c.end - now) // 1_000_000)),
-        sparkline(c.history, c.min, c.max),
-        cell("● open", "bold red") if c.alerting else cell(""),
+        safe(device, 64),
+        safe(group, 64),
+        cell(short_rule(rule)),
+        shown,
+        cell(f"{low}–{high}"),
+        cell(fmt_span(left)),
+        sparkline(history, low, high),
+        cell("● open", "bold red") if alerting else cell(""),
     )
 
 
@@ -233,8 +240,10 @@ class Dashboard(LivePane):
             alerts = [AlertRow.from_db(r) for r in rows]
         session = self.bridge.session
         error = getattr(session, "config_error", None) if session is not None else None
-        plan, summary = self._plan_counters(snapshot, flt, only_out)
-        return version, DashboardData(snapshot, time.monotonic(), plan, summary, alerts, error)
+        rows, summary = self._plan_counters(snapshot, flt, only_out)
+        return version, DashboardData(
+            snapshot.sources, time.monotonic(), rows, summary, alerts, error
+        )
 
     def show(self, data: Any) -> None:
         version, d = data
@@ -262,7 +271,7 @@ class Dashboard(LivePane):
     def _show_sources(self, d: DashboardData) -> None:
         rows: dict[str, tuple[Any, ...]] = {}
         errors: list[Text] = []
-        for i, s in enumerate(d.snapshot.sources):
+        for i, s in enumerate(d.sources):
             prev = self._previous.get(i)
             rate: Text
             if prev is None or d.taken <= prev[1]:
@@ -299,7 +308,7 @@ class Dashboard(LivePane):
     @staticmethod
     def _plan_counters(snap: Snapshot, flt: TextFilter, only_out: bool) -> tuple[Rows, str]:
         """Worker thread: the counter rows to show, filtered and sorted, and the summary."""
-        rows: list[tuple[str, tuple[Counter, int]]] = []
+        rows: list[tuple[str, CounterRow]] = []
         out_total = alerting = 0
         now = snap.now
         for c in snap.counters:
@@ -310,7 +319,7 @@ class Dashboard(LivePane):
                 continue
             if flt and not flt.matches(device=c.device, group=c.group, rule=c.rule):
                 continue
-            rows.append((f"{c.device}\0{c.rule}", (c, now)))
+            rows.append((f"{c.device}\0{c.rule}", counter_row(c, now)))
         rows.sort(key=lambda r: r[0])
         summary = (
             f"{len(rows)} of {len(snap.counters)} · {out_total} out of range · {alerting} alerting"
