@@ -897,7 +897,8 @@ class Keyboard(threading.Thread):
 
 
 def bench_app_class() -> type:
-    """``IotwatchApp`` with its panes' refresh methods and ``_refreshed`` timed (nothing else)."""
+    """``IotwatchApp`` with its panes' refresh methods and ``show_gathered`` timed (nothing
+    else)."""
     from tui.app import IotwatchApp
 
     class BenchApp(IotwatchApp):
@@ -907,10 +908,10 @@ def bench_app_class() -> type:
             yield from super().compose()
             self.inst.wrap_panes(self)
 
-        def _refreshed(self, worker: Any) -> None:
+        def show_gathered(self, pane: Any, data: Any) -> None:
             t0, c0 = time.perf_counter(), time.thread_time()
             try:
-                super()._refreshed(worker)
+                super().show_gathered(pane, data)
             finally:
                 self.inst.refreshed.append(
                     Span("refreshed", t0, time.perf_counter(), time.thread_time() - c0)
@@ -1431,7 +1432,7 @@ def report(r: RunResult, args: argparse.Namespace) -> None:
             print(f"    {what + '.show':<24} {dist([x.ms for x in spans])}   {_ratio(spans)}")
     if r.refreshed:
         print(
-            f"    {'_refreshed (all)':<24} {dist([x.ms for x in r.refreshed])}   {_ratio(r.refreshed)}"
+            f"    {'show_gathered (all)':<24} {dist([x.ms for x in r.refreshed])}   {_ratio(r.refreshed)}"
         )
     print(f"    {'frame':<24} {dist(frames)}   {_ratio(r.frames)}")
     print("  worker / engine work (ms)")

@@ -23,7 +23,7 @@ import contextlib
 import gc
 from collections.abc import Iterator
 
-LIVE = (10_000, 10, 100)  # bench/console.py: pauses of 3 / 25 ms, no full one in minutes  # measured in bench/console.py: no full collection in minutes
+LIVE = (10_000, 10, 100)  # bench/console.py: pauses of 3 and 25 ms, no full one in minutes
 REPLAY = (200_000, 20, 100)  # a replay allocates faster, keeps nothing and has no frames
 
 
