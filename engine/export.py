@@ -36,7 +36,7 @@ import orjson
 
 from engine import catalogue as c
 from engine.alert import Alert
-from engine.store import SCHEMA_VERSION, _migrations, _statements
+from engine.store import SCHEMA_VERSION, schema_statements
 from engine.timestamps import US, format_time
 
 FORMATS = ("sqlite", "csv", "jsonl", "securityalert")
@@ -695,7 +695,7 @@ def _copy_all(
 ) -> dict[str, int]:
     """Create the export's schema and copy every table within ``flt`` in one snapshot."""
     cp = _Copier(conn, flt, progress, cancel)
-    statements = _statements("\n".join(_migrations()))
+    statements = schema_statements()
     indexes = [s for s in statements if s.upper().startswith("CREATE INDEX")]
     conn.execute("BEGIN")
     # The first read of src starts its read transaction: the snapshot everything below sees.

@@ -30,6 +30,12 @@ def _migrations() -> list[str]:
     return [resources.files("engine").joinpath("schema.sql").read_text()]
 
 
+def schema_statements() -> list[str]:
+    """Every statement that builds the current schema from nothing (tables, views, indexes),
+    in order: what a new database of this version holds, for copies such as exports."""
+    return _statements("\n".join(_migrations()))
+
+
 class StoreError(Exception):
     """The database cannot be used (not an iotwatch database, newer schema, not writable)."""
 
