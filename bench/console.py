@@ -53,6 +53,7 @@ KEY_TIMEOUT_S = 5.0  # a press whose effect is not painted by then counts as los
 WRITE_INTERVAL_S = 0.02
 HEARTBEAT_S = 0.01
 DB_POLL_S = 0.25
+RSS_EVERY_S = 5.0
 HUB = "hub-events.jsonl"
 SEC = "security.jsonl"
 HOT_SHARE, HOT_WEIGHT = 0.01, 6.0  # devices above MqttD2C's max every window
@@ -974,6 +975,7 @@ class RunResult:
     warmup_stall_ms: float
     bytes_out: int
     gcs: list[Span] = field(default_factory=list)
+    rss: list[tuple[float, float]] = field(default_factory=list)  # (s into the window, MB)
     polls: dict[str, int] = field(default_factory=dict)
     stall_samples: int = 0
     stall_inclusive: list[str] = field(default_factory=list)
@@ -1119,7 +1121,18 @@ async def _drive(
         sampler.start()
         keyboard = Keyboard(app, inst, widgets, args.seed * 1000 + k)
         keyboard.start()
+        rss: list[tuple[float, float]] = []  # (seconds into the window, MB)
+
+        async def sample_rss() -> None:
+            me = psutil.Process()
+            while True:
+                rss.append((time.perf_counter() - t0, me.memory_info().rss / 1e6))
+                await asyncio.sleep(RSS_EVERY_S)
+
+        rss_task = asyncio.create_task(sample_rss())
         await asyncio.sleep(args.seconds)
+        rss_task.cancel()
+        rss.append((time.perf_counter() - t0, psutil.Process().memory_info().rss / 1e6))
         keyboard.halt.set()
         t1 = time.perf_counter()
         m1 = time.monotonic()
@@ -1200,6 +1213,7 @@ async def _drive(
         warmup_stall_ms=warmup_stall,
         bytes_out=inst.bytes_out,
         gcs=[g for g in inst.gcs if g.t0 < t1],
+        rss=rss,
         polls=dict(inst.poll_count),
         stall_samples=sampler.samples,
         stall_inclusive=sampler.top(sampler.inclusive, 14, skip=_LOOP_FRAMES),
@@ -1469,6 +1483,16 @@ def report(r: RunResult, args: argparse.Namespace) -> None:
         f"(other processes {max(0.0, others):.0f} %)"
     )
     print()
+    if r.rss:
+        mbs = [mb for _, mb in r.rss]
+        late = [(t, mb) for t, mb in r.rss if t >= 60.0]  # after the first minute
+        slope = ""
+        if len(late) >= 2 and late[-1][0] > late[0][0]:
+            slope = f", {60 * (late[-1][1] - late[0][1]) / (late[-1][0] - late[0][0]):+.2f} MB/min after the first minute"
+        print(
+            f"  RSS of this process (console and engine): {mbs[0]:.0f} MB at the start of the "
+            f"window, {mbs[-1]:.0f} MB at the end, {max(mbs):.0f} MB at most{slope}"
+        )
     print(
         f"  ingest: appended {r.appended_eps:,.0f} events/s, committed {r.committed_eps:,.0f} "
         f"events/s ({100 * r.committed_eps / args.rate:.0f} % of {args.rate:,}); "
