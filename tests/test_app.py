@@ -4,6 +4,7 @@ fed by source files the tests append to."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ from textual.command import CommandPalette
 from textual.message import Message
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Select, TabbedContent
+from textual.widgets._footer import FooterKey
 
 from engine.config import Config, load_config
 from tests.conftest import agent_event, security_message
@@ -498,6 +500,28 @@ async def test_number_keys_switch_tabs_while_a_table_has_focus(
             await pilot.pause()
             await pilot.pause()
             assert tabs.active == tab, (key, tabs.active)
+
+
+async def test_moving_the_focus_leaves_no_old_footer_keys_alive(
+    engine: tuple[Bridge, Path],
+) -> None:
+    """The footer is composed again on every focus change; the keys it replaced must go (an
+    operator tabbing around for an hour would otherwise pile up hundreds of megabytes)."""
+
+    def detached() -> int:
+        gc.collect()
+        return sum(1 for o in gc.get_objects() if isinstance(o, FooterKey) and not o.is_attached)
+
+    bridge, _ = engine
+    app = console(bridge)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        before = detached()
+        for _ in range(30):
+            await pilot.press("tab")
+            await pilot.pause()
+        assert app.query(FooterKey)  # the footer shows keys
+        assert detached() - before <= 0
 
 
 def test_a_long_source_path_keeps_its_end_in_the_sources_strip() -> None:

@@ -25,7 +25,7 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.message import Message
 from textual.screen import ModalScreen
 from textual.timer import Timer
-from textual.widgets import Footer, Header, TabbedContent, TabPane
+from textual.widgets import Header, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
 from engine import collector
@@ -57,6 +57,7 @@ from tui.screens.export import (
     view_filter,
 )
 from tui.widgets import apply_edit, error_text
+from tui.widgets.footer import LeanFooter
 
 US = 1_000_000
 INTERVALS = (0.5, 1.0, 2.0, 5.0, 10.0)
@@ -262,7 +263,7 @@ class IotwatchApp(App[int]):
             for tab, title in TABS:
                 with TabPane(title, id=tab):
                     yield panes[tab]
-        yield Footer()
+        yield LeanFooter()
 
     def on_mount(self) -> None:
         self._update_subtitle()
