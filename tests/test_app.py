@@ -524,6 +524,27 @@ async def test_moving_the_focus_leaves_no_old_footer_keys_alive(
         assert detached() - before <= 0
 
 
+async def test_the_footer_is_not_composed_again_when_its_keys_stay_the_same(
+    engine: tuple[Bridge, Path],
+) -> None:
+    bridge, _ = engine
+    app = console(bridge)
+    async with app.run_test(size=SIZE) as pilot:
+        app.query_one(Counters).focus()
+        await pilot.pause()
+        await pilot.pause()
+        keys = set(app.query(FooterKey))
+        assert keys
+        app.query_one("#newest", DataTable).focus()  # a table with the same keys in the footer
+        await pilot.pause()
+        await pilot.pause()
+        assert set(app.query(FooterKey)) == keys
+        app.query_one("#counter-filter", Input).focus()  # an input: other keys
+        await pilot.pause()
+        await pilot.pause()
+        assert set(app.query(FooterKey)) != keys
+
+
 def test_a_long_source_path_keeps_its_end_in_the_sources_strip() -> None:
     from rich.cells import cell_len
 
