@@ -25,6 +25,24 @@ def test_settle_freezes_what_is_alive_and_makes_collections_rare() -> None:
     assert tuple(thresholds) == collector.LIVE
 
 
+def test_what_survives_a_full_collection_is_frozen_and_cycles_are_still_freed() -> None:
+    code = (
+        "import gc, json; from engine import collector; collector.settle();"
+        "frozen = gc.get_freeze_count();"
+        "keep = [[i] for i in range(5000)];"  # lives on
+        "junk = [[] for _ in range(3000)]; [a.append(a) for a in junk]; del junk;"  # cycles
+        "found = gc.collect(1); young = gc.get_freeze_count(); gc.collect(2);"
+        "print(json.dumps([frozen, young, gc.get_freeze_count(), found]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    frozen, after_young, after_full, found = json.loads(out)
+    assert after_young == frozen  # only a full collection freezes
+    assert after_full >= frozen + 5000  # the survivors of the full one
+    assert found >= 3000  # cycles are still collected
+
+
 def test_few_collections_is_undone_after_the_block() -> None:
     old = gc.get_threshold()
     frozen = gc.get_freeze_count()
