@@ -38,7 +38,6 @@ COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("serial", "Serial", 6),
     ("open", "Open", 5),
 )
-COLUMN_KEYS = tuple(k for k, _, _ in COLUMNS)
 
 
 @dataclass(frozen=True, slots=True)

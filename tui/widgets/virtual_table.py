@@ -55,6 +55,18 @@ class Rows:
 Cells = Callable[[Any], Sequence[Text]]
 
 
+class RowMessage(Message):
+    """Something happened to row ``key`` (at ``index``) of ``table``."""
+
+    def __init__(self, table: VirtualTable, key: str, index: int) -> None:
+        super().__init__()
+        self.table, self.key, self.index = table, key, index
+
+    @property
+    def control(self) -> VirtualTable:
+        return self.table
+
+
 class VirtualTable(ScrollView, can_focus=True):
     """Rows keyed by strings, cells built only when a row is painted (see the module)."""
 
@@ -104,27 +116,11 @@ class VirtualTable(ScrollView, can_focus=True):
 
     cursor_type: ClassVar[str] = "row"  # what DataTable-minded callers ask
 
-    class RowHighlighted(Message):
+    class RowHighlighted(RowMessage):
         """The cursor moved to row ``key`` (at ``index``)."""
 
-        def __init__(self, table: VirtualTable, key: str, index: int) -> None:
-            super().__init__()
-            self.table, self.key, self.index = table, key, index
-
-        @property
-        def control(self) -> VirtualTable:
-            return self.table
-
-    class RowSelected(Message):
+    class RowSelected(RowMessage):
         """``Enter`` (or a click) on row ``key`` (at ``index``)."""
-
-        def __init__(self, table: VirtualTable, key: str, index: int) -> None:
-            super().__init__()
-            self.table, self.key, self.index = table, key, index
-
-        @property
-        def control(self) -> VirtualTable:
-            return self.table
 
     def __init__(
         self,
