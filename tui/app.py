@@ -32,6 +32,7 @@ from engine import collector
 from engine.config import Config
 from engine.export import ExportCancelled, ExportError, ExportResult
 from engine.session import Clock, wall_clock
+from tui import textual_fixes
 from tui.bridge import Bridge
 from tui.panes.alerts import AlertRow, AlertsPane
 from tui.panes.allowlists import AllowlistsPane
@@ -58,6 +59,8 @@ from tui.screens.export import (
 )
 from tui.widgets import apply_edit, error_text
 from tui.widgets.footer import LeanFooter
+
+textual_fixes.apply()  # before any widget renders (see tui.textual_fixes)
 
 US = 1_000_000
 INTERVALS = (0.5, 1.0, 2.0, 5.0, 10.0)
