@@ -1232,6 +1232,8 @@ def run_once(args: argparse.Namespace, folder: Path, k: int) -> RunResult:
     config = load_config(write_config(folder))
     db = folder / "iotwatch.db"
     logging.getLogger("iotwatch").propagate = False  # as run_console: warnings are notifications
+    if not args.default_malloc:
+        collector.few_malloc_arenas()  # as run_console, before the engine's threads start
     writer = Writer(folder, args, args.seed + k)
     watcher = DbWatcher(db)
     bridge = Bridge(config, str(db))
@@ -1240,7 +1242,7 @@ def run_once(args: argparse.Namespace, folder: Path, k: int) -> RunResult:
         if bridge.session is None:
             raise RuntimeError(f"the engine did not start: {bridge.error!r}")
         if not args.default_gc:
-            collector.settle()  # as run_console does once the engine has started
+            collector.settle()  # the engine alone, as `run --headless` runs it once started
         watcher.start()
         baseline = engine_alone(args, writer, watcher)
         inst = Instrument()
@@ -1276,7 +1278,11 @@ async def _drive(
     loop = asyncio.get_running_loop()
     # Textual's thread workers run in the loop's default executor: named, so their CPU is known.
     loop.set_default_executor(ThreadPoolExecutor(thread_name_prefix="ui-worker"))
-    app = bench_app_class()(bridge, interval=args.interval)
+    from engine import collector
+
+    # As run_console: the collector is settled again once the first data is on screen.
+    first_data = None if args.default_gc else collector.settle
+    app = bench_app_class()(bridge, interval=args.interval, on_first_data=first_data)
     app.inst = inst
     inst.app = app
     inst.wrap_display(app)
@@ -1870,6 +1876,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="keep CPython's collector settings instead of engine.collector.settle()",
     )
+    p.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="keep glibc's malloc arenas (one per thread) instead of few_malloc_arenas()",
+    )
     p.add_argument("--warmup", type=float, help="seconds before measuring, at least (10; quick 5)")
     p.add_argument(
         "--baseline",
@@ -1899,6 +1910,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{args.seconds:g} s measured per run, {args.repeat} run(s), {SIZE[0]}x{SIZE[1]}, "
         f"refresh {args.interval:g} s, garbage collector "
         + ("with CPython's defaults" if args.default_gc else "settled (engine.collector)")
+        + (", glibc's malloc arenas" if args.default_malloc else ", few malloc arenas")
     )
     print(
         f"machine: {psutil.cpu_count()} cores, load average {load[0]:.2f} {load[1]:.2f} "
