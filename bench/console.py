@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import cProfile
 import gc
+import inspect
 import io
 import itertools
 import logging
@@ -1232,7 +1233,7 @@ def run_once(args: argparse.Namespace, folder: Path, k: int) -> RunResult:
     config = load_config(write_config(folder))
     db = folder / "iotwatch.db"
     logging.getLogger("iotwatch").propagate = False  # as run_console: warnings are notifications
-    if not args.default_malloc:
+    if not args.default_malloc and hasattr(collector, "few_malloc_arenas"):  # older commits lack it
         collector.few_malloc_arenas()  # as run_console, before the engine's threads start
     writer = Writer(folder, args, args.seed + k)
     watcher = DbWatcher(db)
@@ -1280,9 +1281,13 @@ async def _drive(
     loop.set_default_executor(ThreadPoolExecutor(thread_name_prefix="ui-worker"))
     from engine import collector
 
-    # As run_console: the collector is settled again once the first data is on screen.
-    first_data = None if args.default_gc else collector.settle
-    app = bench_app_class()(bridge, interval=args.interval, on_first_data=first_data)
+    # As run_console: the collector is settled again once the first data is on screen (older
+    # commits settle it only once the engine has started, above).
+    app_class = bench_app_class()
+    kwargs: dict[str, Any] = {}
+    if not args.default_gc and "on_first_data" in inspect.signature(app_class).parameters:
+        kwargs["on_first_data"] = collector.settle
+    app = app_class(bridge, interval=args.interval, **kwargs)
     app.inst = inst
     inst.app = app
     inst.wrap_display(app)
