@@ -5,9 +5,11 @@ Used for raw captures (``serial-capture:PATH``) and, fed as bytes arrive, for li
 
 from __future__ import annotations
 
+import reprlib
+
 from engine.event import MAX_RAW, Bad, ConsoleLine, Event
 from engine.formats import security_messages
-from engine.formats.common import BadRecord
+from engine.formats.common import BadRecord, poison_reason
 from engine.formats.serial import Frame, FrameSplitter
 
 FORMAT = "serial"
@@ -61,23 +63,33 @@ class CaptureStream:
         if not isinstance(device, str) or not device:
             device = self.device
         if device is None:
-            self.bad.append(Bad(frame.pos, "missing device", _raw(message)))
+            self.bad.append(Bad(frame.pos, "missing device", _raw(frame)))
             return
         bad: list[tuple[int, str]] = []
+        events = self.events
+        start = len(events)
         try:
             security_messages.decode_message(
-                message, device, frame.pos, self.events, bad, self.host_time
+                message, device, frame.pos, events, bad, self.host_time
             )
         except BadRecord as exc:
-            self.bad.append(Bad(frame.pos, str(exc), _raw(message)))
+            self.bad.append(Bad(frame.pos, str(exc), _raw(frame)))
+        except Exception as exc:  # a poison frame never stops the stream
+            del events[start:]
+            bad = []
+            self.bad.append(Bad(frame.pos, poison_reason(exc), _raw(frame)))
         for _index, reason in bad:
-            self.bad.append(Bad(frame.pos, reason, _raw(message)))
+            self.bad.append(Bad(frame.pos, reason, _raw(frame)))
 
 
-def _raw(message: object) -> bytes:
+def _raw(frame: Frame) -> bytes:
+    """What a quarantine keeps of a frame: its payload (a frame made in code has none: then its
+    message packed again, or failing that a bounded text of it)."""
+    if frame.payload:
+        return frame.payload[:MAX_RAW]
     import msgpack
 
     try:
-        return msgpack.packb(message)[:MAX_RAW]
-    except (TypeError, ValueError):
-        return repr(message).encode()[:MAX_RAW]
+        return msgpack.packb(frame.message)[:MAX_RAW]
+    except Exception:  # too deep or not packable
+        return reprlib.repr(frame.message).encode()[:MAX_RAW]

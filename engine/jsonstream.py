@@ -13,7 +13,7 @@ import orjson
 
 from engine.event import MAX_LINE, MAX_RAW, Bad, Event
 from engine.formats import hub_events, hub_log, security_messages
-from engine.formats.common import BadRecord
+from engine.formats.common import BadRecord, poison_reason
 
 FORMATS = (hub_log.NAME, hub_events.NAME, security_messages.NAME)
 _SNIFF_ORDER = (hub_log, hub_events, security_messages)
@@ -83,6 +83,8 @@ class JsonStream:
                             direct(obj, pos, events)
                         except BadRecord as exc:
                             self.bad.append(Bad(pos, str(exc), line[:MAX_RAW]))
+                        except Exception as exc:  # a poison record never stops the stream
+                            self.bad.append(Bad(pos, poison_reason(exc), line[:MAX_RAW]))
                     else:
                         record(obj, pos, line)
             pos += size
@@ -194,21 +196,29 @@ class JsonStream:
                 hub_events.decode(obj, pos, events)
             except BadRecord as exc:
                 self.bad.append(Bad(pos, str(exc), raw[:MAX_RAW]))
+            except Exception as exc:  # a poison record never stops the stream
+                self.bad.append(Bad(pos, poison_reason(exc), raw[:MAX_RAW]))
         elif fmt == hub_log.NAME:
             for index, record in enumerate(hub_log.records_of(obj)):
                 self.records += 1
                 try:
                     hub_log.decode(record, pos, events)
-                except BadRecord as exc:
-                    reason = str(exc) if record is obj else f"records[{index}]: {exc}"
+                except Exception as exc:  # BadRecord, or a poison record
+                    why = str(exc) if isinstance(exc, BadRecord) else poison_reason(exc)
+                    reason = why if record is obj else f"records[{index}]: {why}"
                     self.bad.append(Bad(pos, reason, raw[:MAX_RAW]))
         else:
             self.records += 1
             bad: list[tuple[int, str]] = []
+            start = len(events)
             try:
                 security_messages.decode(obj, pos, events, bad)
             except BadRecord as exc:
                 self.bad.append(Bad(pos, str(exc), raw[:MAX_RAW]))
+            except Exception as exc:  # a poison record never stops the stream
+                del events[start:]
+                bad = []
+                self.bad.append(Bad(pos, poison_reason(exc), raw[:MAX_RAW]))
             for _index, reason in bad:
                 self.bad.append(Bad(pos, reason, raw[:MAX_RAW]))
 

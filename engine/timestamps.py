@@ -32,7 +32,7 @@ def parse_time(text: str) -> int:
         dt = _fromiso(text)
     except (ValueError, TypeError):
         if not isinstance(text, str):
-            raise ValueError(f"not a timestamp: {text!r:.40}") from None
+            raise ValueError(f"not a timestamp: {type(text).__name__}") from None
         return _parse_slow(text)
     if len(text) < 19:  # a date alone, or no seconds: not an event time
         raise ValueError(f"not a timestamp: {text[:40]!r}")

@@ -179,11 +179,11 @@ CASES: dict[str, Case] = {
         line({**log("10:04:00", "x", "DirectMethods", "send"), "time": "2026-13-45T99:00:00Z"}),
         "time",
     ),
-    "count-letters": Case("hub-events", line({**GOOD_D2C, "count": "abc"}), "type"),
+    "count-letters": Case("hub-events", line({**GOOD_D2C, "count": "abc"}), "count"),
     "hitcount-x": Case(
         "security-messages",
         line(proc("a", "10:16:00", "/bin/evil", ExtraDetails={"HitCount": "x"})),
-        "type",
+        "hitcount",
     ),
     "properties-not-object": Case(
         "hub-log",

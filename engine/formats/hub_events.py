@@ -50,12 +50,16 @@ def decode(obj: Any, pos: int, out: list[Event]) -> None:
         protocol = fold_protocol(get("protocol"))
         if protocol is None:
             raw = get("protocol")
-            raise BadRecord("missing protocol" if raw is None else f"unknown protocol {raw!r:.40}")
+            if raw is None:
+                raise BadRecord("missing protocol")
+            if type(raw) is not str:
+                raise BadRecord("wrong type: protocol is not a string")
+            raise BadRecord("unknown protocol")
         rule = by_protocol[protocol]
     else:
         rule = _OPS.get(op)
         if rule is None:
-            raise BadRecord(f"unknown op {op!r:.40}")
+            raise BadRecord("unknown op")
     stamp = get("time")
     try:
         time = parse_time(stamp)  # type: ignore[arg-type]

@@ -11,7 +11,7 @@ is a frame; every other chunk is console text. The end of the input delimits its
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
@@ -30,10 +30,12 @@ _CONTROL = bytes([*range(0x01, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """A security message decoded from a frame that starts at byte ``pos`` of the stream."""
+    """A security message decoded from a frame that starts at byte ``pos`` of the stream;
+    ``payload`` is the frame's payload as it came (what a quarantine keeps of it)."""
 
     pos: int
     message: dict[Any, Any]
+    payload: bytes = field(default=b"", compare=False, repr=False)
 
 
 SerialItem = Frame | ConsoleLine | Bad
@@ -223,7 +225,7 @@ class FrameSplitter:
         if not isinstance(message, dict):
             return self._bad(pos, f"msgpack: not a map ({type(message).__name__})", chunk)
         self.frames += 1
-        return Frame(pos, message)
+        return Frame(pos, message, body)
 
     def _bad(self, pos: int, reason: str, chunk: bytes) -> Bad:
         self.bad += 1
