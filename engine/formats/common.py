@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.timestamps import parse_time
+from engine.timestamps import TimeOutOfRange, parse_event_time
+
+# A weight (``count``, ``HitCount``) is an integer from 0 to this bound, the same as the rules'
+# thresholds (Azure's int32): far beyond any real aggregate, and sums stay within SQLite's int64.
+MAX_WEIGHT = 2**31 - 1
+_MAX_DIGITS = len(str(MAX_WEIGHT))
 
 
 class BadRecord(Exception):
@@ -54,21 +59,24 @@ def need_str(obj: dict[str, Any], key: str, what: str | None = None) -> str:
 
 
 def need_time(obj: dict[str, Any], key: str) -> int:
-    """The event time at ``key``."""
+    """The event time at ``key``: an RFC 3339 string within the plausible range
+    (:func:`engine.timestamps.parse_event_time`)."""
     return event_time(need_str(obj, key, "time"), key)
 
 
 def event_time(text: str, key: str) -> int:
-    """``text`` as an event time; BadRecord ``bad time``."""
+    """``text`` as an event time; BadRecord ``bad time`` or ``time out of range``."""
     try:
-        return parse_time(text)
+        return parse_event_time(text)
+    except TimeOutOfRange:
+        raise BadRecord(f"time out of range: {key}") from None
     except ValueError:
         raise BadRecord(f"bad time: {key}") from None
 
 
 def weight_of(value: Any, key: str) -> int:
-    """A weight: a non-negative integer, as a number (a whole float too) or a string of ASCII
-    digits; bools are refused."""
+    """A weight: an integer from 0 to :data:`MAX_WEIGHT`, as a number (a whole float too) or a
+    string of ASCII digits; bools are refused."""
     if isinstance(value, bool):
         raise BadRecord(f"wrong type: {key} is a boolean")
     if isinstance(value, int):
@@ -77,15 +85,24 @@ def weight_of(value: Any, key: str) -> int:
         digits = value.strip()
         if not (digits.isdigit() and digits.isascii()):
             raise BadRecord(f"bad value: {key} is not a whole number")
+        # int() of thousands of digits is slow (and refused past 4,300): look at the length.
+        if len(digits.lstrip("0")) > _MAX_DIGITS:
+            raise BadRecord(f"weight out of range: {key}")
         w = int(digits)
     elif isinstance(value, float):
         if not value.is_integer():  # also NaN and the infinities
             raise BadRecord(f"bad value: {key} is not a whole number")
+        if not 0 <= value <= MAX_WEIGHT:
+            raise BadRecord(
+                f"weight out of range: {key}" if value > 0 else f"bad value: {key} is negative"
+            )
         w = int(value)
     else:
         raise BadRecord(f"wrong type: {key} is {type_name(value)}, not a count")
     if w < 0:
         raise BadRecord(f"bad value: {key} is negative")
+    if w > MAX_WEIGHT:
+        raise BadRecord(f"weight out of range: {key}")
     return w
 
 
