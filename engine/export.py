@@ -35,6 +35,7 @@ from typing import IO, Any
 import orjson
 
 from engine import catalogue as c
+from engine import jsonline
 from engine.alert import Alert
 from engine.store import SCHEMA_VERSION, schema_statements
 from engine.timestamps import US, format_time
@@ -872,11 +873,11 @@ def _export_lines(
         if fmt == "csv":
             writer.writerow(csv_row(alert.to_record()))
         elif fmt == "jsonl":
-            out.write(orjson.dumps(alert.to_record()) + b"\n")
+            out.write(jsonline.dumps(alert.to_record()))
         else:
             ack, closed, silenced = row[14], row[15], bool(row[16])
             record = security_alert(alert, exported_at, ack, closed, silenced)
-            out.write(orjson.dumps(record) + b"\n")
+            out.write(jsonline.dumps(record))
         if progress is not None and n % 10_000 == 0:
             progress("alerts", n, len(alerts))
     if fmt == "csv":

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import orjson
 
+from engine import jsonline
 from engine.azure_groups import dump_azure_groups, groups_to_toml, load_azure_groups, merge_groups
 from engine.config import Config, ConfigError, load_config
 from engine.replay import InputError, InputSpec, replay
@@ -147,7 +148,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         sys.stderr.write("\r\033[K")
     out = sys.stdout.buffer
     for alert in alerts:
-        out.write(orjson.dumps(alert.to_record()) + b"\n")
+        out.write(jsonline.dumps(alert.to_record()))
     out.flush()
     for line in summary.lines():
         print(line, file=sys.stderr)

@@ -9,9 +9,7 @@ import signal
 import sys
 from collections.abc import Callable
 
-import orjson
-
-from engine import collector
+from engine import collector, jsonline
 from engine.alert import Alert
 from engine.config import Config
 from engine.session import Session, wall_clock
@@ -48,7 +46,7 @@ def alert_line(change: str, alert: Alert) -> bytes:
     record = alert.to_record()
     record["event"] = change
     record["id"] = alert.id
-    return orjson.dumps(record) + b"\n"
+    return jsonline.dumps(record)
 
 
 async def run_headless(config: Config, db: str, clock: Callable[[], int]) -> int:
