@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 
 from engine.allowlist import Allowlist, validate_entry
 from engine.catalogue import BY_ID, BY_NAME, RuleType
+from engine.jsonline import UNSAFE
 from engine.timestamps import parse_duration
 
 SEVERITIES = ("Low", "Medium", "High", "Informational")
@@ -48,6 +49,8 @@ DEFAULT_LATENESS = 60
 DEFAULT_QUIET = 3600
 DEFAULT_WINDOW = 900
 DEFAULT_BAUDRATE = 115200
+MIN_BAUDRATE = 50  # the slowest standard rate (termios B50)
+MAX_BAUDRATE = 10_000_000  # well above the fastest USB-UART bridges (FTDI FT4232H: 12 Mbaud)
 MIN_WINDOW = 60
 MAX_WINDOW = 7 * 86400
 MAX_LATENESS = 7 * 86400
@@ -58,6 +61,10 @@ ALLOW_KEYS = ("enabled", "allow", "severity")
 _CACHE_SIZE = 65536
 _GLOB_CHARS = frozenset("*?[")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+# Characters a group name may not hold: controls, and what would reorder or hide it on a screen.
+_NOT_IN_NAMES = frozenset(chr(c) for c in (*range(0x20), *UNSAFE))
+# In messages, keys show those characters escaped: an error line goes to a terminal.
+_ESCAPE = {c: f"\\u{c:04x}" for c in UNSAFE}
 T = TypeVar("T")
 Key = tuple[str | int, ...]
 
@@ -249,8 +256,25 @@ def key_path(*parts: str | int) -> str:
             out += f"[{part}]"
         else:
             text = part if _BARE_KEY.fullmatch(part) else json.dumps(part, ensure_ascii=False)
+            text = text.translate(_ESCAPE)
             out += f".{text}" if out else text
     return out
+
+
+def shown_number(value: int) -> str:
+    """An integer as a message shows it: digits when it has at most 20, else a word (Python
+    refuses to print more than 4,300 digits, and a line of thousands helps nobody)."""
+    return str(value) if -(10**20) < value < 10**20 else "a number of more than 20 digits"
+
+
+def group_name_reason(name: str) -> str | None:
+    """Why ``name`` cannot be a group name, or None: empty, or holding a control, bidirectional
+    or zero-width character (a name is shown in the console and written to JSON and TOML)."""
+    if not name.strip():
+        return "a group name must not be empty"
+    if not _NOT_IN_NAMES.isdisjoint(name):
+        return "a group name must not contain control, bidirectional or zero-width characters"
+    return None
 
 
 def kind_of(value: object, as_json: bool = False) -> str:
@@ -294,9 +318,9 @@ def check_threshold(value: object, as_json: bool = False) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise Invalid(f"must be an integer, not {kind_of(value, as_json)}")
     if value < 0:
-        raise Invalid(f"must not be negative ({value})")
+        raise Invalid(f"must not be negative ({shown_number(value)})")
     if value > MAX_THRESHOLD:
-        raise Invalid(f"must be at most {MAX_THRESHOLD} ({value})")
+        raise Invalid(f"must be at most {MAX_THRESHOLD} ({shown_number(value)})")
     return value
 
 
@@ -375,7 +399,17 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise _toml_error(name, str(exc)) from None
+    except (RecursionError, ValueError) as exc:
+        raise unreadable(name, "TOML", exc) from None
     return parse_config(data, name)
+
+
+def unreadable(name: str, language: str, exc: Exception) -> ConfigError:
+    """The error for a file its parser gave up on without a position: nesting deeper than the
+    parser's recursion allows, or a number with more digits than Python converts."""
+    if isinstance(exc, RecursionError):
+        return ConfigError(name, "(file)", f"invalid {language}: nested too deeply")
+    return ConfigError(name, "(file)", f"invalid {language}: a number with too many digits")
 
 
 def _toml_error(name: str, message: str) -> ConfigError:
@@ -488,9 +522,12 @@ def _parse_sources(p: _Parser, value: object) -> tuple[SourceConfig, ...]:
             baudrate = DEFAULT_BAUDRATE
             if "baudrate" in src:
                 baudrate = src["baudrate"]
-                if isinstance(baudrate, bool) or not isinstance(baudrate, int) or baudrate <= 0:
-                    shown = baudrate if type(baudrate) is int else kind_of(baudrate)
-                    raise p.fail((*key, "baudrate"), f"must be a positive integer, not {shown}")
+                if type(baudrate) is not int or not MIN_BAUDRATE <= baudrate <= MAX_BAUDRATE:
+                    shown = shown_number(baudrate) if type(baudrate) is int else kind_of(baudrate)
+                    raise p.fail(
+                        (*key, "baudrate"),
+                        f"must be an integer from {MIN_BAUDRATE} to {MAX_BAUDRATE}, not {shown}",
+                    )
             device = p.text(src["device"], (*key, "device")) if "device" in src else None
             out.append(SourceConfig(kind, None, port, baudrate, device, None))
         else:
@@ -509,8 +546,9 @@ def _parse_groups(p: _Parser, value: object) -> dict[str, Group]:
     groups: dict[str, Group] = {}
     for name, body in tables.items():
         key: Key = ("groups", name)
-        if not name.strip():
-            raise p.fail(key, "a group name must not be empty")
+        reason = group_name_reason(name)
+        if reason is not None:
+            raise p.fail(key, reason)
         if name.lower() in groups:
             raise p.fail(
                 key,
@@ -588,6 +626,9 @@ def _parse_devices(p: _Parser, value: object) -> DeviceMap:
             raise p.fail(key, f"must be a group name (a string), not {kind_of(group)}")
         if not group.strip():
             raise p.fail(key, "the group name must not be empty")
+        reason = group_name_reason(group)
+        if reason is not None:
+            raise p.fail(key, reason)
         if _GLOB_CHARS.intersection(device):
             patterns.append((device, group))
         else:

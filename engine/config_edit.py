@@ -57,6 +57,7 @@ from engine.config import (
     check_severity,
     check_threshold,
     check_window,
+    group_name_reason,
     key_path,
     parse_config,
     unknown_rule_reason,
@@ -294,8 +295,9 @@ def _check_name(config: Config, name: object) -> str:
         raise _fail(config, ("groups",), "a group name must not be empty")
     if name != name.strip():
         raise _fail(config, ("groups", name), "a group name must not start or end with spaces")
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        raise _fail(config, ("groups", name), "a group name must not contain control characters")
+    reason = group_name_reason(name)
+    if reason is not None:
+        raise _fail(config, ("groups", name), reason)
     return name
 
 
@@ -444,7 +446,7 @@ def write_config(config: Config, path: str | os.PathLike[str] | None = None) -> 
     exists = os.path.exists(target)
     if exists:
         with (
-            contextlib.suppress(OSError, UnicodeDecodeError, tomllib.TOMLDecodeError),
+            contextlib.suppress(OSError, UnicodeDecodeError, ValueError, RecursionError),
             open(target, "rb") as f,
         ):
             raw = tomllib.load(f)

@@ -37,6 +37,7 @@ import orjson
 from engine import catalogue as c
 from engine import jsonline
 from engine.alert import Alert
+from engine.files import create_private
 from engine.store import SCHEMA_VERSION, schema_statements
 from engine.timestamps import US, format_time
 
@@ -553,13 +554,30 @@ def _ro_uri(path: Path) -> str:
     return f"{path.absolute().as_uri()}?mode=ro"
 
 
+_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
 def _check_target(target: Path, src: Path, force: bool) -> None:
-    """ExportError unless ``target`` may be written (or, with ``force``, replaced)."""
+    """ExportError unless ``target`` may be written (or, with ``force``, replaced). The source
+    database and any database's ``-wal``, ``-shm`` or ``-journal`` file are never replaced, even
+    with ``force``: that would corrupt a database, or lose what a live session has committed."""
     if target.is_dir():
         raise ExportError(f"{target}: is a directory")
+    for suffix in _SIDE_FILES:
+        if target.name.endswith(suffix):
+            database = target.with_name(target.name[: -len(suffix)])
+            if database.is_file():
+                raise ExportError(
+                    f"{target}: is the {suffix[1:]} file of the database {database}; "
+                    "choose another name"
+                )
     if target.exists() or target.is_symlink():
-        if target.exists() and os.path.samefile(target, src):
-            raise ExportError(f"{target}: is the source database")
+        if target.exists() and any(
+            os.path.samefile(target, side)
+            for side in (src, *(f"{src}{suffix}" for suffix in _SIDE_FILES))
+            if os.path.exists(side)
+        ):
+            raise ExportError(f"{target}: is the source database or one of its files")
         if not force:
             raise ExportError(f"{target}: already exists (use --force to replace it)")
     if not target.parent.is_dir():
@@ -570,8 +588,7 @@ def _temp_path(target: Path) -> Path:
     """Create an empty temporary file next to ``target``; ExportError if that is not writable."""
     tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
     try:
-        with open(tmp, "xb"):
-            pass
+        create_private(tmp)  # an export holds what the database holds: 0600, as it does
     except OSError as exc:
         raise ExportError(f"{target}: cannot write: {exc.strerror}") from None
     return tmp

@@ -20,6 +20,7 @@ import orjson
 from engine import catalogue as c
 from engine.alert import Alert
 from engine.config import Config
+from engine.files import precreate_database
 from engine.timestamps import US
 
 SCHEMA_VERSION = 1
@@ -189,6 +190,7 @@ class Store:
         path = str(path)
         if not create and not Path(path).exists():
             raise StoreError(f"{path}: no such database")
+        precreate_database(path)  # mode 0600: see engine.files
         try:
             conn = await aiosqlite.connect(path, isolation_level=None)
         except sqlite3.Error as exc:

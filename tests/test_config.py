@@ -436,17 +436,17 @@ RULE = "groups.default.rules"
         (
             '[[sources]]\ntype = "serial"\nport = "loop://"\nbaudrate = 0\n',
             "sources[0].baudrate",
-            "must be a positive integer, not 0",
+            "must be an integer from 50 to 10000000, not 0",
         ),
         (
             '[[sources]]\ntype = "serial"\nport = "loop://"\nbaudrate = "fast"\n',
             "sources[0].baudrate",
-            "must be a positive integer, not a string",
+            "must be an integer from 50 to 10000000, not a string",
         ),
         (
             '[[sources]]\ntype = "serial"\nport = "loop://"\nbaudrate = true\n',
             "sources[0].baudrate",
-            "must be a positive integer, not a boolean",
+            "must be an integer from 50 to 10000000, not a boolean",
         ),
         (
             '[[sources]]\ntype = "serial"\nport = "loop://"\npath = "x"\n',
