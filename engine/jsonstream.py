@@ -1,8 +1,9 @@
 """A JSON-lines stream: framing, format sniffing and decoding into events, incrementally.
 
-Bytes arrive in arbitrary pieces; a partial last line waits for its newline. A record is a line,
-or a pretty-printed document that opens with ``{``/``[`` at column 0 and closes at column 0 (as
-``az iot hub monitor-events`` prints them).
+Bytes arrive in arbitrary pieces; a partial last line waits for its newline (or, in a live
+session, for :meth:`JsonStream.settle`). A record is a line, or a pretty-printed document that
+opens with ``{``/``[`` at column 0 and closes at column 0 (as ``az iot hub monitor-events`` prints
+them).
 """
 
 from __future__ import annotations
@@ -114,6 +115,41 @@ class JsonStream:
             self.offset += len(buf)
         self._skipping = False
         self._flush_doc("unterminated JSON document")
+
+    def settle(self, give_up: bool = False) -> None:
+        """The stream has been idle: decode what it holds back that cannot change any more.
+
+        A partial last line (no newline yet) that is a whole JSON value by itself, or that closes
+        the open pretty-printed document, is decoded now — a writer may end its last record
+        without a newline, and a valid record cannot grow into another one. With ``give_up``,
+        anything held is decoded: a partial line (quarantined if it is no record) and an open
+        document (quarantined as unterminated). ``offset`` moves past what was decoded; bytes
+        that continue the line later are read as a line of their own.
+        """
+        buf = self._buf
+        if not give_up:
+            if not buf or self._skipping:
+                return
+            line = buf[:-1] if buf.endswith(b"\r") else buf
+            if self._doc and line[:1] in (b"}", b"]"):
+                line = b"\n".join([*self._doc, line])
+            elif line.lstrip()[:1] not in (b"{", b"["):
+                return
+            try:
+                orjson.loads(line)
+            except orjson.JSONDecodeError:
+                return
+        if buf:
+            self._buf = b""
+            self._line(buf, self.offset)
+            self.offset += len(buf)
+        if give_up:
+            self._flush_doc("unterminated JSON document")
+
+    @property
+    def holding(self) -> bool:
+        """Whether bytes are held back: a partial line or an open document."""
+        return bool(self._buf or self._doc)
 
     @property
     def pending(self) -> int:

@@ -66,6 +66,12 @@ class Snapshot:
 
 
 HISTORY = 12  # final window counts kept per track for the console's sparklines
+# A partial last line of a file that has been idle this long is decoded when it is a whole record
+# (the writer left out the final newline); after GIVE_UP_PARTIAL, whatever it holds (a broken line
+# is quarantined). The second is long: a block-buffered writer may leave a line half-written for
+# minutes. See docs/live.md.
+SETTLE_PARTIAL = 2.0  # seconds
+GIVE_UP_PARTIAL = 600.0
 ALERT_COMMIT_GAP = 0.01  # seconds: alert changes bring a commit forward at most this often
 DEVICES_EVERY = 5.0  # seconds between writes of every device's last-seen time
 
@@ -89,6 +95,7 @@ class StreamHandle:
     quarantined: int = 0
     last_event: int | None = None
     released: bool = False  # let go: committed once more, then no longer
+    fed_at: float = 0.0  # time.monotonic() when bytes last arrived
 
 
 @dataclass
@@ -151,6 +158,8 @@ class Session:
         self._devices_due = 0.0
         self._alerted = asyncio.Event()  # an alert changed since the last commit
         self.config_error: str | None = None  # why the last change of the file was refused
+        self.settle_partial = SETTLE_PARTIAL
+        self.give_up_partial = GIVE_UP_PARTIAL
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -218,6 +227,7 @@ class Session:
             if row.kind == "file" and row.format in (None, source.type)
         }
         tail = FileTail(source.path, resume)
+        next_settle = 0.0
         try:
             first = True
             while not self._stop.is_set():
@@ -236,6 +246,9 @@ class Session:
                     handle.clock.holding = not chunk.caught_up
                 for gone in tail.released():
                     self._release(gone.identity, status)
+                if time.monotonic() >= next_settle:
+                    next_settle = time.monotonic() + min(self.settle_partial, 1.0)
+                    self._settle_partial_lines(tail, status)
                 status.streams = sum(1 for s in tail.streams() if s.identity)
                 status.state = "caught-up" if tail.caught_up else "following"
                 if len(self._batch) >= self.commit_rows:
@@ -254,6 +267,20 @@ class Session:
                     handle.clock.holding = False
         finally:
             tail.close()
+
+    def _settle_partial_lines(self, tail: Any, status: SourceStatus) -> None:
+        """Decode the partial last lines of this source's files that have stayed unchanged while
+        their file was idle (see ``SETTLE_PARTIAL``); what they yield is committed with the
+        offset past them, like any other record."""
+        now = time.monotonic()
+        for stream in tail.streams():
+            handle = self.streams.get(stream.identity)
+            if handle is None or stream.state != "caught-up" or not handle.decoder.holding:
+                continue
+            idle = now - handle.fed_at
+            if idle >= self.settle_partial:
+                handle.decoder.settle(give_up=idle >= self.give_up_partial)
+                self._drain(handle, status)
 
     async def _discovered(self) -> None:
         """Wait until every file source has found its files."""
@@ -355,6 +382,7 @@ class Session:
         decoder = handle.decoder
         if received is not None:
             decoder.host_time = received
+        handle.fed_at = time.monotonic()
         decoder.feed(data)
         self._drain(handle, status)
 
