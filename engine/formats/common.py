@@ -61,7 +61,10 @@ def need_str(obj: dict[str, Any], key: str, what: str | None = None) -> str:
 def need_time(obj: dict[str, Any], key: str) -> int:
     """The event time at ``key``: an RFC 3339 string within the plausible range
     (:func:`engine.timestamps.parse_event_time`)."""
-    return event_time(need_str(obj, key, "time"), key)
+    try:
+        return parse_event_time(obj.get(key))  # type: ignore[arg-type]
+    except ValueError:
+        return event_time(need_str(obj, key, "time"), key)  # raises with the reason
 
 
 def event_time(text: str, key: str) -> int:

@@ -14,7 +14,7 @@ import orjson
 from engine import catalogue as c
 from engine.event import Event, new_event
 from engine.formats.common import BadRecord, event_time, poison_reason, weight_of
-from engine.timestamps import US, parse_time
+from engine.timestamps import US, parse_event_time, parse_time
 
 NAME = "security-messages"
 
@@ -107,9 +107,12 @@ def _decode_event(ev: Any, device: str, pos: int, out: list[Event], host_now: in
     if host_now is None:
         if stamp is None:
             raise BadRecord("missing TimestampUTC")
-        if not isinstance(stamp, str):
-            raise BadRecord("wrong type: TimestampUTC")
-        time = event_time(stamp, "TimestampUTC")
+        try:
+            time = parse_event_time(stamp)
+        except ValueError:
+            if not isinstance(stamp, str):
+                raise BadRecord("wrong type: TimestampUTC") from None
+            time = event_time(stamp, "TimestampUTC")  # raises with the reason
     else:
         time = _board_time(stamp, host_now)
         if time is None:
