@@ -57,6 +57,16 @@ def split(data: bytes, pos: int = 0) -> list[SerialItem]:
     return splitter.feed(data) + splitter.flush()
 
 
+def _msgpack_reason(e: Exception) -> str:
+    """Why a payload did not unpack, without the values or positions some messages quote
+    (reasons are counted by their text)."""
+    if isinstance(e, UnicodeDecodeError):
+        return "invalid UTF-8"
+    if isinstance(e, msgpack.StackError | RecursionError):
+        return "nested too deeply"
+    return str(e) or type(e).__name__
+
+
 def _looks_binary(chunk: bytes) -> bool:
     if len(chunk.translate(None, _CONTROL)) != len(chunk):
         return True
@@ -221,7 +231,7 @@ class FrameSplitter:
         try:
             message = msgpack.unpackb(body, raw=False, strict_map_key=False)
         except Exception as e:  # msgpack raises several unrelated types on malformed input
-            return self._bad(pos, f"msgpack: {str(e) or type(e).__name__}", chunk)
+            return self._bad(pos, f"msgpack: {_msgpack_reason(e)}", chunk)
         if not isinstance(message, dict):
             return self._bad(pos, f"msgpack: not a map ({type(message).__name__})", chunk)
         self.frames += 1
