@@ -50,7 +50,7 @@ def evidence(bridge: Bridge, alert: AlertRow) -> tuple[list[tuple[Any, ...]], in
         params = (alert.device, alert.start, alert.end, alert.rule_id, alert.value)
     base = "FROM events e JOIN devices d ON d.id = e.device JOIN streams s ON s.id = e.stream"
     rows = bridge.query(
-        f"SELECT e.time_us, e.name, e.value, e.weight, e.late, e.host_timed, s.name {base}"
+        f"SELECT e.time_us, e.name, e.value, e.weight, e.expired, e.host_timed, s.name {base}"
         f" WHERE {where} ORDER BY e.time_us, e.id LIMIT ?",
         (*params, EVIDENCE_LIMIT),
     )
@@ -196,8 +196,10 @@ class AlertDetail(ModalScreen[None]):
             self._evidence_loaded = True
             rows, total = ev
             table = self.query_one("#evidence", DataTable)
-            for i, (at, name, value, weight, late, host_timed, stream) in enumerate(rows):
-                flags = " ".join(f for f, on in (("late", late), ("host-timed", host_timed)) if on)
+            for i, (at, name, value, weight, expired, host_timed, stream) in enumerate(rows):
+                flags = " ".join(
+                    f for f, on in (("expired", expired), ("host-timed", host_timed)) if on
+                )
                 table.add_row(
                     cell(fmt_time(at)),
                     safe(name, 80),
