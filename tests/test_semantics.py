@@ -396,6 +396,84 @@ def test_incomplete_last_window_only_above_max(tmp: Path) -> None:
     assert brief(alerts) == [(MQTT_D2C, "b", None, "10:45", "11:00", [4], "open")]
 
 
+ACTIVE = "ActiveConnectionsNotInAllowedRange"
+
+
+def out_conn(device: str, hms: str) -> dict[str, Any]:
+    """A security message holding one outbound ConnectionCreate."""
+    item = {"Direction": "Out", "RemoteAddress": "10.0.0.1"}
+    return security_message(device, agent_event("ConnectionCreate", t(hms), item))
+
+
+def test_completeness_is_per_data_source_hub_input_ending_early(tmp: Path) -> None:
+    """The hub input ends at 10:20, the agent input goes on to 12:00. IoT Hub windows are
+    complete only up to T_last(IoT Hub) = 10:20, so the declared silent device has no below-min
+    hub alert after it; its Agent windows are complete up to T_last(Agent) = 12:00."""
+    cfg = conf(tmp, rule(MQTT_D2C, 1, 9), rule(ACTIVE, 1, 9), devices='"silent" = "default"')
+    hub = write_lines(tmp / "hub.jsonl", [d2c("10:05", "a"), d2c("10:20", "a")])
+    sec = write_lines(
+        tmp / "sec.jsonl", [out_conn("a", f"{10 + m // 60}:{m % 60:02d}") for m in range(5, 121, 5)]
+    )
+    alerts, _ = run_replay(cfg, [hub, sec])
+    assert brief(alerts) == [(ACTIVE, "silent", None, "10:15", "12:00", [0] * 7, "open")]
+
+
+def test_a_data_source_with_no_stream_judges_nothing(tmp: Path) -> None:
+    """Only hub input: no Agent window is ever complete, so no below-min Agent alert, and an
+    allow-list alert (Agent) is never resolved by the end of the input."""
+    cfg = conf(
+        tmp,
+        rule(MQTT_D2C, 0, 9),
+        rule(ACTIVE, 1, 9),
+        allow(PROCESS, ["ok"]),
+        devices='"silent" = "default"',
+    )
+    hub = write_lines(tmp / "hub.jsonl", [d2c(f"{h}:05", "a") for h in (10, 11, 12)])
+    alerts, _ = run_replay(cfg, [hub])
+    assert alerts == []
+    # The same with an agent input that only ever reports one violation at 10:00.
+    sec = write_lines(tmp / "sec.jsonl", [proc("a", "10:00", "/bin/bad")])
+    alerts, _ = run_replay(cfg, [hub, sec])
+    # T_last(Agent) = 10:00: windows of the Agent data source end later; 10:00 + quiet > 10:00.
+    assert brief(alerts) == [(PROCESS, "a", "/bin/bad", "10:00", "10:00", 1, "open")]
+
+
+def test_each_source_waits_its_own_lateness(tmp: Path) -> None:
+    """Live: a hub source with the default lateness PT1M and an agent source with PT6H. The wall
+    clock completes IoT Hub windows a minute after their end and Agent windows six hours after."""
+    text = (
+        '[engine]\nlateness = "PT1M"\n\n[devices]\n"silent" = "default"\n\n'
+        '[[sources]]\ntype = "hub-events"\npath = "hub/*"\n\n'
+        '[[sources]]\ntype = "security-messages"\npath = "agent/*"\nlateness = "PT6H"\n\n'
+        + rule(MQTT_D2C, 1, 9)
+        + rule(ACTIVE, 1, 9)
+    )
+    cfg = config_from(tmp, text)
+    ev = Evaluator(cfg, incremental=True)
+    ev.configure_sources(cfg)
+    hub = ev.add_stream("hub", "hub-events", None)
+    agent = ev.add_stream("agent", "security-messages", 6 * 3600)
+    hub.holding = agent.holding = False
+    stream = JsonStream("hub-events")
+    stream.feed(orjson.dumps(d2c("10:00", "a")) + b"\n")
+    ev.process(hub, stream.take()[0])
+
+    def silent() -> dict[str, list[int]]:
+        return {a.rule.name: a.counts for a in ev.book.alerts.values() if a.device == "silent"}
+
+    ev.advance(parse_time(t("11:01")))
+    assert silent() == {MQTT_D2C: [0] * 3}  # 10:15, 10:30, 10:45 (10:00 is its first window)
+    ev.advance(parse_time(t("16:29")))
+    assert ACTIVE not in silent()  # 10:15 ended at 10:30: not six hours ago yet
+    ev.advance(parse_time(t("16:31")))
+    assert silent()[ACTIVE] == [0]
+    # A backlog (holding) agent stream holds Agent windows by its own time minus PT6H.
+    agent.holding = True
+    agent.latest = parse_time(t("16:45"))
+    ev.advance(parse_time(t("23:00")))
+    assert silent()[ACTIVE] == [0, 0]  # only up to 10:45 = 16:45 − 6 h
+
+
 def test_window_ending_exactly_at_t_last_is_complete(tmp: Path) -> None:
     """a's empty window [10:15, 10:30) is complete when T_last is 10:30:00, not at 10:29:59.999999."""
     cfg = conf(tmp, rule(MQTT_D2C, 1, 5))
