@@ -728,6 +728,7 @@ def _copy_all(
 
     cp.copy("alerts", _alert_conds(flt, "t"))
     cp.copy("alert_notes", ["t.alert IN (SELECT id FROM main.alerts)"] if flt.any else [])
+    cp.copy("amendments", ["t.alert IN (SELECT id FROM main.alerts)"] if flt.any else [])
     silence_conds = []
     if flt.by_time:
         silence_conds += ["t.from_us < :until", "t.until_us > :since"]

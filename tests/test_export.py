@@ -66,6 +66,7 @@ TABLES = (
     "device_map",
     "alerts",
     "alert_notes",
+    "amendments",
     "silences",
 )
 CONFIG = """
@@ -171,6 +172,12 @@ def add_operator_actions(db: Path) -> None:
         conn.execute(
             "UPDATE alerts SET closed_by_hand_us = ? WHERE id = ?", (T0 + 3700 * US, ids[2])
         )
+        # What a live session logs when late events amend alerts (a replay amends nothing).
+        conn.executemany(
+            "INSERT INTO amendments (alert, at_us, window_us, count_before, count_after)"
+            " VALUES (?, ?, ?, ?, ?)",
+            [(i, T0 + 3600 * US, T0, 0, 4) for i in (ids[0], ids[3])],
+        )
         conn.executemany(
             "INSERT INTO alert_notes (alert, at_us, text) VALUES (?, ?, ?)",
             [(i, T0 + 3600 * US, f'note "{i}", ü\nline 2') for i in ids[:4]],
@@ -236,7 +243,7 @@ def test_round_trip_without_filters_copies_every_row(data: Dataset, tmp_path: Pa
     parse_time(meta["exported_at"])
     # Rows are copied whole, ids included.
     src = sqlite3.connect(data.db)
-    for table in ("events", "alerts", "devices", "quarantine", "console", "silences"):
+    for table in ("events", "alerts", "devices", "quarantine", "console", "silences", "amendments"):
         assert (
             conn.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()
             == src.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()
@@ -350,6 +357,8 @@ def check_filtered(db: Path, out: Path, flt: ExportFilter) -> dict[str, set[int]
     assert got["alerts"] == want_alerts
     notes = {r[0] for r in conn.execute("SELECT alert FROM alert_notes")}
     assert notes <= want_alerts
+    amended = {r[0] for r in conn.execute("SELECT alert FROM amendments")}
+    assert amended <= want_alerts
     want_silences = {
         i
         for i, dev, f, u in src["silences"]
@@ -693,6 +702,19 @@ def test_alert_from_row_rebuilds_the_record(data: Dataset) -> None:
     rows = conn.execute(f"SELECT {ex._ALERT_COLUMNS} FROM alerts").fetchall()
     rebuilt = sorted((alert_from_row(r) for r in rows), key=lambda a: a.key)
     assert [a.to_record() for a in rebuilt] == data.records
+
+
+def test_an_amended_alert_exports_as_amended(data: Dataset, tmp_path: Path) -> None:
+    db = tmp_path / "amended.db"
+    shutil.copy(data.db, db)
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        (aid,) = conn.execute("SELECT min(id) FROM alerts").fetchone()
+        conn.execute("UPDATE alerts SET amended = 1 WHERE id = ?", (aid,))
+        row = conn.execute(f"SELECT {ex._ALERT_COLUMNS} FROM alerts WHERE id = ?", (aid,))
+        record = alert_from_row(row.fetchone()).to_record()
+    assert record["amended"] is True
+    lines = [orjson.loads(x) for x in export_bytes(db, "jsonl").splitlines()]
+    assert sum(1 for x in lines if x.get("amended")) == 1
 
 
 def test_csv_fields_and_escaping(data: Dataset) -> None:
