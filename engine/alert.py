@@ -168,6 +168,11 @@ class AlertBook:
             alert.amended = True
             self.amendments.append((alert.id, at, window, before, after))
 
+    def forget(self, alert: Alert) -> None:
+        """Live: ``alert`` can no longer change (every window of it and after it is beyond the
+        horizon); keep it only until the store has taken its last change."""
+        self.alerts.pop(alert.id, None)
+
     def claim(self, alert: Alert) -> bool:
         """Give ``alert`` the id of an unclaimed stored alert it overlaps, if there is one."""
         key = (alert.rule.id, alert.device, None if alert.is_range else alert.value)

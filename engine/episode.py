@@ -206,8 +206,12 @@ class RangeTrack:
         self.base = floor
         alerts = self.alerts
         if alerts and alerts[0].first + len(alerts[0].counts) < floor:
-            # An alert is kept while the window after it can still change.
-            self.alerts = [a for a in alerts if a.first + len(a.counts) >= floor]
+            # An alert is kept while the window after it can still change; the others are
+            # final: the store has (or is about to write) their last state.
+            keep = [a for a in alerts if a.first + len(a.counts) >= floor]
+            for alert in alerts[: len(alerts) - len(keep)]:
+                self.book.forget(alert)
+            self.alerts = keep
 
     def known_from(self, first: int, at: int | None) -> None:
         """The device turned out to be known from window ``first``, earlier than before."""
@@ -277,24 +281,31 @@ class RangeTrack:
         while j1 < n and alerts[j1].first <= hi + 1:
             j1 += 1
         touched = alerts[j0:j1]
-        out: dict[int, int] = {}
+        # Out-of-range segments, in window order: what the touched alerts keep outside lo..hi,
+        # and the windows of lo..hi that are out now. Whole alerts are sliced, never walked:
+        # an alert can span weeks of windows.
+        changed: list[tuple[int, list[int]]] = []
         for i in range(lo, hi + 1):
             count = self.count_at(i)
             if self._is_out(i, count):
-                out[i] = count
-        if not touched and not out:
+                if changed and changed[-1][0] + len(changed[-1][1]) == i:
+                    changed[-1][1].append(count)
+                else:
+                    changed.append((i, [count]))
+        if not touched and not changed:
             return
-        for alert in touched:
-            for k, count in enumerate(alert.counts):
-                i = alert.first + k
-                if i < lo or i > hi:
-                    out[i] = count
+        before = [(a.first, a.counts[: lo - a.first]) for a in touched if a.first < lo]
+        after = [
+            (max(a.first, hi + 1), a.counts[max(a.first, hi + 1) - a.first :])
+            for a in touched
+            if a.first + len(a.counts) > hi + 1
+        ]
         runs: list[tuple[int, list[int]]] = []
-        for i in sorted(out):
-            if runs and runs[-1][0] + len(runs[-1][1]) == i:
-                runs[-1][1].append(out[i])
+        for first, counts in (*before, *changed, *after):
+            if runs and runs[-1][0] + len(runs[-1][1]) == first:
+                runs[-1] = (runs[-1][0], runs[-1][1] + counts)
             else:
-                runs.append((i, [out[i]]))
+                runs.append((first, counts))
         book = self.book
         amend = note is not None
         taken: list[Alert] = []
