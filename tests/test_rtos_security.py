@@ -22,10 +22,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine import catalogue as c
+from engine.capture import CaptureStream
 from engine.event import Bad
 from engine.formats import rtos_security as rs
 from engine.formats.common import BadRecord
 from engine.formats.rtos import security_message_generated as g
+from engine.formats.serial import Frame, encode_frame, encode_payload, split
 from engine.timestamps import US, parse_time
 
 T0 = parse_time("2026-11-28T10:00:00Z") // US  # Unix seconds
@@ -495,6 +497,54 @@ def test_mti_other_versions_and_encodings_are_refused(mti: object, reason: str) 
     assert str(exc.value) == reason
 
 
+# --- serial -----------------------------------------------------------------------------------
+
+
+def test_the_same_bytes_as_a_serial_frame() -> None:
+    buf = one_of_each()
+    assert buf[0] not in (*range(0x80, 0x90), 0xDE, 0xDF)
+    data = b"boot\r\n" + encode_payload(buf) + b"ok\r\n"
+    items = split(data)
+    assert items[1] == Frame(7, buf)
+    stream = CaptureStream(HOST, "bench-board-1")
+    stream.feed(data)
+    stream.finish()
+    events, bad = stream.take()
+    assert bad == []
+    assert events == rs.decode_message(buf, "bench-board-1", 7, HOST)[0]
+    assert [line.text for line in stream.take_console()] == ["boot", "ok"]
+
+
+def test_serial_flatbuffers_frame_without_a_device_is_quarantined() -> None:
+    buf = one_of_each()
+    stream = CaptureStream(HOST)
+    stream.feed(encode_payload(buf))
+    stream.finish()
+    assert stream.take() == ([], [Bad(1, "missing device", buf)])
+
+
+def test_serial_flatbuffers_frame_without_board_time_is_host_timed() -> None:
+    buf = message(event(g.Payload.Process, process("/bin/x", g.ProcessEventType.EXEC), time=0))
+    stream = CaptureStream(HOST, "b")
+    stream.feed(encode_payload(buf))
+    stream.finish()
+    (ev,), bad = stream.take()
+    assert (ev.time, ev.host_timed, bad) == (HOST, True, [])
+
+
+def test_serial_frame_that_is_neither_msgpack_nor_flatbuffers_says_both() -> None:
+    (item,) = split(encode_payload(b"\x10\x00\x00\x00garbage!"))
+    assert isinstance(item, Bad)
+    assert item.reason.startswith("msgpack: ")
+    assert item.reason.endswith("; FlatBuffers: Message table out of bounds")
+
+
+def test_msgpack_frames_still_decode_beside_flatbuffers_frames() -> None:
+    msg = {"DeviceId": "x", "Events": []}
+    items = split(encode_frame(msg) + encode_payload(one_of_each()))
+    assert [type(i.message) for i in items if isinstance(i, Frame)] == [dict, bytes]
+
+
 # --- fuzz -------------------------------------------------------------------------------------
 
 SAMPLES = [
@@ -520,6 +570,7 @@ def check_never_raises(buf: bytes) -> None:
 @given(st.binary(max_size=512))
 def test_fuzz_arbitrary_bytes_never_raise(buf: bytes) -> None:
     check_never_raises(buf)
+    split(encode_payload(buf))  # nor out of the serial splitter
 
 
 @settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
