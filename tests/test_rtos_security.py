@@ -11,8 +11,10 @@ module runs on, the four buffer bytes are the address bytes in network order.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import flatbuffers
@@ -29,6 +31,7 @@ from engine.formats.common import BadRecord
 from engine.formats.rtos import security_message_generated as g
 from engine.formats.serial import Frame, encode_frame, encode_payload, split
 from engine.timestamps import US, parse_time
+from tests.conftest import config_from, run_replay
 
 T0 = parse_time("2026-11-28T10:00:00Z") // US  # Unix seconds
 HOST = parse_time("2026-11-28T12:00:00Z")  # µs: a receiving host's clock
@@ -543,6 +546,68 @@ def test_msgpack_frames_still_decode_beside_flatbuffers_frames() -> None:
     msg = {"DeviceId": "x", "Events": []}
     items = split(encode_frame(msg) + encode_payload(one_of_each()))
     assert [type(i.message) for i in items if isinstance(i, Frame)] == [dict, bytes]
+
+
+# --- replay -----------------------------------------------------------------------------------
+
+CONFIG = """
+[engine]
+lateness = "PT1M"
+quiet = "PT10M"
+
+[groups.default.rules.ConnectionToIpNotAllowed]
+allow = ["10.0.0.0/8", "2001:db8::/32"]
+
+[groups.default.rules.ProcessNotAllowed]
+allow = ["ok"]
+
+[groups.default.rules.ActiveConnectionsNotInAllowedRange]
+min = 0
+max = 2
+window = "PT15M"
+"""
+
+
+def test_replay_of_a_capture_with_flatbuffers_frames_raises_alerts(tmp: Path) -> None:
+    config = config_from(tmp, CONFIG)
+    at = T0 + 5 * 60  # 10:05
+    frames = [
+        message(
+            event(
+                g.Payload.NetworkActivity,
+                network(
+                    [
+                        (word(10, 0, 0, 5), word(10, 1, 2, 3)),
+                        (word(10, 0, 0, 5), word(8, 8, 8, 8)),
+                    ],
+                    [("2001:db8::5", "2001:db8::1")],
+                ),
+                at,
+            )
+        ),
+        message(
+            event(g.Payload.Process, process("/bin/evil", g.ProcessEventType.EXEC, 3), at + 60),
+            event(g.Payload.Process, process("/usr/bin/ok", g.ProcessEventType.EXEC), at + 60),
+            event(g.Payload.Process, process("/bin/forked", g.ProcessEventType.FORK), at + 60),
+        ),
+        message(event(g.Payload.Heartbeat, heartbeat, T0 + 40 * 60)),
+    ]
+    path = tmp / "bench-board-1.capture"
+    path.write_bytes(b"booting\r\n" + b"".join(encode_payload(f) + b"tick\r\n" for f in frames))
+    stamp = datetime(2026, 11, 28, 12, 0, tzinfo=UTC).timestamp()
+    os.utime(path, (stamp, stamp))
+    alerts, summary = run_replay(config, [f"serial-capture:{path}"])
+    assert summary.quarantined == {}
+    assert (summary.records, summary.events) == (3, 7)
+    got = {
+        (a["rule"], a["device"], a.get("value")): a.get("occurrences", a.get("counts"))
+        for a in alerts
+    }
+    assert got == {
+        ("ConnectionToIpNotAllowed", "bench-board-1", "8.8.8.8"): 1,
+        ("ProcessNotAllowed", "bench-board-1", "/bin/evil"): 3,
+        ("ActiveConnectionsNotInAllowedRange", "bench-board-1", None): [3],
+    }
 
 
 # --- fuzz -------------------------------------------------------------------------------------
