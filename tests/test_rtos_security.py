@@ -255,7 +255,9 @@ def test_ipv4_address_word_is_network_order_bytes_read_little_endian() -> None:
         ("2001:0DB8:0000:0000:0008:0800:200C:417A", "2001:db8::8:800:200c:417a"),
         ("2001:db8:0:0:1:0:0:1", "2001:db8::1:0:0:1"),  # the first of two equal runs
         ("2001:0:0:1:0:0:0:1", "2001:0:0:1::1"),  # the longest run
-        ("::ffff:10.0.0.1", "::ffff:a00:1"),  # ipaddress keeps mapped IPv4 in hex groups
+        ("::ffff:10.0.0.1", "::ffff:10.0.0.1"),  # RFC 5952 §5: mapped IPv4 written mixed
+        ("::ffff:a00:1", "::ffff:10.0.0.1"),
+        ("::10.0.0.1", "::a00:1"),  # IPv4-compatible (deprecated): plain groups
         ("fe80::1", "fe80::1"),
     ],
 )

@@ -277,8 +277,12 @@ def ipv4_text(word: int) -> str:
 
 def ipv6_text(words: list[int]) -> str:
     """An IPv6 address in four words, each as in ``ipv4_text``; RFC 5952 text."""
-    raw = b"".join(w.to_bytes(4, "little") for w in words)
-    return ipaddress.IPv6Address(raw).compressed
+    address = ipaddress.IPv6Address(b"".join(w.to_bytes(4, "little") for w in words))
+    mapped = address.ipv4_mapped
+    if mapped is not None:
+        # RFC 5952 §5 writes these mixed; Python only does so from 3.13 on.
+        return f"::ffff:{mapped}"
+    return address.compressed
 
 
 def _text(value: bytes | None) -> str | None:
