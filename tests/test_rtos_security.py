@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -395,6 +396,30 @@ def test_board_time_rule_with_a_host_clock(seconds: int | None, host_timed: bool
 # --- verification -----------------------------------------------------------------------------
 
 
+def flatcc_style_heartbeat() -> bytes:
+    """A Heartbeat message laid out as flatcc lays out buffers: vtables clustered after the
+    tables that use them, so every table's vtable offset is negative. (flatc reads this buffer
+    as {"security_module_id": "m", "events": [{"time": T0, "payload_type": "Heartbeat", …}]}.)"""
+    b = bytearray(100)
+    struct.pack_into("<I", b, 0, 4)  # root: the Message table at 4
+    struct.pack_into("<iII", b, 4, 4 - 68, 16 - 8, 24 - 12)  # vtable at 68; id; events
+    struct.pack_into("<I2s", b, 16, 1, b"m\x00")  # the string "m"
+    struct.pack_into("<II", b, 24, 1, 32 - 28)  # events: one Event, at 32
+    struct.pack_into("<i16sIIB", b, 32, 32 - 80, bytes(range(16)), T0, 64 - 56, 4)
+    struct.pack_into("<i", b, 64, 64 - 94)  # the Heartbeat table
+    struct.pack_into("<6H", b, 68, 12, 12, 4, 0, 0, 8)  # Message vtable: ids 0 and 3
+    struct.pack_into("<7H", b, 80, 14, 32, 4, 20, 0, 28, 24)  # Event vtable: ids 0, 1, 3, 4
+    struct.pack_into("<2H", b, 94, 4, 4)  # Heartbeat vtable: no fields
+    return bytes(b)
+
+
+def test_flatcc_layout_with_vtables_after_tables_reads() -> None:
+    buf = flatcc_style_heartbeat()
+    assert rs.verify(buf) is None
+    (ev,), bad = decode(buf)
+    assert (ev.name, ev.time, bad) == ("Heartbeat", T0 * US, [])
+
+
 def test_valid_buffers_verify() -> None:
     assert rs.verify(one_of_each()) is None
 
@@ -616,6 +641,7 @@ def test_replay_of_a_capture_with_flatbuffers_frames_raises_alerts(tmp: Path) ->
 
 SAMPLES = [
     one_of_each(),
+    flatcc_style_heartbeat(),
     message(event(g.Payload.NetworkActivity, network(v6=[("::1", "2001:db8::1")]))),
     message(event(g.Payload.Process, process("/bin/x", g.ProcessEventType.EXEC, 5))),
 ]
