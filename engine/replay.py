@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from engine.alert import Alert
@@ -101,10 +102,11 @@ class _Input:
 
 def open_decoder(spec: InputSpec, first: bytes) -> Decoder:
     """The decoder for ``spec``. An unforced file with a NUL byte near its start is a serial
-    capture: frames are delimited by 0x00, which JSON text never contains."""
+    capture: frames are delimited by 0x00, which JSON text never contains. Its frames without a
+    device id belong to the device named by the file's base name without its extension."""
     if spec.format == CAPTURE or (spec.format is None and b"\x00" in first):
         mtime = int(os.stat(spec.path).st_mtime * 1_000_000)
-        return CaptureStream(host_time=mtime)
+        return CaptureStream(host_time=mtime, device=Path(spec.path).stem or None)
     return JsonStream(spec.format)
 
 
