@@ -46,9 +46,7 @@ HUB_EVENTS_FILES = 3
 HUB_LOG_FILES = 2  # one per hour, as storage-account exports are cut
 SECURITY_FILES = 2
 DECLARED_SILENT = ("spare-00001", "spare-00002", "spare-00003")
-SUMMARY = re.compile(
-    r"records (\d+), events (\d+), expired (\d+), quarantined (\d+), alerts (\d+)"
-)
+SUMMARY = re.compile(r"records (\d+), events (\d+), expired (\d+), quarantined (\d+), alerts (\d+)")
 
 # --------------------------------------------------------------------------------------------------
 # Generator
