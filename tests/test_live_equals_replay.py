@@ -233,6 +233,8 @@ async def test_live_session_with_late_aggregates_ends_with_the_replay_alerts(
         commit_interval=0.01,
         tick_interval=0.01,
     )
+    heard: list[tuple[str, Any]] = []
+    session.listeners.append(heard.extend)
     await session.start()
     written = 0
     a_alert: int | None = None
@@ -264,6 +266,13 @@ async def test_live_session_with_late_aggregates_ends_with_the_replay_alerts(
     assert amended == 1
     assert states.get("withdrawn", 0) >= 1  # c's below-min alerts, filled hours later
     assert amendments(db) > 5
+    # The headless stream's vocabulary: every change is one of these, withdrawals included.
+    kinds = {kind for kind, _ in heard}
+    assert kinds == {"opened", "updated", "resolved", "withdrawn"}
+    withdrawn = {a.id for kind, a in heard if kind == "withdrawn"}
+    assert withdrawn == {
+        i for (i,) in sqlite3.connect(db).execute("SELECT id FROM alerts WHERE state = 'withdrawn'")
+    }
 
 
 def _alert_id(db: Path, device: str) -> int | None:
