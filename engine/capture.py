@@ -8,7 +8,7 @@ from __future__ import annotations
 import reprlib
 
 from engine.event import MAX_RAW, Bad, ConsoleLine, Event
-from engine.formats import security_messages
+from engine.formats import rtos_security, security_messages
 from engine.formats.common import BadRecord, poison_reason
 from engine.formats.serial import Frame, FrameSplitter
 
@@ -59,6 +59,16 @@ class CaptureStream:
 
     def _frame(self, frame: Frame) -> None:
         message = frame.message
+        if isinstance(message, bytes):  # Azure RTOS FlatBuffers: it names no hub device
+            if self.device is None:
+                self.bad.append(Bad(frame.pos, "missing device", message[:MAX_RAW]))
+                return
+            events, bad = rtos_security.decode_message(
+                message, self.device, frame.pos, self.host_time, verified=True
+            )
+            self.events += events
+            self.bad += bad
+            return
         device = message.get("DeviceId")
         if not isinstance(device, str) or not device:
             device = self.device

@@ -5,7 +5,8 @@ the reason; unknown keys are refused too, so that a typo is never silently ignor
 
 Defaults where SPEC §3 is silent:
 
-- ``[engine]``: ``lateness`` PT1M (from PT0S to P7D), ``quiet`` PT1H (from PT1S to P365D).
+- ``[engine]``: ``lateness`` PT1M (from PT0S to P7D), ``horizon`` P1D (from PT1M to P30D, at
+  least every ``lateness`` of the file), ``quiet`` PT1H (from PT1S to P365D).
 - ``[database]``: ``path`` absent → ``Config.db_path`` is None (the caller picks a location).
 - Relative ``path`` values (sources and database) are relative to the configuration file's folder;
   a leading ``~`` is expanded.
@@ -17,7 +18,7 @@ Defaults where SPEC §3 is silent:
   (case-insensitive, stored in this spelling).
 - A group table may be empty (``[groups.lab]``): the group exists with every rule disabled.
 - Sources: ``path`` only on file sources; ``port``, ``baudrate`` (default 115200) and ``device``
-  only on serial sources. ``SourceConfig.format`` is the decoder of the stream: ``type`` for file
+  only on serial sources; ``lateness`` on any source (default ``[engine] lateness``). ``SourceConfig.format`` is the decoder of the stream: ``type`` for file
   sources, None for serial ones.
 - ``[devices]``: a key containing ``*``, ``?`` or ``[`` is a glob pattern, any other key is an exact
   (case-sensitive) device id; the values are group names, compared case-insensitively.
@@ -39,13 +40,16 @@ from typing import Any, TypeVar
 from engine.allowlist import Allowlist, validate_entry
 from engine.catalogue import BY_ID, BY_NAME, RuleType
 from engine.jsonline import UNSAFE
-from engine.timestamps import parse_duration
+from engine.timestamps import format_duration, parse_duration
 
 SEVERITIES = ("Low", "Medium", "High", "Informational")
 SOURCE_TYPES = ("hub-log", "hub-events", "security-messages", "serial")
 FILE_SOURCE_TYPES = ("hub-log", "hub-events", "security-messages")
 DEFAULT_GROUP = "default"
 DEFAULT_LATENESS = 60
+DEFAULT_HORIZON = 86400
+MIN_HORIZON = 60
+MAX_HORIZON = 30 * 86400
 DEFAULT_QUIET = 3600
 DEFAULT_WINDOW = 900
 DEFAULT_BAUDRATE = 115200
@@ -168,6 +172,7 @@ class SourceConfig:
     baudrate: int = DEFAULT_BAUDRATE
     device: str | None = None
     format: str | None = None
+    lateness: int | None = None  # seconds; None: ``[engine] lateness``
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +212,8 @@ class DeviceMap:
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    """A whole configuration; ``lateness``/``quiet`` in seconds, ``groups`` keyed lower-case."""
+    """A whole configuration; ``lateness``/``quiet``/``horizon`` in seconds, ``groups`` keyed
+    lower-case."""
 
     path: str | None
     lateness: int = DEFAULT_LATENESS
@@ -216,6 +222,11 @@ class Config:
     sources: tuple[SourceConfig, ...] = ()
     groups: dict[str, Group] = field(default_factory=dict)
     devices: DeviceMap = field(default_factory=DeviceMap)
+    horizon: int = DEFAULT_HORIZON
+
+    def lateness_of(self, source: SourceConfig) -> int:
+        """The lateness (seconds) of ``source``: its own, else ``[engine] lateness``."""
+        return self.lateness if source.lateness is None else source.lateness
 
     @classmethod
     def default(cls) -> Config:
@@ -329,6 +340,14 @@ def check_window(value: object) -> int:
     seconds = _duration(value)
     if not MIN_WINDOW <= seconds <= MAX_WINDOW:
         raise Invalid(f"window {value} is outside PT1M..P7D")
+    return seconds
+
+
+def check_lateness(value: object) -> int:
+    """A lateness in seconds from an ISO 8601 duration, PT0S to P7D."""
+    seconds = _duration(value)
+    if seconds > MAX_LATENESS:
+        raise Invalid("must be at most P7D")
     return seconds
 
 
@@ -471,14 +490,17 @@ def parse_config(data: Mapping[str, Any], path: str) -> Config:
     """
     p = _Parser(path)
     p.only(data, _TOP_KEYS, ())
-    lateness, quiet = DEFAULT_LATENESS, DEFAULT_QUIET
+    lateness, quiet, horizon = DEFAULT_LATENESS, DEFAULT_QUIET, DEFAULT_HORIZON
+    engine: Mapping[str, Any] = {}
     if "engine" in data:
         engine = p.table(data["engine"], ("engine",))
-        p.only(engine, ("lateness", "quiet"), ("engine",))
+        p.only(engine, ("lateness", "horizon", "quiet"), ("engine",))
         if "lateness" in engine:
-            lateness = p.run(("engine", "lateness"), _duration, engine["lateness"])
-            if lateness > MAX_LATENESS:
-                raise p.fail(("engine", "lateness"), "must be at most P7D")
+            lateness = p.run(("engine", "lateness"), check_lateness, engine["lateness"])
+        if "horizon" in engine:
+            horizon = p.run(("engine", "horizon"), _duration, engine["horizon"])
+            if not MIN_HORIZON <= horizon <= MAX_HORIZON:
+                raise p.fail(("engine", "horizon"), "must be from PT1M to P30D")
         if "quiet" in engine:
             quiet = p.run(("engine", "quiet"), _duration, engine["quiet"])
             if not 1 <= quiet <= MAX_QUIET:
@@ -490,9 +512,22 @@ def parse_config(data: Mapping[str, Any], path: str) -> Config:
         if "path" in database:
             db_path = p.file_path(p.text(database["path"], ("database", "path")))
     sources = _parse_sources(p, data.get("sources", []))
+    if horizon < lateness:
+        key = ("engine", "horizon") if "horizon" in engine else ("engine", "lateness")
+        raise p.fail(key, _horizon_reason(horizon, lateness))
+    for i, source in enumerate(sources):
+        if source.lateness is not None and source.lateness > horizon:
+            raise p.fail(("sources", i, "lateness"), _horizon_reason(horizon, source.lateness))
     groups = _parse_groups(p, data.get("groups", {}))
     devices = _parse_devices(p, data.get("devices", {}))
-    return Config(path, lateness, quiet, db_path, sources, groups, devices)
+    return Config(path, lateness, quiet, db_path, sources, groups, devices, horizon)
+
+
+def _horizon_reason(horizon: int, lateness: int) -> str:
+    return (
+        f"lateness {format_duration(lateness)} is beyond the horizon {format_duration(horizon)}"
+        " (an event is counted only within the horizon, so its window could never wait that long)"
+    )
 
 
 def _parse_sources(p: _Parser, value: object) -> tuple[SourceConfig, ...]:
@@ -502,7 +537,7 @@ def _parse_sources(p: _Parser, value: object) -> tuple[SourceConfig, ...]:
     for i, item in enumerate(value):
         key: Key = ("sources", i)
         src = p.table(item, key)
-        p.only(src, ("type", "path", "port", "baudrate", "device"), key)
+        p.only(src, ("type", "path", "port", "baudrate", "device", "lateness"), key)
         if "type" not in src:
             raise p.fail((*key, "type"), "missing (one of " + ", ".join(SOURCE_TYPES) + ")")
         kind = src["type"]
@@ -513,6 +548,9 @@ def _parse_sources(p: _Parser, value: object) -> tuple[SourceConfig, ...]:
                 f"unknown source type {shown} (expected one of {', '.join(SOURCE_TYPES)})"
                 + (suggest(kind, SOURCE_TYPES) if isinstance(kind, str) else ""),
             )
+        late = None
+        if "lateness" in src:
+            late = p.run((*key, "lateness"), check_lateness, src["lateness"])
         if kind == "serial":
             if "path" in src:
                 raise p.fail((*key, "path"), "only file sources have a path; serial uses port")
@@ -529,7 +567,7 @@ def _parse_sources(p: _Parser, value: object) -> tuple[SourceConfig, ...]:
                         f"must be an integer from {MIN_BAUDRATE} to {MAX_BAUDRATE}, not {shown}",
                     )
             device = p.text(src["device"], (*key, "device")) if "device" in src else None
-            out.append(SourceConfig(kind, None, port, baudrate, device, None))
+            out.append(SourceConfig(kind, None, port, baudrate, device, None, late))
         else:
             for k in ("port", "baudrate", "device"):
                 if k in src:
@@ -537,7 +575,7 @@ def _parse_sources(p: _Parser, value: object) -> tuple[SourceConfig, ...]:
             if "path" not in src:
                 raise p.fail((*key, "path"), f"missing: a {kind} source needs a path (a glob)")
             path = p.file_path(p.text(src["path"], (*key, "path")))
-            out.append(SourceConfig(kind, path, None, DEFAULT_BAUDRATE, None, kind))
+            out.append(SourceConfig(kind, path, None, DEFAULT_BAUDRATE, None, kind, late))
     return tuple(out)
 
 

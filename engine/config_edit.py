@@ -44,6 +44,7 @@ from engine.catalogue import BY_ID, BY_NAME, RuleType
 from engine.config import (
     DEFAULT_BAUDRATE,
     DEFAULT_GROUP,
+    DEFAULT_HORIZON,
     DEFAULT_LATENESS,
     DEFAULT_QUIET,
     DEFAULT_WINDOW,
@@ -382,6 +383,8 @@ def _sources_table(config: Config, base: str) -> list[dict[str, Any]]:
                 item["device"] = s.device
         else:
             item["path"] = _rel(s.path or "", base)
+        if s.lateness is not None:
+            item["lateness"] = format_duration(s.lateness)
         out.append(item)
     return out
 
@@ -395,8 +398,12 @@ def _same(raw: Mapping[str, Any], key: str, path: str, config: Config) -> bool:
     except ConfigError:
         return False
     if key == "engine":
-        return (parsed.lateness, parsed.quiet) == (config.lateness, config.quiet)
+        return _timing(parsed) == _timing(config)
     return parsed.devices == config.devices
+
+
+def _timing(config: Config) -> tuple[int, int, int]:
+    return (config.lateness, config.quiet, config.horizon)
 
 
 def config_to_toml(config: Config, path: str, raw: Mapping[str, Any] | None = None) -> str:
@@ -407,9 +414,10 @@ def config_to_toml(config: Config, path: str, raw: Mapping[str, Any] | None = No
     data: dict[str, Any] = {}
     if _same(raw, "engine", path, config):
         data["engine"] = raw["engine"]
-    elif (config.lateness, config.quiet) != (DEFAULT_LATENESS, DEFAULT_QUIET) or "engine" in raw:
+    elif _timing(config) != (DEFAULT_LATENESS, DEFAULT_QUIET, DEFAULT_HORIZON) or "engine" in raw:
         data["engine"] = {
             "lateness": format_duration(config.lateness),
+            "horizon": format_duration(config.horizon),
             "quiet": format_duration(config.quiet),
         }
     if "database" in raw:
@@ -452,11 +460,10 @@ def write_config(config: Config, path: str | os.PathLike[str] | None = None) -> 
             raw = tomllib.load(f)
     text = config_to_toml(config, target, raw)
     back = parse_config(tomllib.loads(text), target)
-    if (back.groups, back.devices, back.lateness, back.quiet) != (
+    if (back.groups, back.devices, _timing(back)) != (
         config.groups,
         config.devices,
-        config.lateness,
-        config.quiet,
+        _timing(config),
     ):
         raise ValueError(f"{target}: the written configuration would not read back the same")
     folder = os.path.dirname(os.path.abspath(target))

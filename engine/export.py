@@ -71,7 +71,7 @@ ALERT_FIELDS = (
 )
 _ALERT_COLUMNS = (
     "id, rule, device, grp, value, start_us, end_us, state, severity, window_s, min, max, "
-    "counts, occurrences, acknowledged_us, closed_by_hand_us, silenced"
+    "counts, occurrences, acknowledged_us, closed_by_hand_us, silenced, amended"
 )
 _ALLOW_IDS = ", ".join(str(r.id) for r in c.ALLOWLIST_RULES)
 _MIN_INT = -(2**63)
@@ -296,6 +296,7 @@ def alert_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Alert:
     else:
         alert.value = value
         alert.occurrences = occurrences or 0
+    alert.amended = len(row) > 17 and bool(tuple(row)[17])
     return alert
 
 
@@ -459,7 +460,7 @@ CREATE TABLE rule_texts (
 VIEWS: dict[str, str] = {
     "events_readable": f"""
 SELECT e.id, {rfc3339_sql("e.time_us")} AS time, d.name AS device, d.grp AS grp, e.name AS event,
-       rt.name AS rule, e.unauthorized, ra.name AS allow_rule, e.value, e.weight, e.late,
+       rt.name AS rule, e.unauthorized, ra.name AS allow_rule, e.value, e.weight, e.expired,
        e.host_timed, s.name AS stream, e.pos, e.time_us
 FROM events e
 LEFT JOIN devices d ON d.id = e.device
@@ -470,7 +471,7 @@ LEFT JOIN streams s ON s.id = e.stream""",
 SELECT a.id, rt.name AS rule, rt.alert_type AS type, rt.display_name AS name, a.severity,
        rt.source, a.device, a.grp, {rfc3339_sql("a.start_us")} AS start,
        {rfc3339_sql("a.end_us")} AS "end", a.state, {duration_sql("a.window_s")} AS window,
-       a.min, a.max, a.counts, a.value, a.occurrences,
+       a.min, a.max, a.counts, a.value, a.occurrences, a.amended, a.merged_into,
        {rfc3339_sql("a.acknowledged_us")} AS acknowledged,
        {rfc3339_sql("a.closed_by_hand_us")} AS closed_by_hand, a.silenced,
        (SELECT count(*) FROM alert_notes n WHERE n.alert = a.id) AS notes,
@@ -481,6 +482,7 @@ LEFT JOIN rule_texts x ON x.rule = a.rule""",
     "alerts_by_device_rule": f"""
 SELECT a.device, a.grp, rt.name AS rule, rt.kind, count(*) AS alerts,
        sum(a.state = 'open') AS open, sum(a.state = 'resolved') AS resolved,
+       sum(a.state = 'withdrawn') AS withdrawn,
        sum(a.acknowledged_us IS NOT NULL) AS acknowledged, sum(a.silenced != 0) AS silenced,
        {rfc3339_sql("min(a.start_us)")} AS first_start, {rfc3339_sql("max(a.end_us)")} AS last_end,
        sum(a.occurrences) AS occurrences
@@ -489,9 +491,9 @@ LEFT JOIN rule_types rt ON rt.id = a.rule
 GROUP BY a.device, a.grp, a.rule""",
     "window_counts": f"""
 WITH counted (device, rule, time_us, weight) AS (
-    SELECT device, rule, time_us, weight FROM events WHERE late = 0 AND rule IS NOT NULL
+    SELECT device, rule, time_us, weight FROM events WHERE expired = 0 AND rule IS NOT NULL
     UNION ALL
-    SELECT device, {c.UNAUTHORIZED}, time_us, weight FROM events WHERE late = 0 AND unauthorized != 0
+    SELECT device, {c.UNAUTHORIZED}, time_us, weight FROM events WHERE expired = 0 AND unauthorized != 0
 ), windows AS (
     SELECT d.name AS device, d.grp AS grp, rt.name AS rule, r.enabled, r.window_s,
            {_WINDOW_START} AS window_start_us, count(*) AS events, sum(k.weight) AS count,
@@ -510,7 +512,7 @@ SELECT device, grp, rule, {rfc3339_sql("window_start_us")} AS window_start,
 FROM windows""",
     "event_counts": """
 SELECT d.name AS device, d.grp AS grp, e.name AS event, rt.name AS rule, count(*) AS events,
-       sum(e.weight) AS weight, sum(e.late) AS late, sum(e.unauthorized != 0) AS unauthorized
+       sum(e.weight) AS weight, sum(e.expired) AS expired, sum(e.unauthorized != 0) AS unauthorized
 FROM events e
 LEFT JOIN devices d ON d.id = e.device
 LEFT JOIN rule_types rt ON rt.id = e.rule
@@ -519,7 +521,7 @@ GROUP BY e.device, e.name, e.rule""",
 SELECT d.id, d.name AS device, d.grp, g.name AS group_name, d.declared,
        {rfc3339_sql("d.first_us")} AS first_seen, {rfc3339_sql("d.last_us")} AS last_seen,
        (SELECT count(*) FROM events e WHERE e.device = d.id) AS events,
-       (SELECT count(*) FROM events e WHERE e.device = d.id AND e.late != 0) AS late,
+       (SELECT count(*) FROM events e WHERE e.device = d.id AND e.expired != 0) AS expired,
        (SELECT count(*) FROM alerts a WHERE a.device = d.name) AS alerts,
        (SELECT count(*) FROM alerts a WHERE a.device = d.name AND a.state = 'open') AS open_alerts
 FROM devices d
@@ -614,7 +616,7 @@ class _Copier:
         self.progress = progress
         self.cancel = cancel
         self.rows: dict[str, int] = {}
-        self.columns: dict[str, list[str]] = {}
+        self.columns: dict[str, list[tuple[str, str]]] = {}
         self.params: dict[str, Any] = {
             "since": flt.since if flt.since is not None else _MIN_INT,
             "until": flt.until if flt.until is not None else _MAX_INT,
@@ -635,13 +637,16 @@ class _Copier:
         self.check()
         cols = self.columns.get(table)
         if cols is None:
-            src_cols = set(_columns(self.conn, "src", table))
-            cols = [col for col in _columns(self.conn, "main", table) if col in src_cols]
+            src_cols = {col: f"t.{col}" for col in _columns(self.conn, "src", table)}
+            if "late" in src_cols:  # schema 1 called expired events late
+                src_cols["expired"] = "t.late"
+            cols = [(col, src_cols[col]) for col in _columns(self.conn, "main", table)]
+            cols = [(col, expr) for col, expr in cols if col in src_cols]
             self.columns[table] = cols
         n = 0
         if cols:
-            names = ", ".join(cols)
-            picked = ", ".join(f"t.{col}" for col in cols)
+            names = ", ".join(col for col, _ in cols)
+            picked = ", ".join(expr for _, expr in cols)
             sql = f"INSERT INTO main.{table} ({names}) SELECT {picked} FROM src.{table} t"
             conds = list(where)
             if conds:
@@ -741,6 +746,7 @@ def _copy_all(
 
     cp.copy("alerts", _alert_conds(flt, "t"))
     cp.copy("alert_notes", ["t.alert IN (SELECT id FROM main.alerts)"] if flt.any else [])
+    cp.copy("amendments", ["t.alert IN (SELECT id FROM main.alerts)"] if flt.any else [])
     silence_conds = []
     if flt.by_time:
         silence_conds += ["t.from_us < :until", "t.until_us > :since"]

@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from engine.alert import Alert
@@ -69,14 +70,14 @@ class Summary:
 
     records: int = 0
     events: int = 0
-    late: int = 0
+    expired: int = 0
     quarantined: Counter[str] = field(default_factory=Counter)
     alerts: Counter[str] = field(default_factory=Counter)
     console: int = 0
 
     def lines(self) -> list[str]:
         out = [
-            f"records {self.records}, events {self.events}, late {self.late}, "
+            f"records {self.records}, events {self.events}, expired {self.expired}, "
             f"quarantined {sum(self.quarantined.values())}, alerts {sum(self.alerts.values())}"
         ]
         for reason, n in sorted(self.quarantined.items(), key=lambda kv: (-kv[1], kv[0])):
@@ -101,10 +102,11 @@ class _Input:
 
 def open_decoder(spec: InputSpec, first: bytes) -> Decoder:
     """The decoder for ``spec``. An unforced file with a NUL byte near its start is a serial
-    capture: frames are delimited by 0x00, which JSON text never contains."""
+    capture: frames are delimited by 0x00, which JSON text never contains. Its frames without a
+    device id belong to the device named by the file's base name without its extension."""
     if spec.format == CAPTURE or (spec.format is None and b"\x00" in first):
         mtime = int(os.stat(spec.path).st_mtime * 1_000_000)
-        return CaptureStream(host_time=mtime)
+        return CaptureStream(host_time=mtime, device=Path(spec.path).stem or None)
     return JsonStream(spec.format)
 
 
@@ -126,9 +128,9 @@ async def replay(
             size = os.fstat(f.fileno()).st_size
             first = f.read(SNIFF_BYTES)
             f.seek(0)
-            inputs.append(
-                _Input(spec, open_decoder(spec, first), evaluator.add_stream(spec.path), f, size)
-            )
+            decoder = open_decoder(spec, first)
+            clock = evaluator.add_stream(spec.path, decoder.format)
+            inputs.append(_Input(spec, decoder, clock, f, size))
         writer = await _prepare(db, config, inputs) if db else None
         try:
             with few_collections():
@@ -203,7 +205,7 @@ def _run(
         writer.build_index()
     alerts = evaluator.finish()
     summary.events = evaluator.events
-    summary.late = evaluator.late
+    summary.expired = evaluator.expired
     for alert in alerts:
         summary.alerts[alert.rule.name] += 1
     if writer is not None:
@@ -214,6 +216,8 @@ def _run(
 
 def _drain(evaluator: Evaluator, item: _Input, batch: Batch, summary: Summary, keep: bool) -> None:
     events, bad = item.decoder.take()
+    if events and not item.clock.feeds:
+        evaluator.set_format(item.clock, item.decoder.format)
     evaluator.process(item.clock, events, batch.events if keep else None, item.stream_id)
     item.quarantined += len(bad)
     for b in bad:
@@ -244,13 +248,13 @@ def _flush(
         for d in devices
     ]
     evaluator.new_devices = []
-    batch.alerts, batch.removed = evaluator.book.take_changes()
+    batch.alerts = evaluator.book.take_changes()
     batch.streams = [
         (
             i.decoder.offset,
             i.decoder.records,
             i.clock.events,
-            i.clock.late,
+            i.clock.expired,
             i.quarantined,
             i.clock.latest,
             i.decoder.format,

@@ -1,8 +1,9 @@
 """Restart: rebuild the evaluator's state from the store.
 
-The stored events are evaluated again in the order they were committed, with the lateness they
-were recorded with, which rebuilds windows, known devices and episodes exactly. The rebuilt alerts
-take over the ids of the stored alerts they overlap, so operator notes and acknowledgements stay
+The stored events are evaluated again in the order they were committed, expired where they were
+recorded expired, which rebuilds windows, every device's clock, known devices and episodes
+exactly. The rebuilt alerts take over the ids of the stored alerts they overlap (withdrawn ones
+stay withdrawn records), with their amended flags, so operator notes and acknowledgements stay
 attached.
 """
 
@@ -54,8 +55,9 @@ async def restore(store: Store, config: Config) -> Restored:
     async with conn.execute("SELECT coalesce(max(id), 0) FROM alerts") as cur:
         row = await cur.fetchone()
     last_alert = int(row[0]) if row else 0
-    book = AlertBook(first_id=last_alert + 1)
-    evaluator = Evaluator(config, book, device_ids)
+    book = AlertBook(first_id=last_alert + 1, live=True)
+    evaluator = Evaluator(config, book, device_ids, incremental=True)
+    evaluator.configure_sources(config)
     restored = Restored(evaluator)
     clocks: dict[int, StreamClock] = {}
     async with conn.execute(
@@ -63,7 +65,7 @@ async def restore(store: Store, config: Config) -> Restored:
         " ORDER BY id"
     ) as cur:
         for sid, kind, fmt, name, identity, offset, records, quarantined in await cur.fetchall():
-            clock = evaluator.add_stream(name)
+            clock = evaluator.add_stream(name, fmt)
             clocks[sid] = clock
             restored.streams.append(
                 StreamRow(sid, kind, fmt, name, identity, offset, records, quarantined, clock)
@@ -71,16 +73,16 @@ async def restore(store: Store, config: Config) -> Restored:
     names = {v: k for k, v in device_ids.items()}
     async with conn.execute(
         "SELECT stream, pos, time_us, device, name, rule, unauthorized, allow, value, weight,"
-        " late, host_timed FROM events ORDER BY id"
+        " expired, host_timed FROM events ORDER BY id"
     ) as cur:
         while rows := await cur.fetchmany(FETCH):
             run: list[Event] = []
-            late: list[bool] = []
+            expired: list[bool] = []
             run_stream = rows[0][0]
-            for sid, pos, t, dev, name, rule, unauth, allow, value, weight, is_late, host in rows:
+            for sid, pos, t, dev, name, rule, unauth, allow, value, weight, gone, host in rows:
                 if sid != run_stream:
-                    evaluator.process(clocks[run_stream], run, late_flags=late)
-                    run, late, run_stream = [], [], sid
+                    evaluator.process(clocks[run_stream], run, expired_flags=expired)
+                    run, expired, run_stream = [], [], sid
                 run.append(
                     new_event(
                         (
@@ -97,8 +99,8 @@ async def restore(store: Store, config: Config) -> Restored:
                         )
                     )
                 )
-                late.append(bool(is_late))
-            evaluator.process(clocks[run_stream], run, late_flags=late)
+                expired.append(bool(gone))
+            evaluator.process(clocks[run_stream], run, expired_flags=expired)
             restored.events += len(rows)
     for row in restored.streams:
         row.clock.holding = False
@@ -108,14 +110,19 @@ async def restore(store: Store, config: Config) -> Restored:
 
 
 async def _reconcile(store: Store, book: AlertBook) -> int:
-    """Give rebuilt alerts the ids of the stored alerts they overlap; the stored alerts left over
-    stay claimable by alerts the wall clock raises later. Returns how many are left over."""
+    """Give rebuilt alerts the ids (and amended flags) of the stored alerts they overlap; the
+    stored alerts left over stay claimable by alerts the wall clock raises later. Withdrawn
+    records are never claimed. Returns how many are left over."""
     stored: dict[tuple[int, str, str | None], list[tuple[int, int, int]]] = defaultdict(list)
+    amended: set[int] = set()
     async with store.conn.execute(
-        "SELECT id, rule, device, value, start_us, end_us FROM alerts"
+        "SELECT id, rule, device, value, start_us, end_us, amended FROM alerts"
+        " WHERE state != 'withdrawn'"
     ) as cur:
-        for aid, rule, device, value, start, end in await cur.fetchall():
+        for aid, rule, device, value, start, end, was_amended in await cur.fetchall():
             stored[(rule, device, value)].append((aid, start, end))
+            if was_amended:
+                amended.add(aid)
     book.unclaimed = dict(stored)
     rebuilt = sorted(book.alerts.values(), key=lambda a: (a.start, a.id))
     book.alerts = {}
@@ -123,7 +130,8 @@ async def _reconcile(store: Store, book: AlertBook) -> int:
         if not book.claim(alert):
             alert.id = book.next_id
             book.next_id += 1
+        alert.amended = alert.id in amended  # the rebuild's own judging is not an amendment
         book.alerts[alert.id] = alert
-    book.dirty = dict(book.alerts)
-    book.removed = []
+    book.dirty = dict(book.alerts)  # what the rebuild withdrew was never shown
+    book.amendments = []
     return sum(len(v) for v in book.unclaimed.values())

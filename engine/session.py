@@ -15,13 +15,12 @@ import copy
 import logging
 import os
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from engine import operator
-from engine.alert import Alert
+from engine.alert import RESOLVED, WITHDRAWN, Alert
 from engine.capture import CaptureStream
 from engine.config import Config, ConfigError, SourceConfig, load_config
 from engine.episode import NEVER
@@ -30,6 +29,7 @@ from engine.event import Bad
 from engine.jsonstream import JsonStream
 from engine.restore import Restored, StreamRow, restore
 from engine.store import Batch, Store
+from engine.timestamps import US
 from engine.watermark import StreamClock
 
 log = logging.getLogger("iotwatch.session")
@@ -148,7 +148,6 @@ class Session:
         self._changes: dict[int, Alert] = {}
         self._opened: set[int] = set()
         self._resolved: set[int] = set()
-        self._merged: list[Alert] = []
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._lock = asyncio.Lock()
@@ -169,11 +168,6 @@ class Session:
         self.restored = await restore(self.store, self.config)
         self._silences = await operator.silences(self.store, self.clock())
         evaluator = self.evaluator = self.restored.evaluator
-        if self.history:
-            evaluator.history = self.history
-            for dev in evaluator.devices.values():  # tracks rebuilt from the store
-                for track in dev.tracks.values():
-                    track.history = deque(maxlen=self.history)
         evaluator.book.listener = self._on_change
         evaluator.wall = self.clock()
         for row in self.restored.streams:
@@ -302,9 +296,10 @@ class Session:
         if stored is not None and not chunk.restarted:
             sid, clock, base = stored.id, stored.clock, stored.records
             clock.holding = True  # until it has caught up with what was written meanwhile
+            clock.lateness = None if source.lateness is None else source.lateness * US
         else:
             sid = await self.store.add_stream("file", source.type, stream.path, stream.identity)
-            clock, base = evaluator.add_stream(stream.path), 0
+            clock, base = evaluator.add_stream(stream.path, source.type, source.lateness), 0
         decoder = JsonStream(source.type, chunk.offset)
         handle = StreamHandle(sid, "file", stream.path, stream.identity, decoder, clock, base)
         if stored is not None and not chunk.restarted:
@@ -342,9 +337,10 @@ class Session:
         stored = self._stored.get(identity)
         if stored is not None:
             sid, clock = stored.id, stored.clock
+            clock.lateness = None if source.lateness is None else source.lateness * US
         else:
             sid = await self.store.add_stream("serial", "serial", source.port, identity)
-            clock = self.evaluator.add_stream(source.port)
+            clock = self.evaluator.add_stream(source.port, "serial", source.lateness)
         clock.holding = False  # a live port is read as it happens: it holds nothing
         decoder = CaptureStream(self.clock(), source.device)
         handle = StreamHandle(sid, "serial", source.port, identity, decoder, clock)
@@ -466,7 +462,15 @@ class Session:
                 (d.id, d.name, group_of(d.name), int(d.declared), d.first, d.last) for d in devices
             ]
             evaluator.new_devices = []
-            batch.alerts, batch.removed = evaluator.book.take_changes()
+            # What listeners hear after this commit: the changes this batch holds.
+            changes, opened, resolved = self._changes, self._opened, self._resolved
+            self._changes, self._opened, self._resolved = {}, set(), set()
+            # An alert opened and withdrawn between two commits was never shown: it is neither
+            # stored nor announced.
+            hidden = {i for i in opened if changes[i].state == WITHDRAWN}
+            book = evaluator.book
+            batch.alerts = [a for a in book.take_changes() if a.id not in hidden]
+            batch.amendments = [r for r in book.take_amendments() if r[0] not in hidden]
             if self._silences:
                 now = self.clock()
                 self._silences = [s for s in self._silences if s.until > now]
@@ -480,7 +484,7 @@ class Session:
                     h.decoder.resume_offset if h.kind == "file" else 0,
                     h.records_base + h.decoder.records,
                     h.clock.events,
-                    h.clock.late,
+                    h.clock.expired,
                     h.quarantined,
                     h.clock.latest,
                     h.decoder.format,
@@ -491,10 +495,10 @@ class Session:
             ]
             for identity in [i for i, h in self.streams.items() if h.released]:
                 del self.streams[identity]
-            if not (len(batch) or batch.devices or batch.alerts or batch.removed) and not final:
+            if not (len(batch) or batch.devices or batch.alerts) and not final:
                 return
             await self.store.write(batch)
-            self._notify()
+            self._notify(changes, opened, resolved, hidden)
 
     async def _watch_config(self, path: str, seen: tuple[int, int] | None) -> None:
         """Reload the configuration file when it changes; an invalid one is refused (the error is
@@ -539,7 +543,7 @@ class Session:
                         track.max,
                         index * track.size,
                         (index + 1) * track.size,
-                        tuple(track.history) if track.history else (),
+                        track.recent(self.history),
                         bool(alerts) and any(a.state == "open" for a in alerts),
                     )
                 )
@@ -556,6 +560,7 @@ class Session:
         await self.commit()
         assert self.evaluator is not None
         self.evaluator.reconfigure(config)
+        self.evaluator.configure_sources(config)
         self.config = config
         await self.store.save_config(config)
         await self.commit()
@@ -572,32 +577,29 @@ class Session:
 
     def _on_change(self, change: str, alert: Alert) -> None:
         self._alerted.set()
-        if change == "merged":
-            self._merged.append(alert)
-            self._changes.pop(alert.id, None)
-            return
         self._changes[alert.id] = alert
         if change == "opened":
             self._opened.add(alert.id)
         elif change == "resolved":
             self._resolved.add(alert.id)
 
-    def _notify(self) -> None:
+    def _notify(
+        self, changes: dict[int, Alert], opened: set[int], resolved: set[int], hidden: set[int]
+    ) -> None:
+        """Tell the listeners what the commit just written changed, one entry per change:
+        ``opened``, ``updated``, ``resolved`` or ``withdrawn``."""
         if not self.listeners:
-            self._changes.clear()
-            self._opened.clear()
-            self._resolved.clear()
-            self._merged.clear()
             return
-        out: list[tuple[str, Alert]] = [("merged", a) for a in self._merged]
-        for aid, alert in self._changes.items():
-            kinds = []
-            if aid in self._opened:
-                kinds.append("opened")
-            if aid in self._resolved and alert.state == "resolved":
+        out: list[tuple[str, Alert]] = []
+        for aid, alert in changes.items():
+            if aid in hidden:
+                continue
+            kinds = ["opened"] if aid in opened else []
+            if alert.state == WITHDRAWN:
+                kinds.append("withdrawn")
+            elif aid in resolved and alert.state == RESOLVED:
                 kinds.append("resolved")
             out.extend((k, alert) for k in kinds or ["updated"])
-        self._changes, self._opened, self._resolved, self._merged = {}, set(), set(), []
         for listener in self.listeners:
             listener(out)
 

@@ -23,12 +23,14 @@ from engine.config import Config
 from engine.files import precreate_database
 from engine.timestamps import US
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+_MIGRATIONS = ("schema.sql", "schema_v2.sql")
 
 
 def _migrations() -> list[str]:
     """SQL to go from version i to i + 1, in order."""
-    return [resources.files("engine").joinpath("schema.sql").read_text()]
+    files = resources.files("engine")
+    return [files.joinpath(name).read_text() for name in _MIGRATIONS]
 
 
 def schema_statements() -> list[str]:
@@ -52,8 +54,9 @@ class Batch:
         default_factory=list
     )  # (id, name, grp, declared, first, last)
     alerts: list[Alert] = field(default_factory=list)
-    removed: list[int] = field(default_factory=list)
-    # (offset, records, events, late, quarantined, latest_us, format, state, id)
+    # (alert, at_us, window_us, count_before, count_after)
+    amendments: list[tuple[Any, ...]] = field(default_factory=list)
+    # (offset, records, events, expired, quarantined, latest_us, format, state, id)
     streams: list[tuple[Any, ...]] = field(default_factory=list)
     silenced: list[int] = field(default_factory=list)  # alert ids a silence covers
 
@@ -78,6 +81,8 @@ def alert_row(a: Alert) -> tuple[Any, ...]:
             a.max,
             orjson.dumps(a.counts).decode(),
             None,
+            int(a.amended),
+            a.into,
         )
     return (
         a.id,
@@ -94,20 +99,23 @@ def alert_row(a: Alert) -> tuple[Any, ...]:
         None,
         None,
         a.occurrences,
+        int(a.amended),
+        a.into,
     )
 
 
 _UPSERT_ALERT = """
 INSERT INTO alerts (id, rule, device, grp, value, start_us, end_us, state, severity, window_s,
-                    min, max, counts, occurrences)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    min, max, counts, occurrences, amended, merged_into)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET
     start_us = excluded.start_us, end_us = excluded.end_us, state = excluded.state,
-    counts = excluded.counts, occurrences = excluded.occurrences
+    counts = excluded.counts, occurrences = excluded.occurrences,
+    amended = max(alerts.amended, excluded.amended), merged_into = excluded.merged_into
 """
-# Rows are ``(stream, device id, late) + Event``: the event's device name (?5) is not stored.
+# Rows are ``(stream, device id, expired) + Event``: the event's device name (?5) is not stored.
 _INSERT_EVENT = """
-INSERT INTO events (stream, device, late, time_us, name, rule, unauthorized, allow, value, weight,
+INSERT INTO events (stream, device, expired, time_us, name, rule, unauthorized, allow, value, weight,
                     host_timed, pos)
 VALUES (?1, ?2, ?3, ?4, ?6, nullif(?7, 0), ?8, nullif(?9, 0), ?10, ?11, ?12, ?13)
 """
@@ -117,14 +125,16 @@ ON CONFLICT (id) DO UPDATE SET grp = excluded.grp, declared = excluded.declared,
     first_us = excluded.first_us, last_us = excluded.last_us
 """
 _UPDATE_STREAM = """
-UPDATE streams SET offset = ?, records = ?, events = ?, late = ?, quarantined = ?, latest_us = ?,
+UPDATE streams SET offset = ?, records = ?, events = ?, expired = ?, quarantined = ?, latest_us = ?,
     format = ?, state = ? WHERE id = ?
 """
 
 
 _INSERT_BAD = "INSERT INTO quarantine (stream, pos, reason, raw) VALUES (?, ?, ?, ?)"
 _INSERT_CONSOLE = "INSERT INTO console (stream, pos, time_us, line) VALUES (?, ?, ?, ?)"
-_DELETE_ALERT = "DELETE FROM alerts WHERE id = ?"
+_INSERT_AMENDMENT = """
+INSERT INTO amendments (alert, at_us, window_us, count_before, count_after) VALUES (?, ?, ?, ?, ?)
+"""
 
 # The statements of a batch, in the order they run; ``batch_parts`` refers to them by index so
 # a batch can cross a process boundary as plain data.
@@ -134,7 +144,7 @@ BATCH_SQL = (
     _INSERT_BAD,
     _INSERT_CONSOLE,
     _UPSERT_ALERT,
-    _DELETE_ALERT,
+    _INSERT_AMENDMENT,
     _UPDATE_STREAM,
     "UPDATE alerts SET silenced = 1 WHERE id = ?",
 )
@@ -148,7 +158,7 @@ def batch_parts(batch: Batch) -> list[tuple[int, list[tuple[Any, ...]]]]:
         batch.bad,
         batch.console,
         [alert_row(a) for a in batch.alerts],
-        [(i,) for i in batch.removed],
+        batch.amendments,
         batch.streams,
         [(i,) for i in batch.silenced],
     ]

@@ -7,7 +7,7 @@ from pathlib import Path
 from engine.config import Config
 from engine.evaluator import Evaluator
 from engine.event import Event
-from engine.timestamps import parse_time
+from engine.timestamps import US, parse_time
 from tests.conftest import config_from
 
 MQTT = 8
@@ -59,7 +59,8 @@ def test_early_alert_joins_the_run_that_grows_into_it(tmp_path: Path) -> None:
 
 
 def live(tmp: Path) -> tuple[Evaluator, object]:
-    evaluator = Evaluator(config(tmp, lo=1, hi=3, window="PT1M"))
+    evaluator = Evaluator(config(tmp, lo=1, hi=3, window="PT1M"), incremental=True)
+    evaluator.watermark.wall_lateness = {"IoT Hub": 60 * US}
     stream = evaluator.add_stream("s")
     stream.holding = False
     return evaluator, stream

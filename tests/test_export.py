@@ -66,11 +66,13 @@ TABLES = (
     "device_map",
     "alerts",
     "alert_notes",
+    "amendments",
     "silences",
 )
 CONFIG = """
 [engine]
 lateness = "PT1M"
+horizon = "PT30M"
 quiet = "PT10M"
 
 [devices]
@@ -128,7 +130,8 @@ def make_inputs(tmp: Path) -> list[str]:
         hub.append(rec)
         if i == 400:
             hub.append("{not json")  # quarantined, in the middle of the stream
-    hub.append(hub_event(iso(T0 + 60 * US), "a"))  # late: the stream is far ahead
+    # Expired: device a's time in this stream is two hours further, beyond the horizon.
+    hub.append(hub_event(iso(T0 + 60 * US), "a"))
     lines = [orjson.dumps(r) if isinstance(r, dict) else r.encode() for r in hub]
     (tmp / "hub.jsonl").write_bytes(b"\n".join(lines) + b"\n")
 
@@ -163,11 +166,17 @@ def make_inputs(tmp: Path) -> list[str]:
 def add_operator_actions(db: Path) -> None:
     """Acknowledgements, notes and silences, as the console would store them."""
     with contextlib.closing(sqlite3.connect(db)) as conn, conn:
-        ids = [r[0] for r in conn.execute("SELECT id FROM alerts ORDER BY id")]
+        ids = [r[0] for r in conn.execute("SELECT id FROM alerts ORDER BY state = 'open' DESC, id")]
         conn.execute("UPDATE alerts SET acknowledged_us = ? WHERE id = ?", (T0 + 3600 * US, ids[0]))
         conn.execute("UPDATE alerts SET silenced = 1 WHERE id = ?", (ids[1],))
         conn.execute(
             "UPDATE alerts SET closed_by_hand_us = ? WHERE id = ?", (T0 + 3700 * US, ids[2])
+        )
+        # What a live session logs when late events amend alerts (a replay amends nothing).
+        conn.executemany(
+            "INSERT INTO amendments (alert, at_us, window_us, count_before, count_after)"
+            " VALUES (?, ?, ?, ?, ?)",
+            [(i, T0 + 3600 * US, T0, 0, 4) for i in (ids[0], ids[3])],
         )
         conn.executemany(
             "INSERT INTO alert_notes (alert, at_us, text) VALUES (?, ?, ?)",
@@ -189,7 +198,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
     config = config_from(tmp, CONFIG)
     db = tmp / "source.db"
     records, summary = run_replay(config, make_inputs(tmp), db=str(db))
-    assert summary.late >= 1 and sum(summary.quarantined.values()) >= 2 and summary.console
+    assert summary.expired >= 1 and sum(summary.quarantined.values()) >= 2 and summary.console
     add_operator_actions(db)
     return Dataset(db, records)
 
@@ -227,14 +236,14 @@ def test_round_trip_without_filters_copies_every_row(data: Dataset, tmp_path: Pa
     assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
     meta = dict(conn.execute("SELECT key, value FROM meta"))
-    assert meta["schema_version"] == "1" and meta["source_schema_version"] == "1"
+    assert meta["schema_version"] == "2" and meta["source_schema_version"] == "2"
     assert meta["export_format_version"] == str(ex.EXPORT_FORMAT_VERSION)
     assert meta["filter_since"] == meta["filter_until"] == ""
     assert orjson.loads(meta["filter_devices"]) == [] == orjson.loads(meta["filter_groups"])
     parse_time(meta["exported_at"])
     # Rows are copied whole, ids included.
     src = sqlite3.connect(data.db)
-    for table in ("events", "alerts", "devices", "quarantine", "console", "silences"):
+    for table in ("events", "alerts", "devices", "quarantine", "console", "silences", "amendments"):
         assert (
             conn.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()
             == src.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()
@@ -348,6 +357,8 @@ def check_filtered(db: Path, out: Path, flt: ExportFilter) -> dict[str, set[int]
     assert got["alerts"] == want_alerts
     notes = {r[0] for r in conn.execute("SELECT alert FROM alert_notes")}
     assert notes <= want_alerts
+    amended = {r[0] for r in conn.execute("SELECT alert FROM amendments")}
+    assert amended <= want_alerts
     want_silences = {
         i
         for i, dev, f, u in src["silences"]
@@ -432,7 +443,7 @@ def test_quarantine_follows_the_time_range_by_stream_position(
     data: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scans: int
 ) -> None:
     """The malformed hub line sits between the events of minutes ~66 and ~67; the hub stream's
-    last record is a late event of minute 1, which must not drag the line into 0-60. Both ways
+    last record is an expired event of minute 1, which must not drag the line into 0-60. Both ways
     of placing quarantined records in time agree."""
     monkeypatch.setattr(ex, "QUARANTINE_SCANS", scans)
     clocks = quarantine_clocks(data.db)
@@ -483,8 +494,8 @@ def test_views_answer_the_common_questions(data: Dataset, tmp_path: Path) -> Non
             checked += 1
     assert checked > 20
     assert any(r.startswith("Unauthorized") for _, r, _ in windows)
-    (late,) = conn.execute("SELECT count(*) FROM events WHERE late = 1").fetchone()
-    assert late >= 1
+    (expired,) = conn.execute("SELECT count(*) FROM events WHERE expired = 1").fetchone()
+    assert expired >= 1
     # alerts_by_device_rule: one row per (device, group, rule), counting the alerts.
     by = conn.execute(
         "SELECT device, rule, alerts, open, silenced, acknowledged FROM alerts_by_device_rule"
@@ -601,7 +612,7 @@ WRITER = textwrap.dedent(
     (device,) = conn.execute("SELECT id FROM devices WHERE name = 'a'").fetchone()
     insert = (
         "INSERT INTO events (stream, pos, time_us, device, name, rule, unauthorized, allow, "
-        "value, weight, late, host_timed) VALUES (?, ?, ?, ?, 'w', 7, 0, NULL, NULL, 1, 0, 0)"
+        "value, weight, expired, host_timed) VALUES (?, ?, ?, ?, 'w', 7, 0, NULL, NULL, 1, 0, 0)"
     )
     times, k, deadline = [], 0, time.monotonic() + 60
     while not stop.exists() and time.monotonic() < deadline:
@@ -691,6 +702,19 @@ def test_alert_from_row_rebuilds_the_record(data: Dataset) -> None:
     rows = conn.execute(f"SELECT {ex._ALERT_COLUMNS} FROM alerts").fetchall()
     rebuilt = sorted((alert_from_row(r) for r in rows), key=lambda a: a.key)
     assert [a.to_record() for a in rebuilt] == data.records
+
+
+def test_an_amended_alert_exports_as_amended(data: Dataset, tmp_path: Path) -> None:
+    db = tmp_path / "amended.db"
+    shutil.copy(data.db, db)
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        (aid,) = conn.execute("SELECT min(id) FROM alerts").fetchone()
+        conn.execute("UPDATE alerts SET amended = 1 WHERE id = ?", (aid,))
+        row = conn.execute(f"SELECT {ex._ALERT_COLUMNS} FROM alerts WHERE id = ?", (aid,))
+        record = alert_from_row(row.fetchone()).to_record()
+    assert record["amended"] is True
+    lines = [orjson.loads(x) for x in export_bytes(db, "jsonl").splitlines()]
+    assert sum(1 for x in lines if x.get("amended")) == 1
 
 
 def test_csv_fields_and_escaping(data: Dataset) -> None:

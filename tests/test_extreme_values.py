@@ -156,7 +156,7 @@ def test_one_far_future_record_expires_nothing_else(tmp: Path, year: str) -> Non
     b_alerts, b_summary, _ = replay(config, [bad], tmp / "b.db")
     assert time.monotonic() - started < 30
     assert b_alerts == c_alerts
-    assert (b_summary.events, b_summary.late) == (c_summary.events, c_summary.late) == (30, 0)
+    assert (b_summary.events, b_summary.expired) == (c_summary.events, c_summary.expired) == (30, 0)
     assert b_summary.quarantined == {"time out of range: time": 1}
 
 

@@ -46,6 +46,8 @@ def alert_line(change: str, alert: Alert) -> bytes:
     record = alert.to_record()
     record["event"] = change
     record["id"] = alert.id
+    if alert.into is not None:
+        record["into"] = alert.into
     return jsonline.dumps(record)
 
 

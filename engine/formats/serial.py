@@ -18,23 +18,26 @@ import msgpack
 from cobs import cobs
 
 from engine.event import MAX_RAW, Bad, ConsoleLine
+from engine.formats import rtos_security
 
 MAX_FRAME = 64 * 1024  # payload + CRC, before COBS
 MAX_CHUNK = 2 * MAX_FRAME + (2 * MAX_FRAME) // 254 + 1  # COBS size of a frame of twice MAX_FRAME
 MAX_CONSOLE_LINE = 4096  # bytes; a longer console line is cut into pieces of at most this size
 
 _CRC = 4
+_MAP_MARKERS = frozenset([*range(0x80, 0x90), 0xDE, 0xDF])  # fixmap, map 16, map 32
 # Bytes that never occur in console text a board prints (C0 controls but tab, LF, CR; DEL).
 _CONTROL = bytes([*range(0x01, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
 
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """A security message decoded from a frame that starts at byte ``pos`` of the stream;
-    ``payload`` is the frame's payload as it came (what a quarantine keeps of it)."""
+    """A security message decoded from a frame that starts at byte ``pos`` of the stream: a
+    MessagePack map, or the verified bytes of an Azure RTOS FlatBuffers ``Message``. ``payload``
+    is a MessagePack frame's payload as it came (what a quarantine keeps of it)."""
 
     pos: int
-    message: dict[Any, Any]
+    message: dict[Any, Any] | bytes
     payload: bytes = field(default=b"", compare=False, repr=False)
 
 
@@ -228,12 +231,19 @@ class FrameSplitter:
     def _frame(self, chunk: bytes, body: bytes, size: int, pos: int) -> Frame | Bad:
         if size > MAX_FRAME:
             return self._bad(pos, "frame over 64 KiB", chunk)
+        flat = ""
+        if body[0] not in _MAP_MARKERS:  # not MessagePack: an Azure RTOS FlatBuffers message?
+            reason = rtos_security.verify(body)
+            if reason is None:
+                self.frames += 1
+                return Frame(pos, body)
+            flat = f"; {reason}"
         try:
             message = msgpack.unpackb(body, raw=False, strict_map_key=False)
         except Exception as e:  # msgpack raises several unrelated types on malformed input
-            return self._bad(pos, f"msgpack: {_msgpack_reason(e)}", chunk)
+            return self._bad(pos, f"msgpack: {_msgpack_reason(e)}{flat}", chunk)
         if not isinstance(message, dict):
-            return self._bad(pos, f"msgpack: not a map ({type(message).__name__})", chunk)
+            return self._bad(pos, f"msgpack: not a map ({type(message).__name__}){flat}", chunk)
         self.frames += 1
         return Frame(pos, message, body)
 
