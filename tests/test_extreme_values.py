@@ -354,3 +354,21 @@ def test_security_message_with_a_huge_hit_count_keeps_its_other_events(tmp: Path
     _, summary, _ = replay(config, [path], tmp / "r.db")
     assert summary.events == 1
     assert summary.quarantined == {"weight out of range: ExtraDetails.HitCount": 1}
+
+
+def test_rtos_hit_count_beyond_the_bound_is_quarantined_alone() -> None:
+    """An Azure RTOS ``hit_count`` is a uint32: above 2^31−1 its event is quarantined, the
+    message's other events are kept."""
+    from engine.formats import rtos_security
+    from engine.formats.rtos import security_message_generated as g
+    from tests import test_rtos_security as r
+
+    exec_ = g.ProcessEventType.EXEC
+    buf = r.message(
+        r.event(g.Payload.Process, r.process("/bin/sh", exec_, 2**32 - 1)),
+        r.event(g.Payload.Process, r.process("/bin/sh", exec_, MAX_WEIGHT)),
+        r.event(g.Payload.Heartbeat, r.heartbeat),
+    )
+    events, bad = rtos_security.decode_message(buf, "board", 7)
+    assert [(e.name, e.weight) for e in events] == [("ProcessExec", MAX_WEIGHT), ("Heartbeat", 1)]
+    assert [b.reason for b in bad] == ["weight out of range: hit_count"]

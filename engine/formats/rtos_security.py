@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 from engine import catalogue as c
 from engine.event import MAX_RAW, Bad, Event, new_event
-from engine.formats.common import BadRecord
+from engine.formats.common import MAX_WEIGHT, BadRecord
 from engine.formats.rtos import security_message_generated as fb
 from engine.formats.security_messages import BOARD_AHEAD_LIMIT, EARLIEST_BOARD_TIME
 from engine.timestamps import US
@@ -323,10 +323,9 @@ def decode_message(
             event = message.Events(i)
             try:
                 time, host_timed = _event_time(event.Time(), host_now)
+                _payload(event, time, device, pos, host_timed, events)
             except BadRecord as exc:
                 bad.append(Bad(pos, str(exc), buf[:MAX_RAW]))
-                continue
-            _payload(event, time, device, pos, host_timed, events)
     except Exception:  # verification makes this unreachable; a record must never stop a stream
         return [], [Bad(pos, "FlatBuffers: unreadable Message", buf[:MAX_RAW])]
     return events, bad
@@ -370,9 +369,10 @@ def _payload(
         name = PROCESS_NAMES.get(etype, "Process")
         if etype == fb.ProcessEventType.EXEC:
             allow = c.PROCESS if exe else 0
-            out.append(
-                new_event((time, device, name, 0, False, allow, exe, proc.HitCount(), host, pos))
-            )
+            weight = proc.HitCount()
+            if weight > MAX_WEIGHT:  # a uint32: the bound of every weight (docs/formats.md)
+                raise BadRecord("weight out of range: hit_count")
+            out.append(new_event((time, device, name, 0, False, allow, exe, weight, host, pos)))
         else:
             out.append(new_event((time, device, name, 0, False, 0, exe, 1, host, pos)))
     elif kind == fb.Payload.ListeningPorts:
