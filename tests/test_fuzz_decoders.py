@@ -24,9 +24,11 @@ from hypothesis import strategies as st
 
 from engine.capture import CaptureStream
 from engine.event import Event
+from engine.formats.rtos import security_message_generated as g
 from engine.formats.serial import encode_frame, encode_payload
 from engine.jsonstream import JsonStream
 from engine.timestamps import parse_time
+from tests import test_rtos_security as r
 
 FUZZ = settings(
     max_examples=int(os.environ.get("FUZZ_EXAMPLES", "100")),
@@ -362,3 +364,75 @@ def test_fuzz_arbitrary_bytes_never_raise(
     for event in events:
         assert isinstance(event.device, str) and event.device
         assert 0 <= event.weight <= 2**31 - 1
+
+
+# --- Azure RTOS FlatBuffers -------------------------------------------------------------------
+
+
+def _rtos_buffers() -> list[bytes]:
+    """Valid FlatBuffers ``Message`` buffers, built as the RTOS tests build them."""
+    exec_ = g.ProcessEventType.EXEC
+    return [
+        r.one_of_each(),
+        r.message(r.event(g.Payload.Heartbeat, r.heartbeat)),
+        r.message(r.event(g.Payload.Process, r.process("/bin/sh", exec_, 3), time=r.T0 + 7)),
+        r.message(
+            r.event(
+                g.Payload.NetworkActivity, r.network([(r.word(10, 0, 0, 5), r.word(1, 2, 3, 4))])
+            ),
+            r.event(g.Payload.Heartbeat, r.heartbeat, time=0),  # host-timed on serial
+        ),
+    ]
+
+
+@st.composite
+def flat_mutant(draw: st.DrawFn, buf: bytes) -> bytes:
+    kind = draw(st.sampled_from(["random", "truncate", "flip", "splice"]))
+    if kind == "random":
+        return draw(st.binary(max_size=300))
+    if kind == "truncate":
+        return buf[: draw(st.integers(0, len(buf) - 1))]
+    out = bytearray(buf)
+    if kind == "flip":
+        for _ in range(draw(st.integers(1, 6))):
+            i = draw(st.integers(0, len(out) - 1))
+            out[i] ^= draw(st.integers(1, 255))
+        return bytes(out)
+    i = draw(st.integers(0, len(out)))
+    return bytes(out[:i]) + draw(st.binary(max_size=24)) + bytes(out[i:])
+
+
+RTOS_BUFFERS = _rtos_buffers()
+
+
+@FUZZ
+@given(st.data())
+def test_fuzz_rtos_flatbuffers_decoder(data: st.DataObject) -> None:
+    """RTOS FlatBuffers messages as serial frames (with a valid CRC, so that the verifier and the
+    reader see every mutant), mixed with mutants of them."""
+    buffers = RTOS_BUFFERS
+    valid = data.draw(st.lists(st.sampled_from(buffers), max_size=5))
+    frames: list[tuple[bytes, bool]] = []
+    for buf in valid:
+        for _ in range(data.draw(st.integers(0, 2))):
+            frames.append(
+                (encode_payload(data.draw(flat_mutant(data.draw(st.sampled_from(buffers))))), False)
+            )
+        frames.append((encode_payload(buf), True))
+    text = bytearray()
+    starts: dict[int, bytes] = {}
+    for raw, ok in frames:
+        if ok:
+            starts[len(text) + 1] = raw
+        text += raw
+    stream = CaptureStream(HOST_TIME, "board")
+    with default_recursion_limit():
+        stream.feed(bytes(text))
+        stream.finish()
+    events, bad = stream.take()
+    by_pos: dict[int, list[Event]] = defaultdict(list)
+    for event in events:
+        by_pos[event.pos].append(event)
+    for pos, raw in starts.items():
+        assert without_pos(by_pos.get(pos, [])) == decode_alone("serial", raw), pos
+        assert not [b for b in bad if b.pos == pos], pos
