@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sqlite3
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
@@ -126,7 +127,8 @@ class Rejected(NamedTuple):
 
 @dataclass(slots=True)
 class Batch:
-    """Everything one transaction writes."""
+    """Everything one transaction writes. A batch that failed on a busy or full database is
+    kept and ``absorb``s what comes after it, so every field must be merged there."""
 
     events: list[tuple[Any, ...]] = field(default_factory=list)
     bad: list[tuple[Any, ...]] = field(default_factory=list)  # (stream, pos, reason, raw)
@@ -225,12 +227,11 @@ UPDATE streams SET offset = ?, records = ?, events = ?, late = ?, quarantined = 
 _INSERT_BAD = "INSERT INTO quarantine (stream, pos, reason, raw) VALUES (?, ?, ?, ?)"
 _INSERT_CONSOLE = "INSERT INTO console (stream, pos, time_us, line) VALUES (?, ?, ?, ?)"
 _DELETE_ALERT = "DELETE FROM alerts WHERE id = ?"
-_EVENTS, _BAD, _STREAMS = 1, 2, 6  # indexes into BATCH_SQL
 STREAM_QUARANTINED = 4  # index of ``quarantined`` in a stream row; its id is the last item
 
 # The statements of a batch, in the order they run; ``batch_parts`` refers to them by index so
 # a batch can cross a process boundary as plain data.
-BATCH_SQL = (  # the order matters: _EVENTS, _BAD and _STREAMS index it
+BATCH_SQL = (
     _UPSERT_DEVICE,
     _INSERT_EVENT,
     _INSERT_BAD,
@@ -240,7 +241,14 @@ BATCH_SQL = (  # the order matters: _EVENTS, _BAD and _STREAMS index it
     _UPDATE_STREAM,
     "UPDATE alerts SET silenced = 1 WHERE id = ?",
 )
-_TABLES = ("devices", "events", "quarantine", "console", "alerts", "alerts", "streams", "alerts")
+_EVENTS, _BAD, _CONSOLE, _STREAMS = map(
+    BATCH_SQL.index, (_INSERT_EVENT, _INSERT_BAD, _INSERT_CONSOLE, _UPDATE_STREAM)
+)
+# The table each statement writes (for Rejected): the word after INTO, UPDATE or FROM.
+_TABLES = tuple(
+    re.search(r"(?:INTO|UPDATE|FROM)\s+(\w+)", sql).group(1)  # type: ignore[union-attr]
+    for sql in BATCH_SQL
+)
 
 
 def batch_parts(batch: Batch) -> list[tuple[int, list[tuple[Any, ...]]]]:
@@ -317,7 +325,7 @@ def _write_isolating(
                 rejected.append(Rejected(table, stream, pos, reason, action))
                 continue
             ok = not _insert(conn, BATCH_SQL[index], [_safe(row)])
-            stream, pos = (row[0], row[1]) if index in (_BAD, 3) else (None, None)
+            stream, pos = (row[0], row[1]) if index in (_BAD, _CONSOLE) else (None, None)
             rejected.append(Rejected(table, stream, pos, reason, "stored" if ok else "dropped"))
 
 
