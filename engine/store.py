@@ -554,10 +554,15 @@ class Store:
     ) -> int:
         """A new stream's row; its id. Raises StoreFault."""
         try:
-            async with self.conn.execute(
-                "INSERT INTO streams (kind, format, name, identity) VALUES (?, ?, ?, ?)",
-                (kind, fmt, name, identity),
-            ) as cur:
+            # Under the lock: inside a batch's open transaction the row would be rolled back
+            # with a failed batch while its id lives on, and the stream's offsets with it.
+            async with (
+                self.lock,
+                self.conn.execute(
+                    "INSERT INTO streams (kind, format, name, identity) VALUES (?, ?, ?, ?)",
+                    (kind, fmt, name, identity),
+                ) as cur,
+            ):
                 return int(cur.lastrowid or 0)
         except sqlite3.Error as exc:
             raise fault(self.path, exc) from None
