@@ -645,9 +645,11 @@ class Session:
                 if any(s.covers(a.rule.id, a.device, a.value, now) for s in self._silences)
             ]
         # A released stream's last row goes out with this batch; it stays due until written.
+        # First: should its file have come back under the same row, the live handle's row
+        # is the one that stays.
         for identity in [i for i, h in self.streams.items() if h.released]:
             self._leaving.append(self.streams.pop(identity))
-        handles = [*self.streams.values(), *self._leaving]
+        handles = [*self._leaving, *self.streams.values()]
         batch.streams = [
             (
                 h.decoder.resume_offset if h.kind == "file" else 0,
