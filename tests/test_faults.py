@@ -703,7 +703,13 @@ def test_a_database_fault_at_start_exits_2_with_one_line(
             "console": (),
         }
         procs = {name: iotwatch(tmp_path, *args) for name, args in commands.items()}
-        results = {name: finish(proc) for name, proc in procs.items()}
+        try:
+            results = {name: finish(proc) for name, proc in procs.items()}
+        finally:  # one that hangs fails the test; the others must not outlive it
+            for proc in procs.values():
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
     finally:
         if kind == "read-only":
             chattr("-i", db)
