@@ -204,6 +204,10 @@ def export(
         if tmp is not None:
             for path in (tmp, Path(f"{tmp}-journal")):
                 path.unlink(missing_ok=True)
+        if isinstance(exc, sqlite3.DatabaseError) and not isinstance(
+            exc, sqlite3.OperationalError
+        ):  # damaged pages: of the source, the only database read
+            raise ExportError(f"{src_path}: cannot read: {exc}") from None
         if isinstance(exc, sqlite3.Error | OSError) and not isinstance(exc, BrokenPipeError):
             # A full disk, an I/O error: one line, like every other export error.
             raise ExportError(f"{target or 'stdout'}: export failed: {exc}") from None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import os
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -24,7 +25,7 @@ from engine.config import Config
 from engine.evaluator import Evaluator
 from engine.event import Bad, ConsoleLine, Event
 from engine.jsonstream import FORMATS, JsonStream
-from engine.store import Batch, Store
+from engine.store import Batch, Store, StoreFault, start_fault
 from engine.watermark import StreamClock
 
 CAPTURE = "serial-capture"
@@ -145,7 +146,8 @@ async def replay(
 
 
 async def _prepare(db: str, config: Config, inputs: list[_Input]) -> BulkWriter:
-    """Set up a new database for a bulk load and start its writer process."""
+    """Set up a new database for a bulk load and start its writer process. A database that
+    cannot be set up raises StoreError (a start-up fault)."""
     store = await Store.open(db)
     try:
         if await store.count("events"):
@@ -155,6 +157,8 @@ async def _prepare(db: str, config: Config, inputs: list[_Input]) -> BulkWriter:
         for item in inputs:
             kind = "capture" if isinstance(item.decoder, CaptureStream) else "file"
             item.stream_id = await store.add_stream(kind, item.decoder.format, item.spec.path)
+    except (sqlite3.Error, StoreFault) as exc:
+        raise start_fault(store.path, exc) from None
     finally:
         await store.close()
     return BulkWriter(db)

@@ -35,6 +35,10 @@ class Bridge:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.on_alerts: Callable[[list[tuple[str, dict[str, Any]]]], None] | None = None
         self.on_console: Callable[[str, list[str]], None] | None = None
+        # The session stopped on its own (a fatal store error): its one-line reason, handed
+        # to ``on_failure`` on the session's thread.
+        self.on_failure: Callable[[str], None] | None = None
+        self.failure: str | None = None
         self.error: BaseException | None = None
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
@@ -82,6 +86,10 @@ class Bridge:
         finally:
             await session.close()
             await store.close()
+        if session.failure is not None:
+            self.failure = session.failure
+            if self.on_failure is not None:
+                self.on_failure(session.failure)
 
     def _alerts(self, changes: list[tuple[str, Alert]]) -> None:
         if self.on_alerts is not None:

@@ -17,7 +17,7 @@ from engine import jsonline
 from engine.azure_groups import dump_azure_groups, groups_to_toml, load_azure_groups, merge_groups
 from engine.config import Config, ConfigError, load_config
 from engine.replay import InputError, InputSpec, replay
-from engine.store import StoreError
+from engine.store import StoreError, StoreFault
 from tui import run_cmd, simulate_cmd
 
 DEFAULT_CONFIG = "iotwatch.toml"
@@ -269,6 +269,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"iotwatch: {exc}" if not str(exc).startswith("iotwatch") else str(exc), file=sys.stderr
         )
         return 2
+    except StoreFault as exc:  # the database failed while in use (replay --db's writer)
+        print(f"iotwatch: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

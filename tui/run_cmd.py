@@ -12,7 +12,7 @@ from collections.abc import Callable
 from engine import collector, jsonline
 from engine.alert import Alert
 from engine.config import Config
-from engine.session import Session, wall_clock
+from engine.session import Session, SessionFailed, wall_clock
 from engine.store import Store
 from engine.timestamps import parse_time
 
@@ -68,6 +68,9 @@ async def run_headless(config: Config, db: str, clock: Callable[[], int]) -> int
         loop.add_signal_handler(sig, session.stop)
     try:
         await session.run(started=collector.settle)
+    except SessionFailed as exc:  # one line, exit status 1: never a silent stop
+        print(f"iotwatch: {exc}", file=sys.stderr)
+        return 1
     finally:
         await store.close()
     return 0
