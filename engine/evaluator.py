@@ -345,10 +345,11 @@ class Evaluator:
 
     # -- configuration changes --------------------------------------------------------------------
 
-    def reconfigure(self, config: Config) -> None:
+    def reconfigure(self, config: Config, now: int | None = None) -> None:
         """Apply a new configuration while running: allow-lists from the next event, range rules
         and device groups from the next window (of the wall clock, else of the latest event),
-        timing at once. (Sources are the session's: see :meth:`configure_sources`.)"""
+        timing at once. ``now`` (µs) is the moment of the change (default: the wall clock, else
+        the latest event). (Sources are the session's: see :meth:`configure_sources`.)"""
         self.config = config
         self.watermark.lateness = config.lateness * US
         self.horizon = config.horizon * US
