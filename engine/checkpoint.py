@@ -71,7 +71,9 @@ def dump(evaluator: Evaluator, clocks: Mapping[int, StreamClock], schema: int) -
                 )
                 track = track.previous
             tracks.append((rule_id, chain))
-        devices.append((dev.name, dev.id, dev.first, dev.last, tracks))
+        devices.append(
+            (dev.name, dev.id, dev.first, dev.last, tracks, dev.connects, dev.unknown)
+        )
     allow = [
         (key[0], key[1], key[2], e.group, e.severity, [ref(a) for a in e.alerts])
         for key, e in evaluator.allow.items()
@@ -180,9 +182,11 @@ def _build(
     ev._next_device_id = max(ev._next_device_id, state["next_device_id"])
     ev._swept = {(s, size): upto for s, size, upto in state["swept"]}
     ev.wall = state["wall"]
-    for name, did, first, last, tracks in state["devices"]:
+    for name, did, first, last, tracks, connects, unknown in state["devices"]:
         dev = Device(did, name, ev._plan(name), name in config.devices.declared)
         dev.first, dev.last = first, last
+        dev.connects = [(int(t), str(p)) for t, p in connects]
+        dev.unknown = [list(m) for m in unknown]
         for rule_id, chain in tracks:
             newer: RangeTrack | None = None
             for saved in chain:
