@@ -71,9 +71,7 @@ def dump(evaluator: Evaluator, clocks: Mapping[int, StreamClock], schema: int) -
                 )
                 track = track.previous
             tracks.append((rule_id, chain))
-        devices.append(
-            (dev.name, dev.id, dev.first, dev.last, tracks, dev.connects, dev.unknown)
-        )
+        devices.append((dev.name, dev.id, dev.first, dev.last, tracks, dev.connects, dev.unknown))
     allow = [
         (key[0], key[1], key[2], e.group, e.severity, [ref(a) for a in e.alerts])
         for key, e in evaluator.allow.items()

@@ -37,6 +37,8 @@ def _protocol_at(connects: list[tuple[int, str]], t: int) -> str | None:
     """The protocol of the latest connection at or before ``t``."""
     i = bisect.bisect_right(connects, (t, "\uffff"))
     return connects[i - 1][1] if i else None
+
+
 RangeSpec = tuple[c.RuleType, int, int, int, str]  # rule, min, max, window (µs), severity
 
 
@@ -185,13 +187,14 @@ class Evaluator:
         latest = stream.latest
         n = expired = 0
         for ev in events:
-            t, device, _name, rule, unauthorized, allow, _value, weight, _host, _pos = ev
+            t, device, _name, rule, unauthorized, allow, _value, weight, host, _pos = ev
             dev = devices.get(device)
             if dev is None:
                 dev = self._device(device)
             mine = seen.get(device)
             if mine is None or t > mine:
-                seen[device] = t
+                if not host:  # the host's receive time is not the device's clock
+                    seen[device] = t
                 is_expired = floor is not None and t < floor
             else:
                 is_expired = t < mine - horizon or (floor is not None and t < floor)
