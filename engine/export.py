@@ -493,6 +493,8 @@ SELECT a.device, a.grp, rt.name AS rule, rt.kind, count(*) AS alerts,
 FROM alerts a
 LEFT JOIN rule_types rt ON rt.id = a.rule
 GROUP BY a.device, a.grp, a.rule""",
+    # Events with a pseudo rule id (catalogue.CONNECT, D2C_UNKNOWN, ...) count toward no rule:
+    # the joins with ``rules`` and ``rule_types`` leave them out.
     "window_counts": f"""
 WITH counted (device, rule, time_us, weight) AS (
     SELECT device, rule, time_us, weight FROM events WHERE expired = 0 AND rule IS NOT NULL
@@ -546,9 +548,14 @@ SELECT l.id, {rfc3339_sql("l.time_us")} AS time, s.name AS stream, l.pos, l.line
 FROM console l
 LEFT JOIN streams s ON s.id = l.stream""",
     "quarantine_readable": """
-SELECT q.id, s.name AS stream, s.format, q.pos, q.reason, length(q.raw) AS bytes
+SELECT q.id, s.name AS stream, s.format, q.pos, q.part, q.reason, length(q.raw) AS bytes
 FROM quarantine q
 LEFT JOIN streams s ON s.id = q.stream""",
+    "hub_records_readable": f"""
+SELECT h.id, {rfc3339_sql("h.time_us")} AS time, h.category, h.operation, h.result,
+       s.name AS stream, h.pos, h.time_us
+FROM hub_records h
+LEFT JOIN streams s ON s.id = h.stream""",
 }
 
 
@@ -738,6 +745,11 @@ def _copy_all(
     grp_cond = ["t.grp IN (SELECT key FROM temp.selgrp)"] if flt.groups else []
 
     cp.copy("rule_types")
+    # The names of this iotwatch (Defender's exact ones), whatever an older source holds.
+    conn.executemany(
+        "UPDATE main.rule_types SET display_name = ? WHERE id = ?",
+        [(r.display_name, r.id) for r in c.RULE_TYPES],
+    )
     conn.executemany(
         "INSERT INTO main.rule_texts VALUES (?, ?, ?)",
         [(r.id, r.description, r.remediation) for r in c.RULE_TYPES],
@@ -779,11 +791,13 @@ def _copy_all(
             "t.id IN (SELECT id FROM temp.qtime WHERE t >= :since AND t < :until)"
         )
     cp.copy("quarantine", quarantine_cond)
+    # Hub-wide records belong to no device: a device or group filter keeps none of them.
+    cp.copy("hub_records", [*time_cond, "0"] if flt.by_device else time_cond)
     cp.copy(
         "streams",
         [
             "t.id IN (SELECT stream FROM main.events UNION SELECT stream FROM main.console "
-            "UNION SELECT stream FROM main.quarantine)"
+            "UNION SELECT stream FROM main.quarantine UNION SELECT stream FROM main.hub_records)"
         ]
         if flt.any
         else [],

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from engine.event import MAX_LINE, MAX_RAW, Bad, Event
+from engine.event import MAX_LINE, MAX_RAW, Bad, Event, HubRecord
 from engine.formats import hub_events, hub_log, security_messages
 from engine.formats.common import BadRecord, poison_reason
 
@@ -43,6 +43,7 @@ class JsonStream:
         self.records = 0
         self.events: list[Event] = []
         self.bad: list[Bad] = []
+        self.hub: list[HubRecord] = []
         self._buf = b""
         self._skipping = False  # inside an over-long line, dropping bytes until its newline
         self._doc: list[bytes] = []  # lines of a multi-line document being collected
@@ -162,6 +163,11 @@ class JsonStream:
         self.events, self.bad = [], []
         return events, bad
 
+    def take_hub(self) -> list[HubRecord]:
+        """Hand over the hub-wide records decoded so far (hub-log)."""
+        hub, self.hub = self.hub, []
+        return hub
+
     # -- records ------------------------------------------------------------------------------
 
     def _line(self, line: bytes, pos: int) -> None:
@@ -235,14 +241,21 @@ class JsonStream:
             except Exception as exc:  # a poison record never stops the stream
                 self.bad.append(Bad(pos, poison_reason(exc), raw[:MAX_RAW]))
         elif fmt == hub_log.NAME:
+            hub = self.hub
             for index, record in enumerate(hub_log.records_of(obj)):
                 self.records += 1
+                whole = record is obj
+                stored = len(hub)
                 try:
-                    hub_log.decode(record, pos, events)
+                    hub_log.decode(record, pos, events, hub, raw if whole else b"")
                 except Exception as exc:  # BadRecord, or a poison record
                     why = str(exc) if isinstance(exc, BadRecord) else poison_reason(exc)
-                    reason = why if record is obj else f"records[{index}]: {why}"
-                    self.bad.append(Bad(pos, reason, raw[:MAX_RAW]))
+                    # The element's index goes in ``part``, never in the reason: reasons group
+                    # by cause, and the raw line holds the whole batch.
+                    self.bad.append(Bad(pos, why, raw[:MAX_RAW], None if whole else index))
+                else:
+                    if not whole and len(hub) > stored:  # a hub record keeps its own element
+                        hub[-1] = hub[-1]._replace(raw=_element_raw(record))
         else:
             self.records += 1
             bad: list[tuple[int, str]] = []
@@ -255,8 +268,16 @@ class JsonStream:
                 del events[start:]
                 bad = []
                 self.bad.append(Bad(pos, poison_reason(exc), raw[:MAX_RAW]))
-            for _index, reason in bad:
-                self.bad.append(Bad(pos, reason, raw[:MAX_RAW]))
+            for index, reason in bad:
+                self.bad.append(Bad(pos, reason, raw[:MAX_RAW], index))
+
+
+def _element_raw(record: Any) -> bytes:
+    """The bytes a hub record keeps of one element of a ``records`` batch."""
+    try:
+        return orjson.dumps(record)[:MAX_RAW]
+    except (TypeError, orjson.JSONEncodeError):  # nested too deeply to write again
+        return b""
 
 
 def _json_reason(exc: orjson.JSONDecodeError) -> str:

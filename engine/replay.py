@@ -23,7 +23,7 @@ from engine.capture import CaptureStream
 from engine.collector import few_collections
 from engine.config import Config
 from engine.evaluator import Evaluator
-from engine.event import Bad, ConsoleLine, Event
+from engine.event import Bad, ConsoleLine, Event, HubRecord
 from engine.jsonstream import FORMATS, JsonStream
 from engine.store import Batch, Store, StoreFault, start_fault
 from engine.watermark import StreamClock
@@ -75,12 +75,17 @@ class Summary:
     quarantined: Counter[str] = field(default_factory=Counter)
     alerts: Counter[str] = field(default_factory=Counter)
     console: int = 0
+    hub_records: int = 0  # valid hub-wide records: stored, no device, no event
 
     def lines(self) -> list[str]:
+        """The summary as ``replay`` prints it. The first line's format is fixed (scripts parse
+        it); the lines after it are indented ``  WHAT  N  [DETAIL]``."""
         out = [
             f"records {self.records}, events {self.events}, expired {self.expired}, "
             f"quarantined {sum(self.quarantined.values())}, alerts {sum(self.alerts.values())}"
         ]
+        if self.hub_records:
+            out.append(f"  hub records {self.hub_records:>8}")
         for reason, n in sorted(self.quarantined.items(), key=lambda kv: (-kv[1], kv[0])):
             out.append(f"  quarantined {n:>8}  {reason}")
         for rule, n in sorted(self.alerts.items()):
@@ -225,11 +230,19 @@ def _drain(evaluator: Evaluator, item: _Input, batch: Batch, summary: Summary, k
     evaluator.process(item.clock, events, batch.events if keep else None, item.stream_id)
     item.quarantined += len(bad)
     for b in bad:
-        summary.quarantined[
-            b.reason if not b.reason.startswith("Events[") else b.reason.split(": ", 1)[1]
-        ] += 1
+        summary.quarantined[b.reason] += 1
     if keep and bad:
-        batch.bad.extend((item.stream_id, b.pos, b.reason, b.raw) for b in bad)
+        batch.bad.extend((item.stream_id, b.pos, b.reason, b.raw, b.part) for b in bad)
+    take_hub = getattr(item.decoder, "take_hub", None)
+    if take_hub is not None:
+        hub: list[HubRecord] = take_hub()
+        if hub:
+            summary.hub_records += len(hub)
+            if keep:
+                sid = item.stream_id
+                batch.hub.extend(
+                    (sid, h.pos, h.time, h.category, h.operation, h.result, h.raw) for h in hub
+                )
     take_console = getattr(item.decoder, "take_console", None)
     if take_console is not None:
         lines: list[ConsoleLine] = take_console()

@@ -501,6 +501,12 @@ class Session:
             if status is not None:
                 status.quarantined += len(bad)
             batch.bad.extend(_bad_rows(handle.id, bad))
+        take_hub = getattr(handle.decoder, "take_hub", None)
+        if take_hub is not None:
+            sid = handle.id
+            batch.hub.extend(
+                (sid, h.pos, h.time, h.category, h.operation, h.result, h.raw) for h in take_hub()
+            )
         take_console = getattr(handle.decoder, "take_console", None)
         if take_console is not None:
             host = handle.decoder.host_time
@@ -906,7 +912,7 @@ def _stamp(path: str) -> tuple[int, int] | None:
 
 
 def _bad_rows(stream_id: int, bad: list[Bad]) -> list[tuple[Any, ...]]:
-    return [(stream_id, b.pos, b.reason, b.raw) for b in bad]
+    return [(stream_id, b.pos, b.reason, b.raw, b.part) for b in bad]
 
 
 def _one_line(exc: BaseException) -> str:

@@ -16,7 +16,11 @@ SPEC §1 gives it. Operators filter Log Analytics on these names, so they are co
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
+
 from engine import catalogue as c
+from engine.store import Store
 
 DEFENDER_NAMES = {
     "AmqpC2DMessagesNotInAllowedRange": "Custom alert - The number of cloud to device messages in AMQP protocol is outside the allowed range",
@@ -51,3 +55,20 @@ def test_pseudo_rule_ids_are_no_rule_types() -> None:
     assert {c.CONNECT, c.D2C_UNKNOWN, c.C2D_UNKNOWN, c.C2D_REJECT_UNKNOWN} == c.PSEUDO_RULES
     assert (c.CONNECT, c.D2C_UNKNOWN, c.C2D_UNKNOWN, c.C2D_REJECT_UNKNOWN) == (100, 101, 102, 103)
     assert not c.PSEUDO_RULES & set(c.BY_ID)
+
+
+async def test_an_older_database_takes_the_new_names(tmp_path: Path) -> None:
+    """A database made before the names were corrected gets them when it is migrated."""
+    db = tmp_path / "old.db"
+    store = await Store.open(db)
+    await store.close()
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE rule_types SET display_name = 'old name'")
+        conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+        conn.execute("DROP TABLE hub_records")
+        conn.execute("ALTER TABLE quarantine DROP COLUMN part")
+    store = await Store.open(db)
+    await store.close()
+    with sqlite3.connect(db) as conn:
+        names = dict(conn.execute("SELECT name, display_name FROM rule_types"))
+    assert names == DEFENDER_NAMES
