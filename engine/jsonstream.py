@@ -8,6 +8,7 @@ them).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -18,6 +19,34 @@ from engine.formats.common import BadRecord, poison_reason
 
 FORMATS = (hub_log.NAME, hub_events.NAME, security_messages.NAME)
 _SNIFF_ORDER = (hub_log, hub_events, security_messages)
+
+# The status lines ``az iot hub monitor-events`` prints on stdout beside its JSON, as the Azure
+# IoT CLI extension writes them (azext_iot/monitor/utility.py ``generate_on_start_string``,
+# telemetry.py, handlers/common_handler.py; "Digital Twin" in releases before 0.9). They are
+# skipped: not records, not quarantined.
+_STATUS_LINE = re.compile(
+    rb"Starting (?:Digital Twin )?event monitor,(?: filtering on device: .*,)?"
+    rb" use ctrl-c to stop\.\.\."
+    rb"|Stopping event monitor\.\.\."
+    rb"|Successfully parsed [0-9]+ message\(s\)\."
+)
+_SNIFF_LINES = 32  # how many non-blank first lines decide whether a file is console text
+
+
+def is_status_line(line: bytes) -> bool:
+    """Whether ``line`` is one of ``az iot hub monitor-events``'s status lines."""
+    return _STATUS_LINE.fullmatch(line.strip()) is not None
+
+
+def is_console_text(head: bytes) -> bool:
+    """Whether a file that starts with ``head`` (no NUL byte in it) is a board's console text
+    rather than JSON: none of its first non-blank lines opens a JSON value (``{``, ``[``) or is
+    an ``az iot hub monitor-events`` status line. An empty file is not console text."""
+    lines = [ln.strip() for ln in head.split(b"\n")[: _SNIFF_LINES * 4]]
+    lines = [ln for ln in lines if ln][:_SNIFF_LINES]
+    if not lines:
+        return False
+    return not any(ln[:1] in (b"{", b"[") or is_status_line(ln) for ln in lines)
 
 
 def sniff(obj: Any) -> str | None:
@@ -190,6 +219,8 @@ class JsonStream:
                 self._doc_pos = pos
                 self._doc_len = len(line)
                 return
+            if is_status_line(line):
+                return  # printed by az iot hub monitor-events beside the JSON: no record
             self.records += 1
             self.bad.append(Bad(pos, _json_reason(exc), line[:MAX_RAW]))
             return

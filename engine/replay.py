@@ -24,7 +24,7 @@ from engine.collector import few_collections
 from engine.config import Config
 from engine.evaluator import Evaluator
 from engine.event import Bad, ConsoleLine, Event, HubRecord
-from engine.jsonstream import FORMATS, JsonStream
+from engine.jsonstream import FORMATS, JsonStream, is_console_text
 from engine.store import Batch, Store, StoreFault, start_fault
 from engine.watermark import StreamClock
 
@@ -107,10 +107,14 @@ class _Input:
 
 
 def open_decoder(spec: InputSpec, first: bytes) -> Decoder:
-    """The decoder for ``spec``. An unforced file with a NUL byte near its start is a serial
-    capture: frames are delimited by 0x00, which JSON text never contains. Its frames without a
-    device id belong to the device named by the file's base name without its extension."""
-    if spec.format == CAPTURE or (spec.format is None and b"\x00" in first):
+    """The decoder for ``spec``, whose file starts with ``first``. An unforced file with a NUL
+    byte near its start is a serial capture: frames are delimited by 0x00, which JSON text never
+    contains; so is one whose first lines are console text, neither JSON nor status lines. Its
+    frames without a device id (and its console lines) belong to the device named by the file's
+    base name without its extension."""
+    if spec.format == CAPTURE or (
+        spec.format is None and (b"\x00" in first or is_console_text(first))
+    ):
         mtime = int(os.stat(spec.path).st_mtime * 1_000_000)
         return CaptureStream(host_time=mtime, device=Path(spec.path).stem or None)
     return JsonStream(spec.format)
