@@ -14,11 +14,11 @@ from typing import Any
 import orjson
 
 from engine.event import MAX_LINE, MAX_RAW, Bad, Event, HubRecord
-from engine.formats import hub_events, hub_log, security_messages
+from engine.formats import hub_events, hub_log, hub_messages, security_messages
 from engine.formats.common import BadRecord, poison_reason
 
-FORMATS = (hub_log.NAME, hub_events.NAME, security_messages.NAME)
-_SNIFF_ORDER = (hub_log, hub_events, security_messages)
+FORMATS = (hub_log.NAME, hub_events.NAME, hub_messages.NAME, security_messages.NAME)
+_SNIFF_ORDER = (hub_log, hub_events, hub_messages, security_messages)
 
 # The status lines ``az iot hub monitor-events`` prints on stdout beside its JSON, as the Azure
 # IoT CLI extension writes them (azext_iot/monitor/utility.py ``generate_on_start_string``,
@@ -289,10 +289,11 @@ class JsonStream:
                         hub[-1] = hub[-1]._replace(raw=_element_raw(record))
         else:
             self.records += 1
-            bad: list[tuple[int, str]] = []
+            bad: list[tuple[int | None, str]] = []
             start = len(events)
+            decode = hub_messages.decode if fmt == hub_messages.NAME else security_messages.decode
             try:
-                security_messages.decode(obj, pos, events, bad)
+                decode(obj, pos, events, bad)  # type: ignore[arg-type]
             except BadRecord as exc:
                 self.bad.append(Bad(pos, str(exc), raw[:MAX_RAW]))
             except Exception as exc:  # a poison record never stops the stream

@@ -18,12 +18,14 @@ from pathlib import Path
 from typing import Protocol
 
 from engine.alert import Alert
+from engine.avrostream import MAGIC, HubMessagesFile
 from engine.bulkwriter import BulkWriter
 from engine.capture import CaptureStream
 from engine.collector import few_collections
 from engine.config import Config
 from engine.evaluator import Evaluator
 from engine.event import Bad, ConsoleLine, Event, HubRecord
+from engine.formats import hub_messages
 from engine.jsonstream import FORMATS, JsonStream, is_console_text
 from engine.store import Batch, Store, StoreFault, start_fault
 from engine.watermark import StreamClock
@@ -47,8 +49,8 @@ class InputSpec:
 
     @classmethod
     def parse(cls, text: str) -> InputSpec:
-        """``PATH`` or ``FORMAT:PATH`` (FORMAT: hub-log, hub-events, security-messages,
-        serial-capture)."""
+        """``PATH`` or ``FORMAT:PATH`` (FORMAT: hub-log, hub-events, hub-messages,
+        security-messages, serial-capture)."""
         head, sep, rest = text.partition(":")
         if sep and (head in FORMATS or head == CAPTURE):
             return cls(rest, head)
@@ -107,11 +109,14 @@ class _Input:
 
 
 def open_decoder(spec: InputSpec, first: bytes) -> Decoder:
-    """The decoder for ``spec``, whose file starts with ``first``. An unforced file with a NUL
+    """The decoder for ``spec``, whose file starts with ``first``. An unforced file that starts
+    with Avro's magic bytes is a container of routed hub messages. An unforced file with a NUL
     byte near its start is a serial capture: frames are delimited by 0x00, which JSON text never
     contains; so is one whose first lines are console text, neither JSON nor status lines. Its
     frames without a device id (and its console lines) belong to the device named by the file's
     base name without its extension."""
+    if spec.format == hub_messages.NAME or (spec.format is None and first.startswith(MAGIC)):
+        return HubMessagesFile()  # an Avro container (binary: checked before the NUL test)
     if spec.format == CAPTURE or (
         spec.format is None and (b"\x00" in first or is_console_text(first))
     ):

@@ -27,12 +27,12 @@ from typing import Any, NamedTuple, TypeVar
 
 from engine import operator
 from engine.alert import RESOLVED, WITHDRAWN, Alert
+from engine.avrostream import file_decoder
 from engine.capture import CaptureStream
 from engine.config import Config, ConfigError, SourceConfig, load_config
 from engine.episode import NEVER
 from engine.evaluator import Evaluator
 from engine.event import Bad
-from engine.jsonstream import JsonStream
 from engine.restore import Restored, StreamRow, restore
 from engine.store import Batch, Rejected, Store, StoreFault, start_fault
 from engine.timestamps import US
@@ -120,7 +120,7 @@ class StreamHandle:
     kind: str  # file | serial
     name: str  # path or port
     identity: str
-    decoder: Any  # JsonStream | CaptureStream
+    decoder: Any  # JsonStream | AvroStream | HubMessagesFile | CaptureStream
     clock: StreamClock
     records_base: int = 0  # records committed before this process started
     quarantined: int = 0
@@ -399,7 +399,7 @@ class Session:
                 lambda: self.store.add_stream("file", source.type, stream.path, stream.identity)
             )
             clock, base = evaluator.add_stream(stream.path, source.type, source.lateness), 0
-        decoder = JsonStream(source.type, chunk.offset)
+        decoder = file_decoder(source.type, chunk.offset, stream.path)
         handle = StreamHandle(sid, "file", stream.path, stream.identity, decoder, clock, base)
         handle.status = status
         if stored is not None and not chunk.restarted:
