@@ -43,7 +43,7 @@ from engine.timestamps import US, format_time
 
 FORMATS = ("sqlite", "csv", "jsonl", "securityalert")
 LINE_FORMATS = ("csv", "jsonl", "securityalert")
-EXPORT_FORMAT_VERSION = 1
+EXPORT_FORMAT_VERSION = 2  # 2: view hub_records_readable, quarantine_readable.part
 CHUNK_IDS = 100_000  # events are copied in id ranges of this size, with progress between them
 QUARANTINE_SCANS = 16  # up to this many quarantined records: one events scan each, else a sort
 BOARD_STREAMS = ("serial", "capture")  # one board each: their console/quarantine follow a device
