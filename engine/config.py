@@ -43,8 +43,8 @@ from engine.jsonline import UNSAFE
 from engine.timestamps import format_duration, parse_duration
 
 SEVERITIES = ("Low", "Medium", "High", "Informational")
-SOURCE_TYPES = ("hub-log", "hub-events", "security-messages", "serial")
-FILE_SOURCE_TYPES = ("hub-log", "hub-events", "security-messages")
+SOURCE_TYPES = ("hub-log", "hub-events", "hub-messages", "security-messages", "serial")
+FILE_SOURCE_TYPES = ("hub-log", "hub-events", "hub-messages", "security-messages")
 DEFAULT_GROUP = "default"
 DEFAULT_LATENESS = 60
 DEFAULT_HORIZON = 86400

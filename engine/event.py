@@ -35,10 +35,28 @@ new_event = partial(tuple.__new__, Event)
 
 @dataclass(frozen=True, slots=True)
 class Bad:
-    """A record (or part of one) that was quarantined: where, why, and its raw bytes."""
+    """A record (or part of one) that was quarantined: where, why, and its raw bytes.
+
+    ``part`` says which part of the record at ``pos`` it was (the element of a ``records``
+    batch, the event of a message, the record of an Avro block); None: the record as a whole.
+    It is never in ``reason``, so that reasons group by cause.
+    """
 
     pos: int
     reason: str
+    raw: bytes
+    part: int | None = None
+
+
+class HubRecord(NamedTuple):
+    """A resource-log record that has no device by design (``Routes``, ``JobsOperations``, …):
+    valid, stored, counted toward no rule. ``result`` is its ``resultType`` (None if empty)."""
+
+    pos: int
+    time: int
+    category: str
+    operation: str
+    result: str | None
     raw: bytes
 
 

@@ -43,7 +43,7 @@ from engine.timestamps import US, format_time
 
 FORMATS = ("sqlite", "csv", "jsonl", "securityalert")
 LINE_FORMATS = ("csv", "jsonl", "securityalert")
-EXPORT_FORMAT_VERSION = 1
+EXPORT_FORMAT_VERSION = 2  # 2: view hub_records_readable, quarantine_readable.part
 CHUNK_IDS = 100_000  # events are copied in id ranges of this size, with progress between them
 QUARANTINE_SCANS = 16  # up to this many quarantined records: one events scan each, else a sort
 BOARD_STREAMS = ("serial", "capture")  # one board each: their console/quarantine follow a device
@@ -449,6 +449,27 @@ def _floor_div(a: str, b: str) -> str:
     return f"(CASE WHEN ({a}) >= 0 THEN ({a}) / ({b}) ELSE -((-({a}) - 1) / ({b})) - 1 END)"
 
 
+def protocol_of_sql(e: str) -> str:
+    """SQL for the protocol of event ``e``'s device's latest connection at or before it (the
+    engine's tie-break at equal times: the greatest protocol name)."""
+    return (
+        f"SELECT k.value FROM events k WHERE k.device = {e}.device AND k.rule = {c.CONNECT}"
+        f" AND k.expired = 0 AND k.time_us <= {e}.time_us ORDER BY k.time_us DESC, k.value DESC"
+        " LIMIT 1"
+    )
+
+
+def _resolved_rule_sql(kind: str, protocol: str) -> str:
+    """SQL for the per-protocol rule id of a message of pseudo rule ``kind``."""
+    arms = " ".join(
+        f"WHEN {kind} = {pseudo} AND {protocol} = '{p}' THEN {rules[p]}"
+        for pseudo, rules in c.BY_PROTOCOL.items()
+        for p in c.PROTOCOLS
+    )
+    return f"(CASE {arms} END)"
+
+
+_UNKNOWN_IDS = ", ".join(str(i) for i in c.BY_PROTOCOL)
 _WINDOW_US = "(r.window_s * 1000000)"
 _WINDOW_START = f"{_floor_div('k.time_us', _WINDOW_US)} * {_WINDOW_US}"
 
@@ -493,11 +514,20 @@ SELECT a.device, a.grp, rt.name AS rule, rt.kind, count(*) AS alerts,
 FROM alerts a
 LEFT JOIN rule_types rt ON rt.id = a.rule
 GROUP BY a.device, a.grp, a.rule""",
+    # A message without a protocol (catalogue.D2C_UNKNOWN, ...) counts under the protocol of its
+    # device's latest connection (catalogue.CONNECT) at or before it, as the engine counts it;
+    # connection records themselves count toward no rule (no ``rules`` row joins them).
     "window_counts": f"""
 WITH counted (device, rule, time_us, weight) AS (
-    SELECT device, rule, time_us, weight FROM events WHERE expired = 0 AND rule IS NOT NULL
+    SELECT device, rule, time_us, weight FROM events
+    WHERE expired = 0 AND rule IS NOT NULL AND rule < {c.CONNECT}
     UNION ALL
     SELECT device, {c.UNAUTHORIZED}, time_us, weight FROM events WHERE expired = 0 AND unauthorized != 0
+    UNION ALL
+    SELECT device, {_resolved_rule_sql("u.kind", "u.protocol")}, time_us, weight FROM (
+        SELECT e.device, e.rule AS kind, e.time_us, e.weight, ({protocol_of_sql("e")}) AS protocol
+        FROM events e WHERE e.expired = 0 AND e.rule IN ({_UNKNOWN_IDS})
+    ) u WHERE u.protocol IS NOT NULL
 ), windows AS (
     SELECT d.name AS device, d.grp AS grp, rt.name AS rule, r.enabled, r.window_s,
            {_WINDOW_START} AS window_start_us, count(*) AS events, sum(k.weight) AS count,
@@ -546,9 +576,14 @@ SELECT l.id, {rfc3339_sql("l.time_us")} AS time, s.name AS stream, l.pos, l.line
 FROM console l
 LEFT JOIN streams s ON s.id = l.stream""",
     "quarantine_readable": """
-SELECT q.id, s.name AS stream, s.format, q.pos, q.reason, length(q.raw) AS bytes
+SELECT q.id, s.name AS stream, s.format, q.pos, q.part, q.reason, length(q.raw) AS bytes
 FROM quarantine q
 LEFT JOIN streams s ON s.id = q.stream""",
+    "hub_records_readable": f"""
+SELECT h.id, {rfc3339_sql("h.time_us")} AS time, h.category, h.operation, h.result,
+       s.name AS stream, h.pos, h.time_us
+FROM hub_records h
+LEFT JOIN streams s ON s.id = h.stream""",
 }
 
 
@@ -738,6 +773,11 @@ def _copy_all(
     grp_cond = ["t.grp IN (SELECT key FROM temp.selgrp)"] if flt.groups else []
 
     cp.copy("rule_types")
+    # The names of this iotwatch (Defender's exact ones), whatever an older source holds.
+    conn.executemany(
+        "UPDATE main.rule_types SET display_name = ? WHERE id = ?",
+        [(r.display_name, r.id) for r in c.RULE_TYPES],
+    )
     conn.executemany(
         "INSERT INTO main.rule_texts VALUES (?, ?, ?)",
         [(r.id, r.description, r.remediation) for r in c.RULE_TYPES],
@@ -779,11 +819,13 @@ def _copy_all(
             "t.id IN (SELECT id FROM temp.qtime WHERE t >= :since AND t < :until)"
         )
     cp.copy("quarantine", quarantine_cond)
+    # Hub-wide records belong to no device: a device or group filter keeps none of them.
+    cp.copy("hub_records", [*time_cond, "0"] if flt.by_device else time_cond)
     cp.copy(
         "streams",
         [
             "t.id IN (SELECT stream FROM main.events UNION SELECT stream FROM main.console "
-            "UNION SELECT stream FROM main.quarantine)"
+            "UNION SELECT stream FROM main.quarantine UNION SELECT stream FROM main.hub_records)"
         ]
         if flt.any
         else [],

@@ -18,14 +18,16 @@ from pathlib import Path
 from typing import Protocol
 
 from engine.alert import Alert
+from engine.avrostream import MAGIC, HubMessagesFile
 from engine.bulkwriter import BulkWriter
 from engine.capture import CaptureStream
 from engine.collector import few_collections
 from engine.config import Config
 from engine.config_log import text_of
 from engine.evaluator import Evaluator
-from engine.event import Bad, ConsoleLine, Event
-from engine.jsonstream import FORMATS, JsonStream
+from engine.event import Bad, ConsoleLine, Event, HubRecord
+from engine.formats import hub_messages
+from engine.jsonstream import FORMATS, JsonStream, is_console_text
 from engine.store import Batch, Store, StoreFault, start_fault
 from engine.watermark import StreamClock
 
@@ -48,8 +50,8 @@ class InputSpec:
 
     @classmethod
     def parse(cls, text: str) -> InputSpec:
-        """``PATH`` or ``FORMAT:PATH`` (FORMAT: hub-log, hub-events, security-messages,
-        serial-capture)."""
+        """``PATH`` or ``FORMAT:PATH`` (FORMAT: hub-log, hub-events, hub-messages,
+        security-messages, serial-capture)."""
         head, sep, rest = text.partition(":")
         if sep and (head in FORMATS or head == CAPTURE):
             return cls(rest, head)
@@ -76,12 +78,17 @@ class Summary:
     quarantined: Counter[str] = field(default_factory=Counter)
     alerts: Counter[str] = field(default_factory=Counter)
     console: int = 0
+    hub_records: int = 0  # valid hub-wide records: stored, no device, no event
 
     def lines(self) -> list[str]:
+        """The summary as ``replay`` prints it. The first line's format is fixed (scripts parse
+        it); the lines after it are indented ``  WHAT  N  [DETAIL]``."""
         out = [
             f"records {self.records}, events {self.events}, expired {self.expired}, "
             f"quarantined {sum(self.quarantined.values())}, alerts {sum(self.alerts.values())}"
         ]
+        if self.hub_records:
+            out.append(f"  hub records {self.hub_records:>8}")
         for reason, n in sorted(self.quarantined.items(), key=lambda kv: (-kv[1], kv[0])):
             out.append(f"  quarantined {n:>8}  {reason}")
         for rule, n in sorted(self.alerts.items()):
@@ -103,10 +110,17 @@ class _Input:
 
 
 def open_decoder(spec: InputSpec, first: bytes) -> Decoder:
-    """The decoder for ``spec``. An unforced file with a NUL byte near its start is a serial
-    capture: frames are delimited by 0x00, which JSON text never contains. Its frames without a
-    device id belong to the device named by the file's base name without its extension."""
-    if spec.format == CAPTURE or (spec.format is None and b"\x00" in first):
+    """The decoder for ``spec``, whose file starts with ``first``. An unforced file that starts
+    with Avro's magic bytes is a container of routed hub messages. An unforced file with a NUL
+    byte near its start is a serial capture: frames are delimited by 0x00, which JSON text never
+    contains; so is one whose first lines are console text, neither JSON nor status lines. Its
+    frames without a device id (and its console lines) belong to the device named by the file's
+    base name without its extension."""
+    if spec.format == hub_messages.NAME or (spec.format is None and first.startswith(MAGIC)):
+        return HubMessagesFile()  # an Avro container (binary: checked before the NUL test)
+    if spec.format == CAPTURE or (
+        spec.format is None and (b"\x00" in first or is_console_text(first))
+    ):
         mtime = int(os.stat(spec.path).st_mtime * 1_000_000)
         return CaptureStream(host_time=mtime, device=Path(spec.path).stem or None)
     return JsonStream(spec.format)
@@ -229,11 +243,19 @@ def _drain(evaluator: Evaluator, item: _Input, batch: Batch, summary: Summary, k
     evaluator.process(item.clock, events, batch.events if keep else None, item.stream_id)
     item.quarantined += len(bad)
     for b in bad:
-        summary.quarantined[
-            b.reason if not b.reason.startswith("Events[") else b.reason.split(": ", 1)[1]
-        ] += 1
+        summary.quarantined[b.reason] += 1
     if keep and bad:
-        batch.bad.extend((item.stream_id, b.pos, b.reason, b.raw) for b in bad)
+        batch.bad.extend((item.stream_id, b.pos, b.reason, b.raw, b.part) for b in bad)
+    take_hub = getattr(item.decoder, "take_hub", None)
+    if take_hub is not None:
+        hub: list[HubRecord] = take_hub()
+        if hub:
+            summary.hub_records += len(hub)
+            if keep:
+                sid = item.stream_id
+                batch.hub.extend(
+                    (sid, h.pos, h.time, h.category, h.operation, h.result, h.raw) for h in hub
+                )
     take_console = getattr(item.decoder, "take_console", None)
     if take_console is not None:
         lines: list[ConsoleLine] = take_console()

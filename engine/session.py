@@ -27,13 +27,13 @@ from typing import Any, NamedTuple, TypeVar
 
 from engine import checkpoint, operator
 from engine.alert import RESOLVED, WITHDRAWN, Alert
+from engine.avrostream import file_decoder
 from engine.capture import CaptureStream
 from engine.config import Config, ConfigError, SourceConfig, load_config
 from engine.config_log import same_rules, text_of
 from engine.episode import NEVER
 from engine.evaluator import Evaluator
 from engine.event import Bad
-from engine.jsonstream import JsonStream
 from engine.restore import Restored, StreamRow, restore
 from engine.store import SCHEMA_VERSION, Batch, Rejected, Store, StoreFault, start_fault
 from engine.timestamps import US
@@ -124,7 +124,7 @@ class StreamHandle:
     kind: str  # file | serial
     name: str  # path or port
     identity: str
-    decoder: Any  # JsonStream | CaptureStream
+    decoder: Any  # JsonStream | AvroStream | HubMessagesFile | CaptureStream
     clock: StreamClock
     records_base: int = 0  # records committed before this process started
     quarantined: int = 0
@@ -416,7 +416,7 @@ class Session:
                 lambda: self.store.add_stream("file", source.type, stream.path, stream.identity)
             )
             clock, base = evaluator.add_stream(stream.path, source.type, source.lateness), 0
-        decoder = JsonStream(source.type, chunk.offset)
+        decoder = file_decoder(source.type, chunk.offset, stream.path)
         handle = StreamHandle(sid, "file", stream.path, stream.identity, decoder, clock, base)
         handle.status = status
         if stored is not None and not chunk.restarted:
@@ -518,6 +518,12 @@ class Session:
             if status is not None:
                 status.quarantined += len(bad)
             batch.bad.extend(_bad_rows(handle.id, bad))
+        take_hub = getattr(handle.decoder, "take_hub", None)
+        if take_hub is not None:
+            sid = handle.id
+            batch.hub.extend(
+                (sid, h.pos, h.time, h.category, h.operation, h.result, h.raw) for h in take_hub()
+            )
         take_console = getattr(handle.decoder, "take_console", None)
         if take_console is not None:
             host = handle.decoder.host_time
@@ -945,7 +951,7 @@ def _stamp(path: str) -> tuple[int, int] | None:
 
 
 def _bad_rows(stream_id: int, bad: list[Bad]) -> list[tuple[Any, ...]]:
-    return [(stream_id, b.pos, b.reason, b.raw) for b in bad]
+    return [(stream_id, b.pos, b.reason, b.raw, b.part) for b in bad]
 
 
 def _one_line(exc: BaseException) -> str:

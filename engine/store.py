@@ -29,8 +29,8 @@ from engine.event import MAX_RAW
 from engine.files import precreate_database
 from engine.timestamps import US
 
-SCHEMA_VERSION = 3
-_MIGRATIONS = ("schema.sql", "schema_v2.sql", "schema_v3.sql")
+SCHEMA_VERSION = 4
+_MIGRATIONS = ("schema.sql", "schema_v2.sql", "schema_v3.sql", "schema_v4.sql")
 log = logging.getLogger("iotwatch.store")
 BUSY_TIMEOUT = 5.0  # seconds a write waits for another process's write lock before it fails
 
@@ -134,8 +134,10 @@ class Batch:
     kept and ``absorb``s what comes after it, so every field must be merged there."""
 
     events: list[tuple[Any, ...]] = field(default_factory=list)
-    bad: list[tuple[Any, ...]] = field(default_factory=list)  # (stream, pos, reason, raw)
+    bad: list[tuple[Any, ...]] = field(default_factory=list)  # (stream, pos, reason, raw, part)
     console: list[tuple[Any, ...]] = field(default_factory=list)  # (stream, pos, time_us, line)
+    # (stream, pos, time_us, category, operation, result, raw): hub-wide resource-log records
+    hub: list[tuple[Any, ...]] = field(default_factory=list)
     devices: list[tuple[Any, ...]] = field(
         default_factory=list
     )  # (id, name, grp, declared, first, last)
@@ -152,7 +154,7 @@ class Batch:
     checkpoint: tuple[int, bytes] | None = None
 
     def __len__(self) -> int:
-        return len(self.events) + len(self.bad) + len(self.console)
+        return len(self.events) + len(self.bad) + len(self.console) + len(self.hub)
 
     def counts(self) -> bool:
         """Whether there is anything to write besides stream rows."""
@@ -167,6 +169,7 @@ class Batch:
         self.events.extend(later.events)
         self.bad.extend(later.bad)
         self.console.extend(later.console)
+        self.hub.extend(later.hub)
         if later.devices:
             devices = {row[0]: row for row in self.devices}
             devices.update((row[0], row) for row in later.devices)
@@ -244,8 +247,12 @@ UPDATE streams SET offset = ?, records = ?, events = ?, expired = ?, quarantined
 """
 
 
-_INSERT_BAD = "INSERT INTO quarantine (stream, pos, reason, raw) VALUES (?, ?, ?, ?)"
+_INSERT_BAD = "INSERT INTO quarantine (stream, pos, reason, raw, part) VALUES (?, ?, ?, ?, ?)"
 _INSERT_CONSOLE = "INSERT INTO console (stream, pos, time_us, line) VALUES (?, ?, ?, ?)"
+_INSERT_HUB = """
+INSERT INTO hub_records (stream, pos, time_us, category, operation, result, raw)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+"""
 _INSERT_AMENDMENT = """
 INSERT INTO amendments (alert, at_us, window_us, count_before, count_after) VALUES (?, ?, ?, ?, ?)
 """
@@ -270,6 +277,7 @@ BATCH_SQL = (
     _INSERT_EVENT,
     _INSERT_BAD,
     _INSERT_CONSOLE,
+    _INSERT_HUB,
     _UPSERT_ALERT,
     _INSERT_AMENDMENT,
     _UPDATE_STREAM,
@@ -278,18 +286,21 @@ BATCH_SQL = (
     _INSERT_CHECKPOINT,
     _DROP_CHECKPOINTS,
 )
-_EVENTS, _BAD, _CONSOLE, _STREAMS, _CONFIG, _CHECKPOINT, _DROP = map(
+_EVENTS, _BAD, _CONSOLE, _HUB, _STREAMS, _CONFIG, _CHECKPOINT, _DROP = map(
     BATCH_SQL.index,
     (
         _INSERT_EVENT,
         _INSERT_BAD,
         _INSERT_CONSOLE,
+        _INSERT_HUB,
         _UPDATE_STREAM,
         _INSERT_CONFIG,
         _INSERT_CHECKPOINT,
         _DROP_CHECKPOINTS,
     ),
 )
+_ALERTS, _AMENDMENTS, _SILENCED = 5, 6, 8
+assert BATCH_SQL[_ALERTS] == _UPSERT_ALERT and BATCH_SQL[_AMENDMENTS] == _INSERT_AMENDMENT
 # The table each statement writes (for Rejected): the word after INTO, UPDATE or FROM.
 _TABLES = tuple(
     re.search(r"(?:INTO|UPDATE|FROM)\s+(\w+)", sql).group(1)  # type: ignore[union-attr]
@@ -303,16 +314,17 @@ def batch_parts(batch: Batch) -> list[tuple[int, list[tuple[Any, ...]]]]:
     parts: list[tuple[int, list[tuple[Any, ...]]]] = [(0, batch.devices)]
     done = 0
     for n, at, text in batch.configs:
-        parts += [(1, batch.events[done:n]), (_CONFIG, [(at, text)])]
+        parts += [(_EVENTS, batch.events[done:n]), (_CONFIG, [(at, text)])]
         done = n
-    parts.append((1, batch.events[done:] if done else batch.events))
+    parts.append((_EVENTS, batch.events[done:] if done else batch.events))
     parts += [
-        (2, batch.bad),
-        (3, batch.console),
-        (4, [alert_row(a) for a in batch.alerts]),
-        (5, batch.amendments),
-        (6, batch.streams),
-        (7, [(i,) for i in batch.silenced]),
+        (_BAD, batch.bad),
+        (_CONSOLE, batch.console),
+        (_HUB, batch.hub),
+        (_ALERTS, [alert_row(a) for a in batch.alerts]),
+        (_AMENDMENTS, batch.amendments),
+        (_STREAMS, batch.streams),
+        (_SILENCED, [(i,) for i in batch.silenced]),
     ]
     if batch.checkpoint is not None:
         parts += [(_CHECKPOINT, [batch.checkpoint]), (_DROP, [(1,)])]
@@ -370,7 +382,7 @@ def _write_isolating(
             reason = describe(exc)
             if index == _EVENTS:  # the event's record is accounted for in the quarantine
                 stream, pos = row[0], _clamp(row[-1])
-                entry = (stream, pos, f"not storable: {reason}", _raw(row))
+                entry = (stream, pos, f"not storable: {reason}", _raw(row), None)
                 ok = not _insert(conn, _INSERT_BAD, [_safe(entry)])
                 if ok:
                     quarantined[stream] = quarantined.get(stream, 0) + 1
@@ -378,7 +390,7 @@ def _write_isolating(
                 rejected.append(Rejected(table, stream, pos, reason, action))
                 continue
             ok = not _insert(conn, BATCH_SQL[index], [_safe(row)])
-            stream, pos = (row[0], row[1]) if index in (_BAD, _CONSOLE) else (None, None)
+            stream, pos = (row[0], row[1]) if index in (_BAD, _CONSOLE, _HUB) else (None, None)
             rejected.append(Rejected(table, stream, pos, reason, "stored" if ok else "dropped"))
 
 
@@ -551,14 +563,17 @@ class Store:
                 for sql in migrations[version:]:
                     for statement in _statements(sql):
                         await conn.execute(statement)
-                if version == 0:
-                    await conn.executemany(
-                        "INSERT INTO rule_types VALUES (?, ?, ?, ?, ?, ?)",
-                        [
-                            (r.id, r.name, r.kind, r.source, r.alert_type, r.display_name)
-                            for r in c.RULE_TYPES
-                        ],
-                    )
+                # Every migration writes the rule types afresh: their texts can change between
+                # versions (schema 4 took Defender's exact display names).
+                await conn.executemany(
+                    "INSERT INTO rule_types VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE"
+                    " SET name = excluded.name, kind = excluded.kind, source = excluded.source,"
+                    " alert_type = excluded.alert_type, display_name = excluded.display_name",
+                    [
+                        (r.id, r.name, r.kind, r.source, r.alert_type, r.display_name)
+                        for r in c.RULE_TYPES
+                    ],
+                )
                 await conn.execute(
                     "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
                     (str(SCHEMA_VERSION),),

@@ -478,12 +478,12 @@ RULE = "groups.default.rules"
             '[[sources]]\ntype = "hub-logs"\npath = "x"\n',
             "sources[0].type",
             "unknown source type 'hub-logs' (expected one of hub-log, hub-events, "
-            "security-messages, serial) (did you mean 'hub-log'?)",
+            "hub-messages, security-messages, serial) (did you mean 'hub-log'?)",
         ),
         (
             '[[sources]]\npath = "x"\n',
             "sources[0].type",
-            "missing (one of hub-log, hub-events, security-messages, serial)",
+            "missing (one of hub-log, hub-events, hub-messages, security-messages, serial)",
         ),
         (
             '[[sources]]\ntype = "hub-log"\npath = "a"\n[[sources]]\ntype = "hub-events"\n',

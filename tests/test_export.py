@@ -61,6 +61,7 @@ TABLES = (
     "events",
     "quarantine",
     "console",
+    "hub_records",
     "groups",
     "rules",
     "allowlist",
@@ -157,11 +158,38 @@ def make_inputs(tmp: Path) -> list[str]:
         messages.append(security_message(ODD, conn))
     write_lines(tmp / "agent.jsonl", messages)
 
+    # Resource logs: hub-wide records (no device by design), a connect and a telemetry record
+    # without protocol (pseudo rule ids, which no export view counts toward a rule).
+    def log(minute: int, category: str, operation: str, **props: Any) -> dict[str, Any]:
+        return {
+            "time": iso(T0 + minute * 60 * US),
+            "category": category,
+            "operationName": operation,
+            "resultType": "",
+            "properties": orjson.dumps(props).decode(),
+        }
+
+    write_lines(
+        tmp / "hub-log.json",
+        [
+            log(5, "Routes", "endpointUnhealthy", deviceId=None, endpointName="sb-1"),
+            log(6, "Connections", "deviceConnect", deviceId="a", protocol="Mqtt"),
+            log(7, "DeviceTelemetry", "ingress", deviceId="a"),
+            log(45, "JobsOperations", "jobCompleted", jobId="j-1"),
+            log(95, "TwinQueries", "query", query="SELECT * FROM devices"),
+        ],
+    )
+
     board = tmp / "board.bin"
     board.write_bytes(capture(3, T0 + 30 * 60 * US, 600, "bench-1", "rtc", faults=True))
     stamp = (T0 + 41 * 60 * US) / US  # the host time of the capture's console lines
     os.utime(board, (stamp, stamp))
-    return [str(tmp / "hub.jsonl"), str(tmp / "agent.jsonl"), f"serial-capture:{board}"]
+    return [
+        str(tmp / "hub.jsonl"),
+        str(tmp / "hub-log.json"),
+        str(tmp / "agent.jsonl"),
+        f"serial-capture:{board}",
+    ]
 
 
 def add_operator_actions(db: Path) -> None:
@@ -244,7 +272,16 @@ def test_round_trip_without_filters_copies_every_row(data: Dataset, tmp_path: Pa
     parse_time(meta["exported_at"])
     # Rows are copied whole, ids included.
     src = sqlite3.connect(data.db)
-    for table in ("events", "alerts", "devices", "quarantine", "console", "silences", "amendments"):
+    for table in (
+        "events",
+        "alerts",
+        "devices",
+        "quarantine",
+        "console",
+        "hub_records",
+        "silences",
+        "amendments",
+    ):
         assert (
             conn.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()
             == src.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()
@@ -283,6 +320,7 @@ def source_rows(db: Path) -> dict[str, list[tuple[Any, ...]]]:
         "silences": conn.execute("SELECT id, device, from_us, until_us FROM silences").fetchall(),
         "console": conn.execute("SELECT id, stream, time_us FROM console").fetchall(),
         "quarantine": conn.execute("SELECT id, stream FROM quarantine").fetchall(),
+        "hub_records": conn.execute("SELECT id, time_us FROM hub_records").fetchall(),
         "streams": conn.execute("SELECT id, kind FROM streams").fetchall(),
         "event_streams": conn.execute(
             "SELECT DISTINCT e.stream, d.name, d.grp FROM events e JOIN devices d ON d.id = e.device"
@@ -335,7 +373,7 @@ def check_filtered(db: Path, out: Path, flt: ExportFilter) -> dict[str, set[int]
     src = source_rows(db)
     conn = open_plain(out)
     assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-    kept = ("devices", "events", "alerts", "silences", "console", "quarantine")
+    kept = ("devices", "events", "alerts", "silences", "console", "quarantine", "hub_records")
     got = {t: {r[0] for r in conn.execute(f"SELECT id FROM {t}")} for t in kept}
 
     dev_groups = {n: g for _, n, g in src["devices"]}
@@ -391,10 +429,13 @@ def check_filtered(db: Path, out: Path, flt: ExportFilter) -> dict[str, set[int]
         and (not flt.by_time or (clocks[i] is not None and in_range(flt, clocks[i])))
     }
     assert got["quarantine"] == want_quarantine
+    # Hub-wide records belong to no device: kept by time, never under a device or group filter.
+    want_hub = {i for i, t in src["hub_records"] if in_range(flt, t) and not flt.by_device}
+    assert got["hub_records"] == want_hub
     # Every stream a row refers to is there, and no other.
     referenced = {
         s
-        for t in ("events", "console", "quarantine")
+        for t in ("events", "console", "quarantine", "hub_records")
         for (s,) in conn.execute(f"SELECT DISTINCT stream FROM {t}")
     }
     streams = {r[0] for r in conn.execute("SELECT id FROM streams")}
@@ -1028,3 +1069,39 @@ def test_round_trip_of_sample_data_with_filters(
     got = check_filtered(sample.db, out, flt)
     assert got["events"] and got["alerts"]
     assert len(got["events"]) < counts(sample.db)["events"]
+
+
+def test_pseudo_rule_events_count_toward_no_rule(data: Dataset, tmp_path: Path) -> None:
+    """A connect and a telemetry record without protocol are stored with their pseudo rule ids
+    (catalogue.CONNECT, D2C_UNKNOWN) and shown with no rule name; in window_counts the message
+    counts under its connection's protocol (MQTT), as the engine counts it, and the connect in
+    no window."""
+    out = tmp_path / "p.sqlite"
+    export(data.db, out)
+    conn = open_plain(out)
+    pseudo = conn.execute(
+        "SELECT e.rule, r.event, r.rule, r.value FROM events e JOIN events_readable r ON r.id = e.id"
+        " WHERE e.rule >= 100 ORDER BY e.rule"
+    ).fetchall()
+    assert pseudo == [
+        (c.CONNECT, "Connections/deviceConnect", None, "mqtt"),
+        (c.D2C_UNKNOWN, "DeviceTelemetry/ingress", None, None),
+    ]
+    counted = conn.execute(
+        "SELECT sum(events) FROM window_counts WHERE device = 'a' AND rule = ?",
+        ("MqttD2CMessagesNotInAllowedRange",),
+    ).fetchone()[0]
+    stored = conn.execute(
+        "SELECT count(*) FROM events e JOIN devices d ON d.id = e.device"
+        " WHERE d.name = 'a' AND e.rule = ? AND e.expired = 0",
+        (c.D2C["mqtt"],),
+    ).fetchone()[0]
+    assert counted == stored + 1 and stored > 0
+    assert conn.execute("SELECT count(*) FROM window_counts WHERE rule IS NULL").fetchone() == (0,)
+    assert {r[0] for r in conn.execute("SELECT rule FROM event_counts")} >= {None}
+    hub = conn.execute("SELECT category, operation, result FROM hub_records_readable").fetchall()
+    assert hub == [
+        ("Routes", "endpointUnhealthy", None),
+        ("JobsOperations", "jobCompleted", None),
+        ("TwinQueries", "query", None),
+    ]

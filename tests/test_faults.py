@@ -799,7 +799,7 @@ def test_a_dead_writer_process_raises_a_store_fault_not_a_hang(tmp_path: Path) -
 async def test_a_failing_source_is_reported_and_the_session_goes_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from engine import session as session_module
+    from engine import avrostream
     from engine.jsonstream import JsonStream
 
     class Broken(JsonStream):
@@ -808,7 +808,7 @@ async def test_a_failing_source_is_reported_and_the_session_goes_on(
                 raise RuntimeError("the decoder broke")
             super().feed(data)
 
-    monkeypatch.setattr(session_module, "JsonStream", Broken)
+    monkeypatch.setattr(avrostream, "JsonStream", Broken)  # what file_decoder makes
     (tmp_path / "iotwatch.toml").write_text(
         CONFIG + '\n[[sources]]\ntype = "security-messages"\npath = "agent/*.jsonl"\n'
     )

@@ -107,7 +107,7 @@ POISON: dict[str, tuple[str, dict[str, Any], str]] = {
         security_message("a", bad_event(Payload=[{"Executable": MARK}])),
         "Executable",
     ),
-    "events": ("security-messages", {"deviceId": "a", "body": {"Events": MARK}}, "Events"),
+    "events": ("security-messages", {"deviceId": "a", "body": {"Events": MARK}}, "event"),
     "envelope-device": (
         "security-messages",
         {"deviceId": MARK, "body": {"Events": [bad_event()]}},

@@ -171,3 +171,43 @@ def test_model_of_the_rule(tmp_path: Path) -> None:
         (rule, dev, start + k, [n]) for rule, dev, start, ns in got for k, n in enumerate(ns)
     )
     assert flat == expected
+
+
+def test_the_console_evidence_shows_the_messages_an_alert_counted(tmp_path: Path) -> None:
+    """The alert detail lists the stored events behind an MQTT D2C alert: its MQTT messages and
+    the messages without a protocol that counted as MQTT (their connection's)."""
+    from tests.conftest import config_from, run_replay, write_lines
+    from tui.bridge import Bridge
+    from tui.panes.alerts import load_alerts
+    from tui.screens.detail import evidence
+
+    def log(t: str, category: str, operation: str, **props: object) -> dict[str, object]:
+        return {
+            "time": t,
+            "category": category,
+            "operationName": operation,
+            "resultType": "Success",
+            "properties": {"deviceId": "a", **props},
+        }
+
+    cfg = config_from(
+        tmp_path,
+        '[groups.default.rules.MqttD2CMessagesNotInAllowedRange]\nmax = 1\nwindow = "PT1M"\n',
+    )
+    d = "2026-11-28T10:00:"
+    hub = write_lines(
+        tmp_path / "hub.json",
+        [
+            log(d + "01Z", "Connections", "deviceConnect", protocol="Mqtt"),
+            log(d + "05Z", "DeviceTelemetry", "ingress"),
+            log(d + "06Z", "DeviceTelemetry", "ingress", protocol="Mqtt"),
+            log(d + "07Z", "DeviceTelemetry", "ingress"),
+        ],
+    )
+    db = tmp_path / "e.db"
+    records, _ = run_replay(cfg, [f"hub-log:{hub}"], db=str(db))
+    assert [r["counts"] for r in records] == [[3]]
+    bridge = Bridge(cfg, str(db))
+    (alert,) = load_alerts(bridge)
+    rows, total = evidence(bridge, alert)
+    assert total == 3 and [r[0] % 60_000_000 // 1_000_000 for r in rows] == [5, 6, 7]

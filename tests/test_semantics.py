@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from engine.alert import AlertBook
+from engine.catalogue import D2C_UNKNOWN
 from engine.evaluator import Evaluator
 from engine.jsonstream import JsonStream
 from engine.timestamps import US, parse_time
@@ -993,7 +994,9 @@ def test_hub_log_device_telemetry_ingress_with_protocol(tmp: Path) -> None:
             hub_log("10:01", "a", "DeviceTelemetry", "ingress", protocol="MqttWs"),
             hub_log("10:02", "a", "DeviceTelemetry", "ingress", protocol="Https"),
             hub_log("10:03", "a", "DeviceTelemetry", "ingress", protocol="Https"),
-            hub_log("10:04", "b", "DeviceTelemetry", "ingress"),  # no protocol: not counted
+            # No protocol, and no connect to take one from: stored as a message of unknown
+            # protocol (the pseudo rule id D2C_UNKNOWN), counted by no rule.
+            hub_log("10:04", "b", "DeviceTelemetry", "ingress"),
         ],
     )
     db = tmp / "t.db"
@@ -1006,7 +1009,7 @@ def test_hub_log_device_telemetry_ingress_with_protocol(tmp: Path) -> None:
         db,
         "SELECT d.name, e.rule FROM events e JOIN devices d ON d.id = e.device WHERE d.name = 'b'",
     )
-    assert stored == [("b", None)]
+    assert stored == [("b", D2C_UNKNOWN)]
 
 
 def test_hub_log_connections_register_device(tmp: Path) -> None:

@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
         "inputs",
         nargs="+",
         metavar="INPUT",
-        help="a file, or FORMAT:PATH (hub-log, hub-events, security-messages, serial-capture)",
+        help="a file, or FORMAT:PATH (hub-log, hub-events, hub-messages, security-messages, "
+        "serial-capture)",
     )
 
     xp = sub.add_parser(

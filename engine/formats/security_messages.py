@@ -75,7 +75,8 @@ def decode_message(
 ) -> None:
     """Append one event per payload item of every event of ``message``.
 
-    A broken event is reported in ``bad`` as (index, reason) and the others are kept.
+    A broken event is reported in ``bad`` as (index, reason) and the others are kept; the reason
+    does not name the index, so that reasons group by cause.
     ``host_now`` is given for serial boards: a time that is missing, unreadable, before 2020 or
     more than five minutes ahead of it is replaced by it and the event marked host-timed.
     """
@@ -88,9 +89,9 @@ def decode_message(
         try:
             _decode_event(ev, device, pos, out, host_now)
         except BadRecord as exc:
-            bad.append((index, f"Events[{index}]: {exc}"))
+            bad.append((index, str(exc)))
         except Exception as exc:  # a poison event: quarantined, the message's others are kept
-            bad.append((index, f"Events[{index}]: {poison_reason(exc)}"))
+            bad.append((index, poison_reason(exc)))
 
 
 def _decode_event(ev: Any, device: str, pos: int, out: list[Event], host_now: int | None) -> None:

@@ -13,7 +13,8 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 from textual.worker import Worker, WorkerState
 
-from engine.catalogue import BY_ID, UNAUTHORIZED
+from engine.catalogue import BY_ID, BY_PROTOCOL, UNAUTHORIZED
+from engine.export import protocol_of_sql
 from engine.timestamps import format_duration
 from tui.bridge import Bridge
 from tui.panes import cell, fmt_full_time, fmt_time
@@ -21,6 +22,12 @@ from tui.panes.alerts import AlertRow, load_alert
 from tui.safe import safe
 
 EVIDENCE_LIMIT = 500
+# per-protocol rule id -> (pseudo rule id of its messages without a protocol, the protocol)
+_UNKNOWN_OF = {
+    rule: (pseudo, protocol)
+    for pseudo, rules in BY_PROTOCOL.items()
+    for protocol, rule in rules.items()
+}
 AMENDMENT_LIMIT = 50  # the newest amendments the detail lists
 
 EVIDENCE_COLUMNS: tuple[tuple[str, str, int], ...] = (
@@ -46,6 +53,12 @@ def evidence(bridge: Bridge, alert: AlertRow) -> tuple[list[tuple[Any, ...]], in
         params: tuple[Any, ...] = (alert.device, alert.start, alert.end)
         if alert.rule_id != UNAUTHORIZED:
             params += (alert.rule_id,)
+        kind = _UNKNOWN_OF.get(alert.rule_id)
+        if kind is not None:  # messages without a protocol that count under this one
+            pseudo, protocol = kind
+            where = where[: -len("e.rule = ?")] + (
+                f"(e.rule = ? OR (e.rule = {pseudo} AND ({protocol_of_sql('e')}) = '{protocol}'))"
+            )
     else:
         where = "d.name = ? AND e.time_us >= ? AND e.time_us <= ? AND e.allow = ? AND e.value = ?"
         params = (alert.device, alert.start, alert.end, alert.rule_id, alert.value)
