@@ -242,5 +242,6 @@ CONNECTION_TO_IP = 17
 CONNECTION_FROM_IP = 18
 LOCAL_USER = 19
 PROCESS = 20
+CONNECT = 100  # not a rule type: a connection record; value is the protocol
 
 assert [r.id for r in RULE_TYPES] == list(range(1, 21))
