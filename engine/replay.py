@@ -130,6 +130,8 @@ async def replay(
             first = f.read(SNIFF_BYTES)
             f.seek(0)
             decoder = open_decoder(spec, first)
+            if isinstance(decoder, CaptureStream):  # console lines: the configuration's patterns
+                decoder.patterns = config.capture_patterns()
             clock = evaluator.add_stream(spec.path, decoder.format)
             inputs.append(_Input(spec, decoder, clock, f, size))
         writer = await _prepare(db, config, inputs) if db else None
