@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from engine import operator
 from engine.alert import Alert
 from engine.config import Config
+from engine.event import ConsoleLine
 from engine.session import HISTORY, Clock, Session, Snapshot, wall_clock
 from engine.store import Store
 
@@ -34,7 +35,8 @@ class Bridge:
         self.session: Session | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.on_alerts: Callable[[list[tuple[str, dict[str, Any]]]], None] | None = None
-        self.on_console: Callable[[str, list[str]], None] | None = None
+        # Console lines of a board (``ConsoleLine``: text, receive time, pattern mark).
+        self.on_console: Callable[[str, list[ConsoleLine]], None] | None = None
         # The session stopped on its own (a fatal store error): its one-line reason, handed
         # to ``on_failure`` on the session's thread.
         self.on_failure: Callable[[str], None] | None = None
@@ -98,7 +100,7 @@ class Bridge:
                 [(change, {**alert.to_record(), "id": alert.id}) for change, alert in changes]
             )
 
-    def _console(self, port: str, lines: list[str]) -> None:
+    def _console(self, port: str, lines: list[ConsoleLine]) -> None:
         if self.on_console is not None:
             self.on_console(port, lines)
 
