@@ -406,3 +406,35 @@ def test_serial_source_config_compiles_patterns_once() -> None:
     assert a.console_patterns() is b.console_patterns() is BUILTIN
     off = SourceConfig("serial", port="/dev/c", builtin_patterns=False)
     assert off.console_patterns() is None
+
+
+# -- the simulated board ---------------------------------------------------------------------------
+
+
+def test_the_simulated_board_prints_what_the_patterns_count() -> None:
+    from collections import Counter
+
+    from engine.simulators.board import capture
+
+    stream = decode(capture(7, HOST, 3600, "sim-1", "rtc"), device="sim-1")
+    events, bad = stream.take()
+    assert bad == []
+    ops = Counter(e.name for e in events)
+    assert ops["d2c"] > 720  # a line every 5 s, and bursts
+    assert ops["method"] >= 3 and ops["twin-update"] >= ops["method"] + 3
+    assert ops["connect"] >= 1
+    marks = Counter(ln.event for ln in stream.take_console() if ln.event)
+    assert marks["device sim-1"] == 1 and marks["disconnect mqtt"] >= 1
+
+
+def test_the_simulated_board_still_sends_the_frames_it_always_sent() -> None:
+    """Its new console chatter draws from a generator of its own: the sample session's capture
+    (made before the board printed getting-started lines) has the same frames."""
+    from engine.formats.serial import Frame, split
+    from engine.simulators.board import capture
+
+    sample = Path(__file__).resolve().parent.parent / "sample_data" / "session" / "board-1.capture"
+    start = parse_time("2026-11-28T09:30:00Z")
+    new = capture(17, start, 3600, "bench-board-1", "rtc", faults=True)
+    frames = [i.message for i in split(new) if isinstance(i, Frame)]
+    assert frames == [i.message for i in split(sample.read_bytes()) if isinstance(i, Frame)]
