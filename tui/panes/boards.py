@@ -48,6 +48,7 @@ from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.message import Message
 from textual.strip import Strip
 from textual.timer import Timer
@@ -963,7 +964,10 @@ class BoardsPane(Widget):
     def show(self, data: dict[str, dict[str, Any]]) -> None:
         """UI thread: show the counters and connection states."""
         now = time.monotonic()
-        board_list = self.query_one("#board-list", OptionList)
+        try:
+            board_list = self.query_one("#board-list", OptionList)
+        except NoMatches:  # the console is closing: its widgets are going away
+            return
         for port, stats in data.items():
             console = self._consoles.get(port)
             if console is None:
