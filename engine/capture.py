@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import re
 import reprlib
-from typing import Any
 
 from engine.event import MAX_RAW, Bad, ConsoleLine, Event
 from engine.formats import rtos_security, security_messages
 from engine.formats.common import BadRecord, poison_reason
-from engine.formats.console import BUILTIN, ConsolePatterns, mark
+from engine.formats.console import BUILTIN, Compiled, ConsolePatterns, mark
 from engine.formats.serial import Frame, FrameSplitter
 
 FORMAT = "serial"
@@ -86,7 +85,7 @@ class CaptureStream:
                 self.records += 1
                 self.bad.append(item)
 
-    def _patterned(self, line: ConsoleLine, alt: Any, m: re.Match[str]) -> None:
+    def _patterned(self, line: ConsoleLine, alt: Compiled, m: re.Match[str]) -> None:
         """A console line that a pattern matched: an event, a device id, or a quarantined line."""
         if alt.pattern.op == "device":
             device = m.group(alt.device)

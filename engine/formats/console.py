@@ -234,8 +234,9 @@ BUILTIN_PATTERNS: tuple[ConsolePattern, ...] = (
 
 
 @dataclass(frozen=True, slots=True)
-class _Alt:
-    """A pattern as one alternative of a combined expression: its groups' names there."""
+class Compiled:
+    """A compiled pattern: the names its groups have in the expression it is matched with
+    (``_K_NAME`` when combined with others), and the rule it counts toward."""
 
     pattern: ConsolePattern
     rule: int  # for ops that do not depend on the protocol; message ops look it up
@@ -244,7 +245,6 @@ class _Alt:
     time: str | None
     protocol: str | None
     status: str | None
-    builtin: bool
 
     def event(self, m: re.Match[str], pos: int, host_time: int, fallback: str | None) -> Event:
         """The event of a matched line; BadRecord when what the line says cannot be used."""
@@ -347,14 +347,12 @@ class ConsolePatterns:
         builtin: Sequence[ConsolePattern] = BUILTIN_PATTERNS,
     ) -> None:
         self.patterns = (*user, *builtin)
-        self._builtins = len(builtin)
         # Runs of patterns: a combined expression with its alternatives by group name, or one
         # pattern matched alone.
-        self._runs: list[tuple[re.Pattern[str], dict[str, _Alt] | _Alt]] = []
-        run: list[tuple[str, _Alt]] = []
+        self._runs: list[tuple[re.Pattern[str], dict[str, Compiled] | Compiled]] = []
+        run: list[tuple[str, Compiled]] = []
         for k, pattern in enumerate(self.patterns):
             regex = check(pattern)
-            builtin_ = k >= len(user)
             prefix = f"_{k}_"
             renamed = _rename_groups(pattern.match, prefix)
             if renamed is not None and not _same_groups(regex, renamed, prefix):
@@ -363,9 +361,9 @@ class ConsolePatterns:
                 if run:
                     self._runs.append(_combine(run))
                     run = []
-                self._runs.append((regex, _alt(pattern, "", builtin_)))
+                self._runs.append((regex, _alt(pattern, "")))
             else:
-                run.append((f"(?P<_{k}>{renamed})", _alt(pattern, prefix, builtin_)))
+                run.append((f"(?P<_{k}>{renamed})", _alt(pattern, prefix)))
         if run:
             self._runs.append(_combine(run))
 
@@ -377,7 +375,7 @@ class ConsolePatterns:
         """Whether these patterns can make events that IoT Hub rules count."""
         return any(p.op in MESSAGE_OPS or p.op in COUNTED_OPS for p in self.patterns)
 
-    def match(self, text: str) -> tuple[_Alt, re.Match[str]] | None:
+    def match(self, text: str) -> tuple[Compiled, re.Match[str]] | None:
         """The first pattern that matches ``text`` at its start, with its match."""
         for regex, alts in self._runs:
             m = regex.match(text)
@@ -404,13 +402,13 @@ def _same_groups(regex: re.Pattern[str], renamed: str, prefix: str) -> bool:
     )
 
 
-def _alt(pattern: ConsolePattern, prefix: str, builtin: bool) -> _Alt:
+def _alt(pattern: ConsolePattern, prefix: str) -> Compiled:
     names = re.compile(pattern.match).groupindex
 
     def group(name: str) -> str | None:
         return prefix + name if name in names else None
 
-    return _Alt(
+    return Compiled(
         pattern,
         COUNTED_OPS.get(pattern.op, c.CONNECT if pattern.op == "connect" else 0),
         group("device"),
@@ -418,11 +416,12 @@ def _alt(pattern: ConsolePattern, prefix: str, builtin: bool) -> _Alt:
         group("time"),
         group("protocol"),
         group("status"),
-        builtin,
     )
 
 
-def _combine(run: list[tuple[str, _Alt]]) -> tuple[re.Pattern[str], dict[str, _Alt] | _Alt]:
+def _combine(
+    run: list[tuple[str, Compiled]],
+) -> tuple[re.Pattern[str], dict[str, Compiled] | Compiled]:
     """One expression for a run of patterns: the alternative that matched is ``lastgroup``,
     the outermost group, which closes last."""
     regex = re.compile("|".join(src for src, _ in run))

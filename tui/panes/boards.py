@@ -56,6 +56,7 @@ from textual.widget import Widget
 from textual.widgets import Button, ContentSwitcher, Input, Label, Log, OptionList, Static
 from textual.widgets.option_list import Option
 
+from engine.config import is_port_glob
 from engine.event import ConsoleLine
 from engine.formats.console import BUILTIN, ConsolePatterns, mark_of
 from tui.bridge import Bridge
@@ -130,6 +131,8 @@ async def read_board_stats(bridge: Bridge) -> dict[str, dict[str, Any]]:
         if status.kind != "serial":
             continue
         boards = status.extra.get("boards")
+        if boards is None and is_port_glob(status.target):
+            continue  # a glob whose boards are not looked for yet
         if isinstance(boards, dict):
             for port, info in list(boards.items()):
                 entry = out.setdefault(port, {})
