@@ -48,8 +48,11 @@ _WARNINGS = (
     "WARNING: MQTT keep-alive timeout; reconnecting",
 )
 _RECONNECT = 2  # index in _WARNINGS
-METHOD_CHANCE = 1 / 60  # per tick: a direct method about every five minutes
-BURST_CHANCE = 1 / 150  # per tick: a telemetry burst about every twelve minutes
+# Ticks (of 5 s) to the first direct method and between them: within the first minute and a
+# half, then every 3 to 7 minutes; to the first telemetry burst and between them: within the
+# first 3 minutes (a demo shows its alert soon), then every 10 to 15 minutes.
+METHOD_TICKS = ((6, 18), (36, 84))
+BURST_TICKS = ((18, 36), (120, 180))
 BURST = (30, 45)  # telemetry messages resent in a burst
 MODEL_ID = "dtmi:azurertos:devkit:gsg;2"
 
@@ -89,6 +92,8 @@ class BoardSimulator:
         self._reconnecting = False
         self._pending: list[dict[str, Any]] = []  # events for the next security message
         self._chatter = random.Random(f"{seed}:console")  # the console's own choices
+        self._next_method = self._chatter.randint(*METHOD_TICKS[0])
+        self._next_burst = self._chatter.randint(*BURST_TICKS[0])
         self._led = False
         self._interval = TICK_US // US
         self._rid = 1  # request id of the next reported-property update
@@ -184,7 +189,8 @@ class BoardSimulator:
         or a telemetry burst (from the console's own random generator)."""
         rng = self._chatter
         lines: list[str] = []
-        if rng.random() < METHOD_CHANCE:
+        if self._tick >= self._next_method:
+            self._next_method = self._tick + rng.randint(*METHOD_TICKS[1])
             self._led = not self._led
             state = "true" if self._led else "false"
             lines += [
@@ -193,7 +199,8 @@ class BoardSimulator:
                 f"LED is turned {'ON' if self._led else 'OFF'}",
                 f'Device twin property sent: {{"ledState":{state}}}',
             ]
-        if rng.random() < BURST_CHANCE:
+        if self._tick >= self._next_burst:
+            self._next_burst = self._tick + rng.randint(*BURST_TICKS[1])
             lines.append("WARNING: telemetry ring buffer replayed after a watchdog reset")
             for _ in range(rng.randint(*BURST)):
                 lines.append(self._telemetry(rng.uniform(-0.05, 0.05)))
