@@ -174,17 +174,22 @@ class AlertBook:
         self.alerts.pop(alert.id, None)
 
     def claim(self, alert: Alert) -> bool:
-        """Give ``alert`` the id of an unclaimed stored alert it overlaps, if there is one."""
+        """Give ``alert`` the id of an unclaimed stored alert it continues: the one with the same
+        span, else the oldest it overlaps (a range alert's windows are half-open, so alerts
+        that only touch do not overlap)."""
         key = (alert.rule.id, alert.device, None if alert.is_range else alert.value)
         stored = self.unclaimed.get(key)
         if not stored:
             return False
-        for entry in sorted(stored):
-            aid, start, end = entry
-            if start <= alert.end and alert.start <= end:
-                stored.remove(entry)
-                alert.id = aid
-                return True
+        same = [e for e in stored if (e[1], e[2]) == (alert.start, alert.end)]
+        if alert.is_range:
+            over = [e for e in stored if e[1] < alert.end and alert.start < e[2]]
+        else:
+            over = [e for e in stored if e[1] <= alert.end and alert.start <= e[2]]
+        for entry in sorted(same) or sorted(over):
+            stored.remove(entry)
+            alert.id = entry[0]
+            return True
         return False
 
     def take_changes(self) -> list[Alert]:

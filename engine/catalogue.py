@@ -242,6 +242,14 @@ CONNECTION_TO_IP = 17
 CONNECTION_FROM_IP = 18
 LOCAL_USER = 19
 PROCESS = 20
-CONNECT = 100  # not a rule type: a connection record; value is the protocol
 
 assert [r.id for r in RULE_TYPES] == list(range(1, 21))
+
+# Not rule types: what decoders mark for the evaluator to resolve across streams (SPEC §2,
+# "Protocol of a hub message"). Stored in ``events.rule``; no rule_types row names them.
+CONNECT = 100  # a connection record (deviceConnect); the event's value is its protocol
+D2C_UNKNOWN = 101  # a device-to-cloud message that carries no protocol of its own
+C2D_UNKNOWN = 102  # a cloud-to-device message that carries no protocol of its own
+C2D_REJECT_UNKNOWN = 103  # a rejected cloud-to-device message, likewise
+# The per-protocol rule ids of each kind of message without a protocol.
+BY_PROTOCOL = {D2C_UNKNOWN: D2C, C2D_UNKNOWN: C2D, C2D_REJECT_UNKNOWN: C2D_REJECTED}

@@ -144,13 +144,20 @@ class RangeTrack:
 
     def add(self, index: int, weight: int, at: int | None) -> None:
         """Count ``weight`` into window ``index`` (``start <= index < stop``); ``at`` is the wall
-        clock that stamps an amendment."""
+        clock that stamps an amendment. A negative weight takes a count back (a message moved
+        to another protocol)."""
         if index >= self.next:
             pending = self.pending
-            count = pending.get(index, 0) + weight
-            pending[index] = count
+            before = pending.get(index, 0)
+            count = before + weight
+            if count:
+                pending[index] = count
+            else:
+                pending.pop(index, None)
             if count > self.max:
                 self.above_max(index, count)
+            elif before > self.max:  # a count moved away (see Evaluator._reassign)
+                self._rejudge(index, index)
             return
         k = index - self.base
         before = self.judged[k]

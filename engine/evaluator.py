@@ -17,6 +17,7 @@ Two modes share the counting rules:
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -29,6 +30,15 @@ from engine.timestamps import US
 from engine.watermark import DATA_SOURCES, FEEDS, StreamClock, Watermark, feeds_of
 
 Matcher = Callable[[str], bool]
+_PROTOCOLS = frozenset(c.PROTOCOLS)
+
+
+def _protocol_at(connects: list[tuple[int, str]], t: int) -> str | None:
+    """The protocol of the latest connection at or before ``t``."""
+    i = bisect.bisect_right(connects, (t, "\uffff"))
+    return connects[i - 1][1] if i else None
+
+
 RangeSpec = tuple[c.RuleType, int, int, int, str]  # rule, min, max, window (µs), severity
 
 
@@ -66,7 +76,7 @@ class Counts:
 class Device:
     """What the engine knows of one device."""
 
-    __slots__ = ("declared", "first", "id", "last", "name", "plan", "tracks")
+    __slots__ = ("connects", "declared", "first", "id", "last", "name", "plan", "tracks", "unknown")
 
     def __init__(self, id: int, name: str, plan: Plan, declared: bool) -> None:
         self.id = id
@@ -77,6 +87,10 @@ class Device:
         self.last: int | None = None  # latest non-expired event time
         # rule id -> RangeTrack (incremental, the newest version of the rule) or Counts (replay)
         self.tracks: dict[int, Any] = {}
+        # (time, protocol) of the device's connection records, from every hub stream, in order
+        self.connects: list[tuple[int, str]] = []
+        # messages without a protocol: [time, kind, weight, protocol counted under (live)]
+        self.unknown: list[list[Any]] = []
 
 
 class Evaluator:
@@ -173,13 +187,14 @@ class Evaluator:
         latest = stream.latest
         n = expired = 0
         for ev in events:
-            t, device, _name, rule, unauthorized, allow, _value, weight, _host, _pos = ev
+            t, device, _name, rule, unauthorized, allow, _value, weight, host, _pos = ev
             dev = devices.get(device)
             if dev is None:
                 dev = self._device(device)
             mine = seen.get(device)
             if mine is None or t > mine:
-                seen[device] = t
+                if not host:  # the host's receive time is not the device's clock
+                    seen[device] = t
                 is_expired = floor is not None and t < floor
             else:
                 is_expired = t < mine - horizon or (floor is not None and t < floor)
@@ -213,6 +228,8 @@ class Evaluator:
                                     track.above_max(index, count)
                             else:
                                 self._count(track, t, weight)
+                        elif rule >= c.CONNECT:
+                            self._protocol(dev, rule, t, weight, ev.value)
                     if unauthorized:
                         track = dev.tracks.get(unauthorized_rule)
                         if track is not None:
@@ -230,6 +247,8 @@ class Evaluator:
                             index = t // counts.size
                             counts = counts.counts
                             counts[index] = counts.get(index, 0) + weight
+                        elif rule >= c.CONNECT:
+                            self._protocol(dev, rule, t, weight, ev.value)
                     if unauthorized:
                         counts = dev.tracks.get(unauthorized_rule)
                         if counts is not None:
@@ -256,6 +275,61 @@ class Evaluator:
             index = t // track.size
         if track.start <= index < track.stop:
             track.add(index, weight, self.wall)
+
+    # -- the protocol of a hub message (SPEC §2) -------------------------------------------------
+
+    def _protocol(self, dev: Device, rule: int, t: int, weight: int, value: str | None) -> None:
+        """A connection record, or a message without a protocol: it takes the protocol of the
+        device's latest connection at or before its time, from any hub stream. A replay
+        resolves them at the end; live, a connection that arrives later moves the messages it
+        now covers to its protocol (an amendment like any other)."""
+        if rule == c.CONNECT:
+            if value in _PROTOCOLS:
+                bisect.insort(dev.connects, (t, value))
+                if self.incremental and dev.unknown:
+                    self._reassign(dev)
+            return
+        if rule not in c.BY_PROTOCOL:
+            return
+        if not self.incremental:
+            dev.unknown.append([t, rule, weight, None])
+            return
+        protocol = _protocol_at(dev.connects, t)
+        dev.unknown.append([t, rule, weight, protocol])
+        if protocol is not None:
+            self._count_as(dev, rule, protocol, t, weight)
+        if len(dev.unknown) > 64 and self.wall is not None:
+            # Live: no connection can reach a message beyond the horizon any more.
+            floor = self.wall - self.horizon
+            dev.unknown = [m for m in dev.unknown if m[0] >= floor]
+
+    def _reassign(self, dev: Device) -> None:
+        """Live: move the messages whose protocol a new connection changed."""
+        for message in dev.unknown:
+            t, kind, weight, old = message
+            new = _protocol_at(dev.connects, t)
+            if new != old:
+                message[3] = new
+                if old is not None:
+                    self._count_as(dev, kind, old, t, -weight)
+                if new is not None:
+                    self._count_as(dev, kind, new, t, weight)
+
+    def _count_as(self, dev: Device, kind: int, protocol: str, t: int, weight: int) -> None:
+        track = dev.tracks.get(c.BY_PROTOCOL[kind][protocol])
+        if track is not None:
+            self._count(track, t, weight)
+
+    def _resolve_protocols(self, dev: Device) -> None:
+        """Replay, at the end: count each message without a protocol under its connection's."""
+        for t, kind, weight, _ in dev.unknown:
+            protocol = _protocol_at(dev.connects, t)
+            if protocol is None:
+                continue
+            counts = dev.tracks.get(c.BY_PROTOCOL[kind][protocol])
+            if counts is not None:
+                index = t // counts.size
+                counts.counts[index] = counts.counts.get(index, 0) + weight
 
     def _allow(self, plan: Plan, ev: Event) -> None:
         spec = plan.allow.get(ev.allow)
@@ -345,10 +419,11 @@ class Evaluator:
 
     # -- configuration changes --------------------------------------------------------------------
 
-    def reconfigure(self, config: Config) -> None:
+    def reconfigure(self, config: Config, now: int | None = None) -> None:
         """Apply a new configuration while running: allow-lists from the next event, range rules
         and device groups from the next window (of the wall clock, else of the latest event),
-        timing at once. (Sources are the session's: see :meth:`configure_sources`.)"""
+        timing at once. ``now`` (µs) is the moment of the change (default: the wall clock, else
+        the latest event). (Sources are the session's: see :meth:`configure_sources`.)"""
         self.config = config
         self.watermark.lateness = config.lateness * US
         self.horizon = config.horizon * US
@@ -426,6 +501,8 @@ class Evaluator:
         that is not withdrawn, in SPEC order."""
         last = {ds: self.watermark.last(ds) for ds in DATA_SOURCES}
         for dev in self.devices.values():
+            if dev.unknown and not self.incremental:
+                self._resolve_protocols(dev)
             if dev.first is None:
                 continue
             for track in dev.tracks.values():

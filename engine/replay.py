@@ -22,6 +22,7 @@ from engine.bulkwriter import BulkWriter
 from engine.capture import CaptureStream
 from engine.collector import few_collections
 from engine.config import Config
+from engine.config_log import text_of
 from engine.evaluator import Evaluator
 from engine.event import Bad, ConsoleLine, Event
 from engine.jsonstream import FORMATS, JsonStream
@@ -176,6 +177,9 @@ def _run(
     total = sum(i.size for i in inputs)
     done_bytes = 0
     batch = Batch()
+    if writer is not None:
+        # The configuration every event is evaluated under, for a live session on this file.
+        batch.configs.append((0, time.time_ns() // 1000, text_of(evaluator.config)))
     # Streams furthest behind in event time go first; those not started yet before all.
     heap = [(-1, n, item) for n, item in enumerate(inputs)]
     heapq.heapify(heap)

@@ -25,16 +25,17 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
 
-from engine import operator
+from engine import checkpoint, operator
 from engine.alert import RESOLVED, WITHDRAWN, Alert
 from engine.capture import CaptureStream
 from engine.config import Config, ConfigError, SourceConfig, load_config
+from engine.config_log import same_rules, text_of
 from engine.episode import NEVER
 from engine.evaluator import Evaluator
 from engine.event import Bad, ConsoleLine
 from engine.jsonstream import JsonStream
 from engine.restore import Restored, StreamRow, restore
-from engine.store import Batch, Rejected, Store, StoreFault, start_fault
+from engine.store import SCHEMA_VERSION, Batch, Rejected, Store, StoreFault, start_fault
 from engine.timestamps import US
 from engine.watermark import StreamClock
 
@@ -107,6 +108,9 @@ REMIND_EVERY = 60.0  # seconds between reminders that a store fault goes on
 ALERT_COMMIT_GAP = 0.01  # seconds: alert changes bring a commit forward at most this often
 DEVICES_EVERY = 5.0  # seconds between writes of every device's last-seen time
 SERIAL_GLOB_POLL = 0.5  # seconds between looks at a serial source's glob for boards
+# Seconds between checkpoints of the evaluator's state: a restart evaluates again at most the
+# events of this long (plus whatever a stop without a final commit left).
+CHECKPOINT_EVERY = 60.0
 
 
 def wall_clock() -> int:
@@ -187,6 +191,10 @@ class Session:
         self._opened: set[int] = set()
         self._resolved: set[int] = set()
         self._notes = Notes()  # the changes of the batch being written
+        self.checkpoint_every = CHECKPOINT_EVERY
+        self._checkpoint_due = 0.0  # set at start from checkpoint_every
+        self._checkpointed = -1  # evaluator.events at the last checkpoint
+        self.checkpoint_seconds = 0.0  # how long the last checkpoint took to take
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._lock = asyncio.Lock()
@@ -222,6 +230,15 @@ class Session:
         evaluator = self.evaluator = self.restored.evaluator
         evaluator.book.listener = self._on_change
         evaluator.wall = self.clock()
+        self._checkpointed = evaluator.events if self.restored.checkpoint else -1
+        self._checkpoint_due = time.monotonic() + self.checkpoint_every
+        in_force = self.restored.config
+        if not self.restored.logged or in_force is None or not same_rules(in_force, self.config):
+            # The rules changed while the session was stopped (or none were logged): they
+            # apply from now on, and the store logs them so a restart applies them here too.
+            if self.restored.logged and in_force is not None:
+                evaluator.reconfigure(self.config, now=evaluator.wall)
+            self._batch.configs.append((0, evaluator.wall, text_of(self.config)))
         for row in self.restored.streams:
             if row.identity:
                 self._stored[row.identity] = row
@@ -792,11 +809,29 @@ class Session:
             )
             for h in handles
         ]
-        empty = not (len(batch) or batch.devices or batch.alerts or batch.amendments)
-        if empty and not self._leaving and not final:
+        if not batch.counts() and not self._leaving and not final:
             self._batch = batch  # nothing was added meanwhile: no await since the swap
             return None, handles
+        # The evaluator's state now is exactly the state after the batch's last event: no
+        # event was evaluated since the swap (no await).
+        if (final or time.monotonic() >= self._checkpoint_due) and (
+            evaluator.events != self._checkpointed or batch.configs
+        ):
+            started = time.perf_counter()
+            state = checkpoint.dump(evaluator, self._clocks(), SCHEMA_VERSION)
+            batch.checkpoint = (self.clock(), state)
+            self._checkpointed = evaluator.events
+            self._checkpoint_due = time.monotonic() + self.checkpoint_every
+            self.checkpoint_seconds = time.perf_counter() - started
         return batch, handles
+
+    def _clocks(self) -> dict[int, StreamClock]:
+        """Every stream's clock by store id: restored ones and those opened since."""
+        clocks = {row.id: row.clock for row in self.restored.streams} if self.restored else {}
+        clocks.update((h.id, h.clock) for h in self._leaving)
+        clocks.update((h.id, h.clock) for h in self.streams.values())
+        clocks.update((row.id, row.clock) for row in self._stored.values())
+        return clocks
 
     # -- store faults -----------------------------------------------------------------------------
 
@@ -932,7 +967,11 @@ class Session:
         at the next start."""
         await self.commit()
         assert self.evaluator is not None
-        self.evaluator.reconfigure(config)
+        if not same_rules(config, self.config):
+            now = self.clock()
+            self.evaluator.reconfigure(config, now=now)
+            # Logged between the events it came between: a restart applies it at that point.
+            self._batch.configs.append((len(self._batch.events), now, text_of(config)))
         self.evaluator.configure_sources(config)
         self.config = config
         await self._retrying(lambda: self.store.save_config(config))

@@ -29,8 +29,8 @@ from engine.event import MAX_RAW
 from engine.files import precreate_database
 from engine.timestamps import US
 
-SCHEMA_VERSION = 2
-_MIGRATIONS = ("schema.sql", "schema_v2.sql")
+SCHEMA_VERSION = 3
+_MIGRATIONS = ("schema.sql", "schema_v2.sql", "schema_v3.sql")
 log = logging.getLogger("iotwatch.store")
 BUSY_TIMEOUT = 5.0  # seconds a write waits for another process's write lock before it fails
 
@@ -145,14 +145,25 @@ class Batch:
     # (offset, records, events, expired, quarantined, latest_us, format, state, id)
     streams: list[tuple[Any, ...]] = field(default_factory=list)
     silenced: list[int] = field(default_factory=list)  # alert ids a silence covers
+    # Configurations applied between events: (how many of ``events`` came before it, wall
+    # clock µs, TOML text).
+    configs: list[tuple[int, int, str]] = field(default_factory=list)
+    # The evaluator's state after every event of the batch: (wall clock µs, state).
+    checkpoint: tuple[int, bytes] | None = None
 
     def __len__(self) -> int:
         return len(self.events) + len(self.bad) + len(self.console)
+
+    def counts(self) -> bool:
+        """Whether there is anything to write besides stream rows."""
+        return bool(len(self) or self.devices or self.alerts or self.amendments or self.configs)
 
     def absorb(self, later: Batch) -> None:
         """Add what ``later`` holds after what this batch holds: rows in order, the newest row
         of each device and alert. Streams and silenced ids are left to the next commit, which
         computes them afresh."""
+        self.configs.extend((n + len(self.events), at, text) for n, at, text in later.configs)
+        self.checkpoint = later.checkpoint  # the state after every event, later's included
         self.events.extend(later.events)
         self.bad.extend(later.bad)
         self.console.extend(later.console)
@@ -238,6 +249,18 @@ _INSERT_CONSOLE = "INSERT INTO console (stream, pos, time_us, line) VALUES (?, ?
 _INSERT_AMENDMENT = """
 INSERT INTO amendments (alert, at_us, window_us, count_before, count_after) VALUES (?, ?, ?, ?, ?)
 """
+# Positioned by what was inserted before them in the same transaction: the events before a
+# configuration change, every event of the batch before its checkpoint.
+_INSERT_CONFIG = """
+INSERT INTO config_log (last_event, at_us, config)
+VALUES ((SELECT coalesce(max(id), 0) FROM events), ?, ?)
+"""
+_INSERT_CHECKPOINT = """
+INSERT INTO checkpoints (last_event, config, at_us, state)
+VALUES ((SELECT coalesce(max(id), 0) FROM events), (SELECT coalesce(max(id), 0) FROM config_log),
+        ?, ?)
+"""
+_DROP_CHECKPOINTS = "DELETE FROM checkpoints WHERE id < (SELECT max(id) FROM checkpoints) AND ?"
 STREAM_QUARANTINED = 4  # index of ``quarantined`` in a stream row; its id is the last item
 
 # The statements of a batch, in the order they run; ``batch_parts`` refers to them by index so
@@ -251,9 +274,21 @@ BATCH_SQL = (
     _INSERT_AMENDMENT,
     _UPDATE_STREAM,
     "UPDATE alerts SET silenced = 1 WHERE id = ?",
+    _INSERT_CONFIG,
+    _INSERT_CHECKPOINT,
+    _DROP_CHECKPOINTS,
 )
-_EVENTS, _BAD, _CONSOLE, _STREAMS = map(
-    BATCH_SQL.index, (_INSERT_EVENT, _INSERT_BAD, _INSERT_CONSOLE, _UPDATE_STREAM)
+_EVENTS, _BAD, _CONSOLE, _STREAMS, _CONFIG, _CHECKPOINT, _DROP = map(
+    BATCH_SQL.index,
+    (
+        _INSERT_EVENT,
+        _INSERT_BAD,
+        _INSERT_CONSOLE,
+        _UPDATE_STREAM,
+        _INSERT_CONFIG,
+        _INSERT_CHECKPOINT,
+        _DROP_CHECKPOINTS,
+    ),
 )
 # The table each statement writes (for Rejected): the word after INTO, UPDATE or FROM.
 _TABLES = tuple(
@@ -263,18 +298,25 @@ _TABLES = tuple(
 
 
 def batch_parts(batch: Batch) -> list[tuple[int, list[tuple[Any, ...]]]]:
-    """The non-empty (statement index, rows) pairs of ``batch``."""
-    parts = [
-        batch.devices,
-        batch.events,
-        batch.bad,
-        batch.console,
-        [alert_row(a) for a in batch.alerts],
-        batch.amendments,
-        batch.streams,
-        [(i,) for i in batch.silenced],
+    """The non-empty (statement index, rows) pairs of ``batch``, in the order they run: a
+    configuration change between the events it came between, the checkpoint last."""
+    parts: list[tuple[int, list[tuple[Any, ...]]]] = [(0, batch.devices)]
+    done = 0
+    for n, at, text in batch.configs:
+        parts += [(1, batch.events[done:n]), (_CONFIG, [(at, text)])]
+        done = n
+    parts.append((1, batch.events[done:] if done else batch.events))
+    parts += [
+        (2, batch.bad),
+        (3, batch.console),
+        (4, [alert_row(a) for a in batch.alerts]),
+        (5, batch.amendments),
+        (6, batch.streams),
+        (7, [(i,) for i in batch.silenced]),
     ]
-    return [(i, rows) for i, rows in enumerate(parts) if rows]
+    if batch.checkpoint is not None:
+        parts += [(_CHECKPOINT, [batch.checkpoint]), (_DROP, [(1,)])]
+    return [(i, rows) for i, rows in parts if rows]
 
 
 def write_parts(conn: sqlite3.Connection, parts: list[tuple[int, list[Any]]]) -> list[Rejected]:

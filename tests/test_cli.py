@@ -9,6 +9,7 @@ from pathlib import Path
 
 import orjson
 
+from engine.store import SCHEMA_VERSION
 from tests.conftest import hub_event, write_lines
 
 CONFIG = """
@@ -93,7 +94,7 @@ def test_replay_db_stores_wal_database_with_schema_version(tmp_path: Path) -> No
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
-            "2",
+            str(SCHEMA_VERSION),
         )
         assert conn.execute("SELECT count(*) FROM events").fetchone() == (1,)
         assert conn.execute("SELECT count(*) FROM rule_types").fetchone() == (20,)

@@ -38,6 +38,7 @@ from engine.export import (
     rfc3339_sql,
 )
 from engine.simulators.board import capture
+from engine.store import SCHEMA_VERSION
 from engine.timestamps import format_duration, format_time, parse_time
 from tests.conftest import (
     agent_event,
@@ -236,7 +237,7 @@ def test_round_trip_without_filters_copies_every_row(data: Dataset, tmp_path: Pa
     assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
     meta = dict(conn.execute("SELECT key, value FROM meta"))
-    assert meta["schema_version"] == "2" and meta["source_schema_version"] == "2"
+    assert meta["schema_version"] == meta["source_schema_version"] == str(SCHEMA_VERSION)
     assert meta["export_format_version"] == str(ex.EXPORT_FORMAT_VERSION)
     assert meta["filter_since"] == meta["filter_until"] == ""
     assert orjson.loads(meta["filter_devices"]) == [] == orjson.loads(meta["filter_groups"])

@@ -1284,3 +1284,31 @@ def test_hub_events_all_seven_ops(tmp: Path) -> None:
     )
     assert brief(alerts) == expected
     assert {a["source"] for a in alerts} == {"IoT Hub"}
+
+
+def test_a_host_timed_event_does_not_move_its_device_clock(tmp: Path) -> None:
+    """A clock-less board's first frame has no time: it is timed by the host (the capture's
+    mtime, 10:30). That is not the device's clock, so the board's own times that follow
+    (10:00-10:29) are not expired against it (issue: 612 of 613 events were dropped)."""
+    import os
+
+    from engine.formats.serial import encode_frame
+
+    cfg = conf(tmp, rule("ActiveConnectionsNotInAllowedRange", 0, 1000, "PT1H"), horizon="PT1M")
+    item = {"Direction": "Out", "RemoteAddress": "10.0.0.1"}
+
+    def frame(stamp: str | None) -> bytes:
+        event: dict[str, Any] = {"Name": "ConnectionCreate", "Payload": [item]}
+        if stamp is not None:
+            event["TimestampUTC"] = stamp
+        return encode_frame({"DeviceId": "board", "Events": [event]})
+
+    data = frame(None) + b"".join(frame(t(f"10:{m:02d}")) for m in range(30))
+    path = tmp / "board.capture"
+    path.write_bytes(data)
+    stamp = parse_time(t("10:30")) / 1_000_000
+    os.utime(path, (stamp, stamp))
+    db = tmp / "board.db"
+    _, summary = run_replay(cfg, [f"serial-capture:{path}"], db=str(db))
+    assert (summary.events, summary.expired) == (31, 0)
+    assert db_rows(db, "SELECT count(*) FROM events WHERE host_timed = 1") == [(1,)]
