@@ -290,7 +290,6 @@ def test_group_names_in_a_set_or_a_comment_are_not_renamed() -> None:
         ("match = 'Sent (?P<count>\\d+ messages'\nop = 'd2c'\nprotocol = 'mqtt'", "match",
          "bad regular expression: missing ), unterminated subpattern at position 5"),
         ("match = '(?P<dev>\\w+)'\nop = 'method'", "match", "unknown group name 'dev'"),
-        ("match = 'x'\nop = 'd2c'", "protocol", "missing: a d2c pattern needs a protocol"),
         ("match = 'x'\nop = 'd2c'\nprotocol = 'coap'", "protocol", "unknown protocol 'coap'"),
         ("match = 'x'\nop = 'reboot'", "op", "unknown op 'reboot'"),
         ("match = ''\nop = 'method'", "match", "must be a non-empty regular expression"),
@@ -398,6 +397,36 @@ def test_console_text_alone_raises_a_d2c_range_alert(tmp_path: Path) -> None:
     off = RULES + '[[sources]]\ntype = "serial"\nport = "/dev/x"\nbuiltin_patterns = false\n'
     alerts, summary = run_replay(config_from(tmp_path, off), [f"serial-capture:{capture}"])
     assert alerts == [] and summary.events == 0
+
+
+def test_a_message_without_a_protocol_takes_its_connection_s(tmp_path: Path) -> None:
+    """A d2c pattern that names no protocol: the device's latest connection at or before the
+    message's time decides (here the firmware's own ``SUCCESS: Connected to IoT Hub``: MQTT)."""
+    capture = tmp_path / "bench-board-1.capture"
+    capture.write_bytes(
+        b"queued 9 readings\r\n"  # printed before the connection, received at the same time
+        b"SUCCESS: Connected to IoT Hub\r\n"
+        b"queued 5 readings\r\n"
+    )
+    stamp = parse_time("2026-11-28T10:07:00Z") / US
+    os.utime(capture, (stamp, stamp))
+    config = config_from(
+        tmp_path,
+        RULES + '[[sources]]\ntype = "serial"\nport = "/dev/x"\n'
+        "[[sources.patterns]]\nmatch = 'queued (?P<count>\\d+) readings'\nop = 'd2c'\n",
+    )
+    stream = decode(capture.read_bytes(), patterns=config.capture_patterns())
+    events, _ = stream.take()
+    assert [(e.name, e.rule, e.value, e.weight) for e in events] == [
+        ("d2c", c.D2C_UNKNOWN, None, 9),
+        ("connect", c.CONNECT, "mqtt", 1),
+        ("d2c", c.D2C_UNKNOWN, None, 5),
+    ]
+    alerts, _ = run_replay(config, [f"serial-capture:{capture}"])
+    # All three lines share the capture's time, so the connection covers both messages.
+    assert [(a["rule"], a["counts"]) for a in alerts] == [
+        ("MqttD2CMessagesNotInAllowedRange", [14])
+    ]
 
 
 def test_serial_source_config_compiles_patterns_once() -> None:

@@ -6,7 +6,9 @@ to IoT Hub`` — and IoT Hub logs most of that traffic only when it fails. A con
 regular expression that turns such a line into an event, as a ``hub-events`` record would: an
 ``op`` (``d2c``, ``c2d``, ``c2d-reject``, ``method``, ``upload``, ``purge``, ``twin-update``), a
 protocol for the message ops, and named groups for what the line itself says: ``device``,
-``count`` (the weight), ``time``, ``protocol``, ``status`` (401/401xxx: unauthorized). Three more
+``count`` (the weight), ``time``, ``protocol``, ``status`` (401/401xxx: unauthorized). A message
+whose pattern and line name no protocol takes the protocol of the device's latest connection
+(``catalogue.D2C_UNKNOWN`` …, resolved by the evaluator). Three more
 ops record what is not counted: ``connect`` (an event of rule ``catalogue.CONNECT`` whose value is
 the protocol), ``disconnect`` (an event that counts toward nothing) and ``device`` (the line names
 the board's device id: the stream's console events go to it from then on; no event).
@@ -34,6 +36,8 @@ from engine.formats.common import BadRecord, fold_protocol, is_unauthorized, wei
 from engine.timestamps import US, parse_time
 
 MESSAGE_OPS = {"d2c": c.D2C, "c2d": c.C2D, "c2d-reject": c.C2D_REJECTED}
+# A message whose line names no protocol takes the device's latest connection's (SPEC §2).
+UNKNOWN_PROTOCOL = {"d2c": c.D2C_UNKNOWN, "c2d": c.C2D_UNKNOWN, "c2d-reject": c.C2D_REJECT_UNKNOWN}
 COUNTED_OPS = {
     "method": c.DIRECT_METHODS,
     "upload": c.FILE_UPLOADS,
@@ -95,12 +99,6 @@ def check(pattern: ConsolePattern) -> re.Pattern[str]:
     groups = regex.groupindex
     if pattern.op not in OPS:
         raise PatternError("op", f"unknown op {pattern.op!r} (one of {', '.join(OPS)})")
-    if pattern.op in MESSAGE_OPS and pattern.protocol is None and "protocol" not in groups:
-        raise PatternError(
-            "protocol",
-            f'missing: a {pattern.op} pattern needs a protocol (protocol = "mqtt") or a '
-            "(?P<protocol>...) group",
-        )
     if pattern.op == "device" and "device" not in groups:
         raise PatternError("match", "a device pattern needs a (?P<device>...) group")
     if pattern.time_format is not None and "time" not in groups:
@@ -274,7 +272,7 @@ class Compiled:
         op = p.op
         rule = self.rule
         if op in MESSAGE_OPS:
-            rule = MESSAGE_OPS[op][protocol] if protocol else 0
+            rule = MESSAGE_OPS[op][protocol] if protocol else UNKNOWN_PROTOCOL[op]
         elif op == "connect" and protocol is None:
             rule = 0  # a connection that names no protocol only makes the device known
         unauthorized = bool(self.status) and is_unauthorized(m.group(self.status))
