@@ -467,3 +467,19 @@ def test_the_simulated_board_still_sends_the_frames_it_always_sent() -> None:
     new = capture(17, start, 3600, "bench-board-1", "rtc", faults=True)
     frames = [i.message for i in split(new) if isinstance(i, Frame)]
     assert frames == [i.message for i in split(sample.read_bytes()) if isinstance(i, Frame)]
+
+
+def test_serial_keys_survive_the_configuration_round_trip(tmp_path: Path) -> None:
+    """The console's editors (and the store's configuration log) write the configuration back:
+    patterns, builtin_patterns and boards come back as they were."""
+    from engine.config_edit import config_to_toml
+
+    text = USER + (
+        '\n[[sources]]\ntype = "serial"\nport = "/dev/serial/by-id/usb-*"\n'
+        'builtin_patterns = false\n[sources.boards]\n"usb-A*" = "bench-a"\n'
+    )
+    config = config_from(tmp_path, text)
+    again = config_from(tmp_path, config_to_toml(config, str(tmp_path / "iotwatch.toml")))
+    assert again.sources == config.sources
+    assert again.sources[1].boards == (("usb-A*", "bench-a"),)
+    assert again.sources[0].patterns[0].match.startswith("OUT (?P<device>")
