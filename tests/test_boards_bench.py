@@ -237,3 +237,9 @@ async def test_one_board_has_no_board_list_and_the_footer_shows_the_keys(
         await pilot.pause()
         assert not pane.has_class("-single") and board_list.display
         assert board_list.option_count == 2
+        # One console on show at a time; the list switches.
+        first, second = pane.consoles.values()
+        assert first.display and not second.display
+        board_list.highlighted = 1
+        await pilot.pause()
+        assert second.display and not first.display and pane.current() is second

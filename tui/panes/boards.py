@@ -83,9 +83,9 @@ STATE_STYLE = {
 }
 
 _HISTORY_SQL = """
-SELECT line, time_us FROM (
-    SELECT c.id, c.line, c.time_us FROM console c JOIN streams s ON s.id = c.stream
-    WHERE s.kind = 'serial' AND s.name = ? AND c.time_us < ?
+SELECT pos, time_us, line FROM (
+    SELECT c.id, c.pos, c.time_us, c.line FROM console c JOIN streams s ON s.id = c.stream
+    WHERE s.kind = 'serial' AND s.name = ?
     ORDER BY c.id DESC LIMIT ?
 ) ORDER BY id
 """
@@ -413,6 +413,8 @@ class BoardConsole(Widget):
         self._arrived = 0  # lines given since the last flush
         self._history: list[Entry] = []  # read before the console was mounted
         self.history_done = False
+        self._history_keys: set[tuple[int, int]] | None = None  # (pos, time) of history lines
+        self._history_last = 0  # the newest receive time in the history
         self.stats: dict[str, Any] = {}
         self.rate: float | None = None
         self.times = False  # shown once mounted
@@ -445,27 +447,53 @@ class BoardConsole(Widget):
 
     def add_lines(self, lines: Iterable[str | ConsoleLine]) -> None:
         """Queue console lines (cheap: nothing is rendered until :meth:`flush`). A plain string
-        is a line received now."""
+        is a line received now. A line the history already showed is dropped (see
+        :meth:`set_history`)."""
         now = time.time_ns() // 1000
         items = [
             line if isinstance(line, ConsoleLine) else ConsoleLine(0, str(line), now)
             for line in lines
         ]
+        if self._history_keys is not None:
+            items = self._new(items)
         self.received += len(items)
         self._arrived += len(items)  # the inbox keeps the last MAX_LINES of them
         self._incoming.extend(items)
 
     def set_history(self, lines: Sequence[str | ConsoleLine]) -> None:
-        """The lines the database held before this console started, shown first."""
+        """The last lines the database holds for this board, shown first.
+
+        Lines may reach the console both ways (stored before the history was read, and heard
+        live — what the engine printed before the console listened comes late): a live line
+        with the position and receive time of a history line is that line, and is dropped,
+        until a line newer than the whole history arrives."""
         if not self.history_done:
             self.history_done = True
             if lines:
-                self._history = [
-                    entry_of(line if isinstance(line, ConsoleLine) else ConsoleLine(0, line))
+                history = [
+                    line if isinstance(line, ConsoleLine) else ConsoleLine(0, line)
                     for line in lines[-MAX_LINES:]
                 ]
+                self._history_keys = {(ln.pos, ln.time) for ln in history if ln.time}
+                self._history_last = max((ln.time for ln in history), default=0)
+                kept = self._new(list(self._incoming))
+                self._arrived -= len(self._incoming) - len(kept)
+                self.received -= len(self._incoming) - len(kept)
+                self._incoming.clear()
+                self._incoming.extend(kept)
+                self._history = [entry_of(line) for line in history]
                 if self.is_mounted:
                     self._write_history()
+
+    def _new(self, items: list[ConsoleLine]) -> list[ConsoleLine]:
+        """``items`` without the lines the history holds."""
+        keys = self._history_keys
+        if keys is None:
+            return items
+        kept = [ln for ln in items if (ln.pos, ln.time) not in keys]
+        if any(ln.time > self._history_last for ln in kept):
+            self._history_keys = None  # lines come in order: none older follows
+        return kept
 
     def _write_history(self) -> None:
         history, self._history = self._history, []
@@ -777,7 +805,6 @@ class BoardsPane(Widget):
     ) -> None:
         super().__init__(name=name, id=id, classes=classes)
         self.bridge = bridge
-        self.started = bridge.clock()  # console history is what the database held before this
         self.shown = False
         self.times = False  # every console shows its lines' receive times
         self._consoles: dict[str, BoardConsole] = {}
@@ -875,6 +902,7 @@ class BoardsPane(Widget):
             console.history_done = True  # the database had nothing for it when it was read
         if self.is_mounted:
             switcher = self.query_one("#consoles", ContentSwitcher)
+            console.display = False  # the switcher shows one console: the current one
             switcher.mount(console)
             self.call_after_refresh(self._schedule_flush)
             self.query_one("#board-list", OptionList).add_option(
@@ -933,11 +961,11 @@ class BoardsPane(Widget):
         try:
             known = [str(row[0]) for row in self.bridge.query(_PORTS_SQL)]
             for port in dict.fromkeys([*ports, *known]):
-                rows = self.bridge.query(_HISTORY_SQL, (port, self.started, MAX_LINES))
+                rows = self.bridge.query(_HISTORY_SQL, (port, MAX_LINES))
                 patterns = self._patterns(port)
                 out[port] = [
-                    ConsoleLine(0, str(line), int(at or 0), mark_of(patterns, str(line)))
-                    for line, at in rows
+                    ConsoleLine(int(pos), str(line), int(at or 0), mark_of(patterns, str(line)))
+                    for pos, at, line in rows
                 ]
         except (sqlite3.Error, AssertionError):
             pass  # no database to read (in memory, not created yet): no history
