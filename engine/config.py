@@ -39,6 +39,16 @@ from typing import Any, TypeVar
 
 from engine.allowlist import Allowlist, validate_entry
 from engine.catalogue import BY_ID, BY_NAME, RuleType
+from engine.formats.console import (
+    BUILTIN,
+    BUILTIN_PATTERNS,
+    UNIX,
+    ConsolePattern,
+    ConsolePatterns,
+    PatternError,
+    check,
+    fold,
+)
 from engine.jsonline import UNSAFE
 from engine.timestamps import format_duration, parse_duration
 
@@ -173,6 +183,44 @@ class SourceConfig:
     device: str | None = None
     format: str | None = None
     lateness: int | None = None  # seconds; None: ``[engine] lateness``
+    # Serial sources: console patterns of their own (tried first), whether the built-in ones
+    # follow, and for a glob ``port`` the devices of the boards it finds (port glob → device).
+    patterns: tuple[ConsolePattern, ...] = ()
+    builtin_patterns: bool = True
+    boards: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def is_glob(self) -> bool:
+        """Whether ``port`` is a glob that may find several boards (a URL never is)."""
+        return is_port_glob(self.port)
+
+    def console_patterns(self) -> ConsolePatterns | None:
+        """The compiled console patterns of this serial source (None: it has none)."""
+        return compile_patterns(self.patterns, self.builtin_patterns)
+
+
+def is_port_glob(port: str | None) -> bool:
+    """Whether a serial ``port`` is a glob: a path holding ``*``, ``?`` or ``[``."""
+    return port is not None and "://" not in port and bool(_GLOB_CHARS.intersection(port))
+
+
+def compile_patterns(
+    user: tuple[ConsolePattern, ...], builtin: bool = True
+) -> ConsolePatterns | None:
+    """The compiled set of ``user`` patterns followed by the built-in ones (when ``builtin``),
+    cached: every source and capture with the same patterns shares one."""
+    key = (user, builtin)
+    found = _PATTERN_CACHE.get(key)
+    if found is None:
+        if not user and builtin:
+            found = BUILTIN
+        else:
+            found = ConsolePatterns(user, BUILTIN_PATTERNS if builtin else ())
+        _PATTERN_CACHE[key] = found
+    return found if found else None
+
+
+_PATTERN_CACHE: dict[tuple[tuple[ConsolePattern, ...], bool], ConsolePatterns] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +289,14 @@ class Config:
     def group_for(self, device: str) -> Group:
         """The group ``device`` belongs to."""
         return self.group(self.devices.group_of(device))
+
+    def capture_patterns(self) -> ConsolePatterns | None:
+        """The console patterns a replayed capture is read with: the user patterns of every
+        serial source, in file order, then the built-in ones unless a serial source turns
+        them off (``builtin_patterns = false``); without a serial source, the built-in ones."""
+        serial = [s for s in self.sources if s.type == "serial"]
+        user = tuple(p for s in serial for p in s.patterns)
+        return compile_patterns(user, all(s.builtin_patterns for s in serial))
 
     def replace(self, **changes: Any) -> Config:
         """A copy with ``changes`` applied."""
@@ -537,7 +593,7 @@ def _parse_sources(p: _Parser, value: object) -> tuple[SourceConfig, ...]:
     for i, item in enumerate(value):
         key: Key = ("sources", i)
         src = p.table(item, key)
-        p.only(src, ("type", "path", "port", "baudrate", "device", "lateness"), key)
+        p.only(src, ("type", "path", "port", "baudrate", "device", "lateness", *_SERIAL_KEYS), key)
         if "type" not in src:
             raise p.fail((*key, "type"), "missing (one of " + ", ".join(SOURCE_TYPES) + ")")
         kind = src["type"]
@@ -567,15 +623,92 @@ def _parse_sources(p: _Parser, value: object) -> tuple[SourceConfig, ...]:
                         f"must be an integer from {MIN_BAUDRATE} to {MAX_BAUDRATE}, not {shown}",
                     )
             device = p.text(src["device"], (*key, "device")) if "device" in src else None
-            out.append(SourceConfig(kind, None, port, baudrate, device, None, late))
+            glob = is_port_glob(port)
+            if glob and device is not None:
+                raise p.fail(
+                    (*key, "device"),
+                    "a glob port finds several boards: name their devices in "
+                    f"{key_path(*key, 'boards')}, not with one device",
+                )
+            boards: tuple[tuple[str, str], ...] = ()
+            if "boards" in src:
+                if not glob:
+                    raise p.fail(
+                        (*key, "boards"),
+                        "only a glob port (holding *, ? or [) has boards; one port names its "
+                        "device with device",
+                    )
+                boards = _parse_boards(p, src["boards"], (*key, "boards"))
+            builtin = True
+            if "builtin_patterns" in src:
+                builtin = p.run((*key, "builtin_patterns"), check_bool, src["builtin_patterns"])
+            patterns = _parse_patterns(p, src.get("patterns", []), (*key, "patterns"))
+            out.append(
+                SourceConfig(
+                    kind, None, port, baudrate, device, None, late, patterns, builtin, boards
+                )
+            )
         else:
-            for k in ("port", "baudrate", "device"):
+            for k in ("port", "baudrate", "device", *_SERIAL_KEYS):
                 if k in src:
                     raise p.fail((*key, k), f"only serial sources have a {k}")
             if "path" not in src:
                 raise p.fail((*key, "path"), f"missing: a {kind} source needs a path (a glob)")
             path = p.file_path(p.text(src["path"], (*key, "path")))
             out.append(SourceConfig(kind, path, None, DEFAULT_BAUDRATE, None, kind, late))
+    return tuple(out)
+
+
+_SERIAL_KEYS = ("patterns", "builtin_patterns", "boards")
+_PATTERN_KEYS = ("match", "op", "protocol", "time_format")
+
+
+def _parse_patterns(p: _Parser, value: object, key: Key) -> tuple[ConsolePattern, ...]:
+    """``[[sources.patterns]]``: each a regular expression and what a matching line becomes."""
+    if not isinstance(value, list):
+        raise p.fail(key, "must be an array of tables ([[sources.patterns]])")
+    out = []
+    for i, item in enumerate(value):
+        pkey: Key = (*key, i)
+        table = p.table(item, pkey)
+        p.only(table, _PATTERN_KEYS, pkey)
+        for k in ("match", "op"):
+            if k not in table:
+                raise p.fail((*pkey, k), "missing")
+        match = table["match"]
+        if not isinstance(match, str):
+            raise p.fail((*pkey, "match"), f"must be a string, not {kind_of(match)}")
+        op = table["op"]
+        if not isinstance(op, str):
+            raise p.fail((*pkey, "op"), f"must be a string, not {kind_of(op)}")
+        protocol = time_format = None
+        try:
+            if "protocol" in table:
+                protocol = fold(p.text(table["protocol"], (*pkey, "protocol")))
+            if "time_format" in table:
+                time_format = p.text(table["time_format"], (*pkey, "time_format"))
+                if time_format != UNIX and "%" not in time_format:
+                    raise PatternError(
+                        "time_format",
+                        f"must be a strptime format (such as '%Y-%m-%d %H:%M:%S') or {UNIX!r}",
+                    )
+            pattern = ConsolePattern(match, op, protocol, time_format)
+            check(pattern)
+        except PatternError as exc:
+            raise p.fail((*pkey, exc.key), exc.reason) from None
+        out.append(pattern)
+    return tuple(out)
+
+
+def _parse_boards(p: _Parser, value: object, key: Key) -> tuple[tuple[str, str], ...]:
+    """``[sources.boards]``: a port (its name under /dev/serial/by-id, or its path; a glob or
+    exact) → the device of the board found there."""
+    table = p.table(value, key)
+    out = []
+    for port, device in table.items():
+        if not port.strip():
+            raise p.fail((*key, port), "a port name or glob must not be empty")
+        out.append((port, p.text(device, (*key, port))))
     return tuple(out)
 
 

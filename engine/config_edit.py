@@ -381,6 +381,24 @@ def _sources_table(config: Config, base: str) -> list[dict[str, Any]]:
                 item["baudrate"] = s.baudrate
             if s.device is not None:
                 item["device"] = s.device
+            if not s.builtin_patterns:
+                item["builtin_patterns"] = False
+            if s.boards:
+                item["boards"] = dict(s.boards)
+            if s.patterns:
+                item["patterns"] = [
+                    {
+                        k: v
+                        for k, v in (
+                            ("match", p.match),
+                            ("op", p.op),
+                            ("protocol", p.protocol),
+                            ("time_format", p.time_format),
+                        )
+                        if v is not None
+                    }
+                    for p in s.patterns
+                ]
         else:
             item["path"] = _rel(s.path or "", base)
         if s.lateness is not None:

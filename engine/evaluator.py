@@ -27,7 +27,7 @@ from engine.config import Config
 from engine.episode import NEVER, AllowEpisodes, RangeTrack, final_runs
 from engine.event import Event
 from engine.timestamps import US
-from engine.watermark import DATA_SOURCES, FEEDS, StreamClock, Watermark, feeds_of
+from engine.watermark import DATA_SOURCES, StreamClock, Watermark, feeds_of
 
 Matcher = Callable[[str], bool]
 _PROTOCOLS = frozenset(c.PROTOCOLS)
@@ -131,11 +131,17 @@ class Evaluator:
     # -- streams ----------------------------------------------------------------------------------
 
     def add_stream(
-        self, name: str, fmt: str | None = None, lateness: int | None = None
+        self,
+        name: str,
+        fmt: str | None = None,
+        lateness: int | None = None,
+        hub_lines: bool = False,
     ) -> StreamClock:
         """A new stream of format ``fmt`` (None: not known yet) whose source waits ``lateness``
-        seconds (None: ``[engine] lateness``)."""
-        return self.watermark.add(name, feeds_of(fmt), None if lateness is None else lateness * US)
+        seconds (None: ``[engine] lateness``); ``hub_lines``: a serial stream whose console
+        patterns make IoT Hub events."""
+        late = None if lateness is None else lateness * US
+        return self.watermark.add(name, feeds_of(fmt, hub_lines), late)
 
     @staticmethod
     def set_format(stream: StreamClock, fmt: str | None) -> None:
@@ -153,7 +159,8 @@ class Evaluator:
         wall: dict[str, int] = {}
         for source in config.sources:
             lateness = config.lateness_of(source) * US
-            for ds in FEEDS.get(source.type, ()):
+            patterns = source.console_patterns() if source.type == "serial" else None
+            for ds in feeds_of(source.type, patterns is not None and patterns.hub):
                 wall[ds] = max(wall.get(ds, 0), lateness)
         self.watermark.wall_lateness = wall
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import NamedTuple
 
@@ -60,12 +60,19 @@ class HubRecord(NamedTuple):
     raw: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ConsoleLine:
-    """A line of console text that a board printed between frames."""
+    """A line of console text that a board printed between frames.
+
+    ``time`` (µs) is the host's receive time and ``event`` what a console pattern made of the
+    line (``"d2c mqtt"``, ``"method"`` …; None: no pattern matched). The stream that decodes the
+    line fills both in; equality looks at ``pos`` and ``text`` only.
+    """
 
     pos: int
     text: str
+    time: int = field(default=0, compare=False)
+    event: str | None = field(default=None, compare=False)
 
 
 MAX_RAW = 64 * 1024  # quarantine keeps at most this much of a bad record

@@ -145,7 +145,11 @@ async def replay(
             first = f.read(SNIFF_BYTES)
             f.seek(0)
             decoder = open_decoder(spec, first)
-            clock = evaluator.add_stream(spec.path, decoder.format)
+            hub_lines = False
+            if isinstance(decoder, CaptureStream):  # console lines: the configuration's patterns
+                decoder.patterns = config.capture_patterns()
+                hub_lines = decoder.patterns is not None and decoder.patterns.hub
+            clock = evaluator.add_stream(spec.path, decoder.format, hub_lines=hub_lines)
             inputs.append(_Input(spec, decoder, clock, f, size))
         writer = await _prepare(db, config, inputs) if db else None
         try:

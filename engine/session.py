@@ -33,18 +33,19 @@ from engine.config import Config, ConfigError, SourceConfig, load_config
 from engine.config_log import same_rules, text_of
 from engine.episode import NEVER
 from engine.evaluator import Evaluator
-from engine.event import Bad
+from engine.event import Bad, ConsoleLine
 from engine.restore import Restored, StreamRow, restore
 from engine.store import SCHEMA_VERSION, Batch, Rejected, Store, StoreFault, start_fault
 from engine.timestamps import US
-from engine.watermark import StreamClock
+from engine.watermark import StreamClock, feeds_of
 
 log = logging.getLogger("iotwatch.session")
 
 T = TypeVar("T")
 Clock = Callable[[], int]
 AlertListener = Callable[[list[tuple[str, Alert]]], None]
-ConsoleListener = Callable[[str, list[str]], None]
+# (port, lines): each line with its receive time and what a console pattern made of it.
+ConsoleListener = Callable[[str, list[ConsoleLine]], None]
 
 
 class Counter(NamedTuple):
@@ -106,6 +107,7 @@ RETRY_MAX = 2.0  # at most this (a busy database also waits its busy timeout per
 REMIND_EVERY = 60.0  # seconds between reminders that a store fault goes on
 ALERT_COMMIT_GAP = 0.01  # seconds: alert changes bring a commit forward at most this often
 DEVICES_EVERY = 5.0  # seconds between writes of every device's last-seen time
+SERIAL_GLOB_POLL = 0.5  # seconds between looks at a serial source's glob for boards
 # Seconds between checkpoints of the evaluator's state: a restart evaluates again at most the
 # events of this long (plus whatever a stop without a final commit left).
 CHECKPOINT_EVERY = 60.0
@@ -447,32 +449,109 @@ class Session:
         )
 
     async def _serial_source(self, source: SourceConfig, status: SourceStatus) -> None:
+        """A serial source: one port, or every board a glob port finds (see ``_serial_glob``).
+        Console lines go through the source's patterns."""
+        assert source.port is not None
+        if source.is_glob:
+            await self._serial_glob(source, status)
+            return
+        status.streams = 1
+        await self._serial_board(source, status, source.port, source.device, None)
+
+    async def _serial_glob(self, source: SourceConfig, status: SourceStatus) -> None:
+        """Every board that ``source.port`` (a glob) finds, each a stream of its own named by
+        :func:`engine.serial_source.board_device`. The glob is looked at every
+        ``SERIAL_GLOB_POLL`` seconds: a board that appears is opened; a board that vanishes
+        stays (its source reconnects, shown as unplugged) and is reopened as soon as its path is
+        back. ``status.extra["boards"]`` holds each board's state, by path."""
+        from engine.serial_source import board_device, glob_ports
+
+        assert source.port is not None
+        boards: dict[str, dict[str, Any]] = {}
+        status.extra = {"boards": boards}
+        status.state = "opening"
+        tasks: dict[str, asyncio.Task[None]] = {}
+        ports: dict[str, Any] = {}  # path -> its SerialSource, once started
+        seen: set[str] = set()  # the paths found by the last look
+        try:
+            while not self._stop.is_set():
+                found = await asyncio.to_thread(glob_ports, source.port)
+                for path in found:
+                    if path not in tasks:
+                        device = board_device(path, source.boards)
+                        info = boards[path] = {"device": device, "state": "opening"}
+                        tasks[path] = asyncio.create_task(
+                            self._serial_board(source, status, path, device, info, ports),
+                            name=f"serial board {path}",
+                        )
+                    elif path not in seen and path in ports:
+                        ports[path].retry_now()  # plugged back in: no need to wait the backoff
+                seen = set(found)
+                for path, task in tasks.items():
+                    if task.done() and not task.cancelled() and task.exception() is not None:
+                        info = boards[path]
+                        info["state"], info["error"] = "error", _one_line(task.exception())  # type: ignore[arg-type]
+                status.streams = len(tasks)
+                states = {b.get("state") for b in boards.values()}
+                status.state = (
+                    "following"
+                    if "following" in states
+                    else "reconnecting"
+                    if "reconnecting" in states
+                    else "opening"
+                )
+                status.error = next(
+                    (f"{p}: {b['error']}" for p, b in boards.items() if b.get("error")), None
+                )
+                await self._sleep(SERIAL_GLOB_POLL)
+        finally:
+            for task in tasks.values():
+                task.cancel()
+            for task in tasks.values():
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            status.state = "stopped"
+
+    async def _serial_board(
+        self,
+        source: SourceConfig,
+        status: SourceStatus,
+        port_name: str,
+        device: str | None,
+        info: dict[str, Any] | None,
+        ports: dict[str, Any] | None = None,
+    ) -> None:
+        """Follow one board at ``port_name`` as the stream ``serial:PORT``. Its state goes to
+        ``status`` (one port) or to ``info`` (a board of a glob)."""
         from engine.serial_source import SerialSource
 
-        assert source.port is not None and self.evaluator is not None
-        identity = f"serial:{source.port}"
+        assert self.evaluator is not None
+        identity = f"serial:{port_name}"
         stored = self._stored.get(identity)
+        patterns = source.console_patterns()
+        hub_lines = patterns is not None and patterns.hub
         if stored is not None:
             sid, clock = stored.id, stored.clock
             clock.lateness = None if source.lateness is None else source.lateness * US
+            clock.feeds = feeds_of("serial", hub_lines)
         else:
             sid = await self._retrying(
-                lambda: self.store.add_stream("serial", "serial", source.port, identity)
+                lambda: self.store.add_stream("serial", "serial", port_name, identity)
             )
-            clock = self.evaluator.add_stream(source.port, "serial", source.lateness)
+            clock = self.evaluator.add_stream(port_name, "serial", source.lateness, hub_lines)
         clock.holding = False  # a live port is read as it happens: it holds nothing
-        decoder = CaptureStream(self.clock(), source.device)
-        handle = StreamHandle(sid, "serial", source.port, identity, decoder, clock)
+        decoder = CaptureStream(self.clock(), device, patterns=patterns)
+        handle = StreamHandle(sid, "serial", port_name, identity, decoder, clock)
         handle.status = status
         if stored is not None:
             handle.records_base, handle.quarantined = stored.records, stored.quarantined
         self.streams[identity] = handle
-        port = SerialSource(source.port, source.baudrate)
-        status.streams = 1
+        port = SerialSource(port_name, source.baudrate)
+        if ports is not None:
+            ports[port_name] = port
+        events0 = clock.events
         try:
             async for data, received in port.chunks(self._stop):
-                status.state = port.state
-                status.error = port.error
                 if data:
                     self._feed(handle, data, received, status)
                 else:  # idle: release console text that waits for a delimiter
@@ -480,16 +559,28 @@ class Session:
                     decoder.finish()
                     self._drain(handle, status)
                 splitter = decoder.splitter
-                status.extra = {
+                extra = {
                     **port.info(),
                     "frames": splitter.frames,
                     "crc_errors": splitter.crc_errors,
                     "bad": splitter.bad,
+                    "patterned": decoder.patterned,
+                    "device": device,
                 }
+                if info is None:
+                    status.state = port.state
+                    status.error = port.error
+                    status.extra = extra
+                else:
+                    info.clear()
+                    info.update(extra, events=clock.events - events0)
                 await self._backpressure()
         finally:
             port.stop()
-            status.state = "stopped"
+            if info is None:
+                status.state = "stopped"
+            else:
+                info["state"] = "stopped"
 
     def _feed(
         self, handle: StreamHandle, data: bytes, received: int | None, status: SourceStatus
@@ -531,7 +622,7 @@ class Session:
             batch.console.extend((handle.id, ln.pos, host, ln.text) for ln in lines)
             if lines:
                 for listener in self.console_listeners:
-                    listener(handle.name, [ln.text for ln in lines])
+                    listener(handle.name, lines)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -875,7 +966,8 @@ class Session:
         return Snapshot(now, sources, counters, fault)
 
     def add_console_listener(self, listener: ConsoleListener) -> None:
-        """``listener(port, lines)`` hears every console line a board prints."""
+        """``listener(port, lines)`` hears every console line a board prints (``ConsoleLine``:
+        its text, receive time and pattern mark; the listener must not change them)."""
         self.console_listeners.append(listener)
 
     async def apply_config(self, config: Config) -> None:

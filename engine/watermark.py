@@ -22,8 +22,11 @@ FEEDS: dict[str, tuple[str, ...]] = {
 }
 
 
-def feeds_of(fmt: str | None) -> tuple[str, ...]:
-    """The data sources a stream of format ``fmt`` feeds; none while its format is unknown."""
+def feeds_of(fmt: str | None, hub_lines: bool = False) -> tuple[str, ...]:
+    """The data sources a stream of format ``fmt`` feeds; none while its format is unknown. A
+    serial stream whose console patterns make IoT Hub events (``hub_lines``) feeds both."""
+    if fmt == "serial" and hub_lines:
+        return (HUB, AGENT)
     return FEEDS.get(fmt or "", ())
 
 

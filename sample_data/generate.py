@@ -946,6 +946,15 @@ lateness = "PT1M"            # a window is judged a minute after its end...
 horizon = "P1D"              # ...and amended by anything of the device that arrives within a day
 quiet = "PT10M"
 
+# The serial board, when the session runs live. Its console says what it sends to the hub, but
+# the hub side of its traffic is already in hub-events.jsonl: its console lines are shown and
+# stored, not counted (a replay of board-1.capture reads them with these patterns: none).
+[[sources]]
+type = "serial"
+port = "/dev/serial/by-id/usb-Bench_Board_1-if00"
+device = "bench-board-1"
+builtin_patterns = false
+
 [devices]
 "sensor-12" = "default"      # on the bench but never powered: declared, so its silence shows
 "gateway-1" = "lab"

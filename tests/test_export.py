@@ -1081,7 +1081,8 @@ def test_pseudo_rule_events_count_toward_no_rule(data: Dataset, tmp_path: Path) 
     conn = open_plain(out)
     pseudo = conn.execute(
         "SELECT e.rule, r.event, r.rule, r.value FROM events e JOIN events_readable r ON r.id = e.id"
-        " WHERE e.rule >= 100 ORDER BY e.rule"
+        " JOIN streams s ON s.id = e.stream WHERE e.rule >= 100 AND s.kind = 'file'"
+        " ORDER BY e.rule"
     ).fetchall()
     assert pseudo == [
         (c.CONNECT, "Connections/deviceConnect", None, "mqtt"),

@@ -1315,3 +1315,31 @@ def test_a_host_timed_event_does_not_move_its_device_clock(tmp: Path) -> None:
     _, summary = run_replay(cfg, [f"serial-capture:{path}"], db=str(db))
     assert (summary.events, summary.expired) == (31, 0)
     assert db_rows(db, "SELECT count(*) FROM events WHERE host_timed = 1") == [(1,)]
+
+
+def test_a_capture_whose_console_lines_make_hub_events_feeds_the_iot_hub_data_source(
+    tmp: Path,
+) -> None:
+    """Console patterns turn a board's lines into IoT Hub events, so its capture is a stream of
+    the IoT Hub data source too: T_last(IoT Hub) is its last line (10:05:10), and the empty
+    windows before it — the board's own and the declared silent device's — are complete."""
+    conf(tmp, rule(MQTT_D2C, 1, 9, "PT1M"), devices='"silent" = "default"')
+    cfg_path = tmp / "iotwatch.toml"
+    cfg_path.write_text(
+        cfg_path.read_text()
+        + '\n[[sources]]\ntype = "serial"\nport = "/dev/null"\n'
+        + '[[sources.patterns]]\nmatch = "^(?P<time>\\\\S+) sent"\nop = "d2c"\nprotocol = "mqtt"\n'
+    )
+    from engine.config import load_config
+
+    cfg = load_config(cfg_path)
+    capture = tmp / "board.txt"
+    capture.write_text(
+        "".join(f"{t(f'10:0{m}:10')} sent\n" for m in (0, 5)) + "booting\n", encoding="utf-8"
+    )
+    alerts, summary = run_replay(cfg, [f"serial-capture:{capture}"])
+    assert summary.events == 2
+    assert brief(alerts) == [
+        (MQTT_D2C, device, None, "10:01", "10:05", [0, 0, 0, 0], "open")
+        for device in ("board", "silent")
+    ]
