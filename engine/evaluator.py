@@ -190,7 +190,6 @@ class Evaluator:
             # One mark per data source for the whole batch: only this stream moves during it,
             # so a mark can only be lower than the true one, and judging later is always safe.
             marks = self._marks = {ds: self.watermark.mark(ds, wall) for ds in DATA_SOURCES}
-        unauthorized_rule = c.UNAUTHORIZED
         latest = stream.latest
         n = expired = 0
         for ev in events:
@@ -237,31 +236,16 @@ class Evaluator:
                                 self._count(track, t, weight)
                         elif rule >= c.CONNECT:
                             self._protocol(dev, rule, t, weight, ev.value)
-                    if unauthorized:
-                        track = dev.tracks.get(unauthorized_rule)
-                        if track is not None:
-                            index = t // track.size
-                            if index != track.cur:
-                                track.cur = index
-                                mark = marks[track.source]
-                                if mark is not None and mark // track.size > track.next:
-                                    track.finalize(mark // track.size, floor)
-                            self._count(track, t, weight)
-                else:
-                    if rule:
-                        counts = dev.tracks.get(rule)
-                        if counts is not None:
-                            index = t // counts.size
-                            counts = counts.counts
-                            counts[index] = counts.get(index, 0) + weight
-                        elif rule >= c.CONNECT:
-                            self._protocol(dev, rule, t, weight, ev.value)
-                    if unauthorized:
-                        counts = dev.tracks.get(unauthorized_rule)
-                        if counts is not None:
-                            index = t // counts.size
-                            counts = counts.counts
-                            counts[index] = counts.get(index, 0) + weight
+                elif rule:
+                    counts = dev.tracks.get(rule)
+                    if counts is not None:
+                        index = t // counts.size
+                        counts = counts.counts
+                        counts[index] = counts.get(index, 0) + weight
+                    elif rule >= c.CONNECT:
+                        self._protocol(dev, rule, t, weight, ev.value)
+                if unauthorized:
+                    self._also_unauthorized(dev, t, weight, floor)
             if allow:
                 self._allow(dev.plan, ev)
             if rows is not None:
@@ -272,6 +256,22 @@ class Evaluator:
         self.events += n
         self.expired += expired
         return expired
+
+    def _also_unauthorized(self, dev: Device, t: int, weight: int, floor: int | None) -> None:
+        """An event that failed as unauthorized counts toward UnauthorizedOperations… too."""
+        track = dev.tracks.get(c.UNAUTHORIZED)
+        if track is None:
+            return
+        index = t // track.size
+        if not self.incremental:
+            track.counts[index] = track.counts.get(index, 0) + weight
+            return
+        if index != track.cur:
+            track.cur = index
+            mark = self._marks[track.source]
+            if mark is not None and mark // track.size > track.next:
+                track.finalize(mark // track.size, floor)
+        self._count(track, t, weight)
 
     def _count(self, track: RangeTrack, t: int, weight: int) -> None:
         """Count into the version of the rule that evaluates ``t``'s window (a rule change
