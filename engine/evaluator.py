@@ -438,11 +438,12 @@ class Evaluator:
         for episodes in self.allow.values():
             episodes.quiet = self.quiet
         self.plans = {}
-        now = (
-            self.wall
-            if self.wall is not None
-            else max((d.last for d in self.devices.values() if d.last is not None), default=0)
-        )
+        if now is None:
+            now = (
+                self.wall
+                if self.wall is not None
+                else max((d.last for d in self.devices.values() if d.last is not None), default=0)
+            )
         for dev in self.devices.values():
             dev.plan = self._plan(dev.name)
             dev.declared = dev.name in config.devices.declared
