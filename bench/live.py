@@ -76,12 +76,18 @@ _RANGE_RULES = (
 # --------------------------------------------------------------------------------------------------
 
 
-def write_config(folder: Path) -> Path:
-    """Two file sources, eight range rules that never fire and two allow-lists."""
-    lines = ["[engine]", 'lateness = "PT1M"', 'quiet = "PT1H"', ""]
+def write_config(folder: Path, all_rules: str | None = None, horizon: str = "P1D") -> Path:
+    """Two file sources, eight range rules that never fire (with ``all_rules``: all sixteen, at
+    that window) and two allow-lists."""
+    lines = ["[engine]", 'lateness = "PT1M"', f'horizon = "{horizon}"', 'quiet = "PT1H"', ""]
     for kind, name in (("hub-events", HUB), ("security-messages", SEC)):
         lines += ["[[sources]]", f'type = "{kind}"', f'path = "{name}"', ""]
-    for rule, window in _RANGE_RULES:
+    rules = _RANGE_RULES
+    if all_rules is not None:
+        from engine.catalogue import RANGE_RULES
+
+        rules = tuple((r.name, all_rules) for r in RANGE_RULES)
+    for rule, window in rules:
         lines += [f"[groups.default.rules.{rule}]", "max = 1000000000", f'window = "{window}"', ""]
     exes = ", ".join(f'"{e}"' for e in _ALLOWED_EXES)
     lines += ["[groups.default.rules.ProcessNotAllowed]", f"allow = [{exes}]", ""]
@@ -371,7 +377,7 @@ class Live:
     def __init__(self, folder: Path, args: argparse.Namespace, sample_period: float) -> None:
         self.folder = folder
         self.db = folder / "live.db"
-        self.config = write_config(folder)
+        self.config = write_config(folder, args.all_rules, args.horizon)
         self.feed = Feed(folder, args.devices, args.security_share, args.seed)
         self.interval = args.interval / 1000
         self.probe_rate = args.probes
@@ -752,6 +758,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--rss-every", type=float, default=5.0, help="soak: seconds between RSS samples")
     p.add_argument("--drain", type=float, default=120.0, help="seconds allowed to drain (120)")
+    p.add_argument(
+        "--all-rules",
+        metavar="WINDOW",
+        nargs="?",
+        const="PT15M",
+        help="enable all 16 range rules at WINDOW (PT15M) instead of eight: every device then"
+        " has 16 tracks, the state a live session keeps for amendments",
+    )
+    p.add_argument("--horizon", default="P1D", help="[engine] horizon (P1D)")
     p.add_argument("--out", type=Path, help="keep the folder (inputs, database, stderr) here")
     args = p.parse_args(argv)
     if args.repeat < 1 or args.devices < 1 or not 0 <= args.security_share <= 1:

@@ -10,7 +10,12 @@ lost. Reports frames sent and received, CRC-valid frames lost (must be 0), CRC e
 and MB/s. A benchmark, not a test: it exits non-zero only when something broke (a crash, a lost
 or duplicated frame).
 
-Usage: ``python bench/serial_line.py [--seconds N] [--quick] [--repeat K] [--no-headless]``.
+Console lines (mode ``console``): a board that prints the getting-started firmware's console as
+fast as the reader takes it (a small frame after every hundred lines), read with the built-in
+console patterns and without them, in the same run: lines/s each way and their ratio.
+
+Usage: ``python bench/serial_line.py [--seconds N] [--quick] [--repeat K] [--no-headless]
+[--modes line,unthrottled,console]``.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import psutil
 from cobs import cobs
 
 from engine.capture import CaptureStream
+from engine.formats.console import BUILTIN
 from engine.formats.serial import encode_frame, encode_payload
 
 BAUD = 921_600
@@ -462,6 +468,281 @@ def _headless(proc: subprocess.Popen[bytes], pty: Pty, plan: Plan, db: Path) -> 
 
 
 # --------------------------------------------------------------------------------------------------
+# Console lines: the built-in patterns on and off
+# --------------------------------------------------------------------------------------------------
+
+# What a getting-started board prints in its main loop, one round; 7 of the 12 lines are
+# patterned (5 telemetry, a direct method, a twin update), the others are text.
+CONSOLE_ROUND = (
+    'Telemetry message sent: {"humidity":31.01,"temperature":25.62,"pressure":927.3}.',
+    'Telemetry message sent: {"magnetometerX":177,"magnetometerY":-36,"magnetometerZ":-346.5}.',
+    'Telemetry message sent: {"accelerometerX":-22.5,"accelerometerY":0.54,"accelerometerZ":1049.01}.',
+    'Telemetry message sent: {"gyroscopeX":0,"gyroscopeY":0,"gyroscopeZ":0}.',
+    "Receive direct method: setLedState",
+    "\tPayload: true",
+    "LED is turned ON",
+    'Device twin property sent: {"ledState":true}',
+    "WARNING: Wi-Fi RSSI low (-84 dBm)",
+    'Telemetry message sent: {"temperature":23.40,"humidity":41.07}.',
+    "",
+    "\tUpdating telemetryInterval to 10",
+)
+CONSOLE_PATTERNED = sum(BUILTIN.match(line) is not None for line in CONSOLE_ROUND)
+CONSOLE_FRAME_EVERY = 100  # lines between frames: the security module's frames delimit the text
+CONSOLE_WRITE = 64 * 1024
+CONSOLE_TARGET = 50_000  # lines/s with the built-in patterns
+
+
+def console_board_main(argv: Sequence[str]) -> int:
+    """Write console lines to the pty master ``FD`` for SECONDS as fast as they are read, a
+    small frame after every hundred; print what was written as JSON."""
+    fd, seconds = int(argv[0]), float(argv[1])
+    os.set_blocking(fd, True)
+    frame = encode_frame({"DeviceId": DEVICE, "Events": [{"Name": "Heartbeat", "Payload": []}]})
+    lines = [(line + "\r\n").encode() for line in CONSOLE_ROUND]
+    sent = frames = written = 0
+
+    def flush(data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        buf = bytearray()
+        while len(buf) < CONSOLE_WRITE:
+            buf += lines[sent % len(lines)]
+            sent += 1
+            if sent % CONSOLE_FRAME_EVERY == 0:
+                buf += frame
+                frames += 1
+        flush(bytes(buf))
+        written += len(buf)
+    t1 = time.monotonic()
+    flush(frame)  # the last lines are released by a frame, as the next message would
+    frames += 1
+    report = {
+        "lines": sent,
+        "frames": frames,
+        "bytes": written + len(frame),
+        "start": t0,
+        "end": t1,
+    }
+    sys.stdout.write(orjson.dumps(report).decode() + "\n")
+    return 0
+
+
+@dataclass
+class ConsoleResult:
+    """One console run: patterns on or off, read in-process or by ``iotwatch run --headless``."""
+
+    patterns: bool
+    reader: str
+    sent: int  # lines
+    received: int = 0  # lines received (in-process) or stored (headless)
+    events: int = 0  # events made by patterns
+    expected_events: int = 0
+    bytes_read: int = 0
+    span_s: float = 0.0  # the board's first write .. the last line received or stored
+    cpu_pct: float = 0.0  # of the reading process, over span_s
+
+    @property
+    def lines_s(self) -> float:
+        return self.received / self.span_s if self.span_s else 0.0
+
+    @property
+    def lost(self) -> int:
+        return self.sent - self.received
+
+
+def _patterned(sent: int) -> int:
+    """Patterned lines among the first ``sent`` lines of the board's rounds."""
+    rounds, rest = divmod(sent, len(CONSOLE_ROUND))
+    return rounds * CONSOLE_PATTERNED + sum(
+        BUILTIN.match(line) is not None for line in CONSOLE_ROUND[:rest]
+    )
+
+
+def _console_cmd(pty: Pty, seconds: float) -> list[str]:
+    here = str(Path(__file__).resolve())
+    return [sys.executable, here, "_console", str(pty.master), str(seconds)]
+
+
+async def console_in_process(seconds: float, patterns: bool) -> ConsoleResult:
+    """The console board into a pty, read by ``SerialSource`` + ``CaptureStream`` (built-in
+    patterns, or none) on this loop, fed and flushed as the live session does."""
+    from engine.serial_source import FOLLOWING, SerialSource
+
+    pty = Pty()
+    try:
+        source = SerialSource(pty.path, BAUD)
+        stream = CaptureStream(
+            time.time_ns() // 1000, DEVICE, patterns=BUILTIN if patterns else None
+        )
+        stop = asyncio.Event()
+        following = asyncio.Event()
+        received = events = 0
+        last = 0.0
+
+        async def read() -> None:
+            nonlocal received, events, last
+            async for data, at in source.chunks(stop):
+                stream.host_time = at
+                if data:
+                    stream.feed(data)
+                else:
+                    stream.finish()
+                    if source.state == FOLLOWING:
+                        following.set()
+                got, _bad = stream.take()
+                lines = stream.take_console()
+                events += sum(1 for e in got if e.name != "Heartbeat")
+                if lines:
+                    received += len(lines)
+                    last = time.monotonic()
+
+        task = asyncio.create_task(read())
+        await asyncio.wait_for(following.wait(), 10)
+        me = psutil.Process()
+        cpu0 = _cpu(me)
+        board = await asyncio.create_subprocess_exec(
+            *_console_cmd(pty, seconds), stdout=asyncio.subprocess.PIPE, pass_fds=(pty.master,)
+        )
+        out, _ = await board.communicate()
+        if board.returncode != 0:
+            raise RuntimeError(f"the console board exited {board.returncode}")
+        sent = orjson.loads(out)
+        deadline = time.monotonic() + 10
+        while received < sent["lines"] and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        cpu1 = _cpu(me)
+        stop.set()
+        await task
+        source.stop()
+        await asyncio.to_thread(source.join, 5.0)
+    finally:
+        pty.close()
+    r = ConsoleResult(patterns, "in-process", sent["lines"], received, events)
+    r.expected_events = _patterned(sent["lines"]) if patterns else 0
+    r.bytes_read = source.bytes_read
+    r.span_s = last - sent["start"]
+    r.cpu_pct = (cpu1 - cpu0) / r.span_s * 100 if r.span_s else 0.0
+    return r
+
+
+def _stored_console(db: Path) -> tuple[int, int]:
+    """(console lines, events) of the serial stream, committed so far."""
+    try:
+        conn = sqlite3.connect(db.as_uri() + "?mode=ro", uri=True)
+        try:
+            (lines,) = conn.execute("SELECT count(*) FROM console").fetchone()
+            (events,) = conn.execute(
+                "SELECT coalesce(sum(events), 0) FROM streams WHERE kind = 'serial'"
+            ).fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return 0, 0
+    return lines, events
+
+
+def console_headless(seconds: float, patterns: bool, folder: Path) -> ConsoleResult:
+    """The console board into a pty that ``iotwatch run --headless`` reads (the built-in
+    patterns, or ``builtin_patterns = false``); count what it stores."""
+    pty = Pty()
+    tag = "on" if patterns else "off"
+    db = folder / f"console-{tag}.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    config = folder / f"console-{tag}.toml"
+    config.write_text(
+        f'[[sources]]\ntype = "serial"\nport = "{pty.path}"\nbaudrate = {BAUD}\n'
+        f'device = "{DEVICE}"\nbuiltin_patterns = {"true" if patterns else "false"}\n'
+    )
+    cmd = [*iotwatch_command(), "run", "--headless", "--config", str(config), "--db", str(db)]
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    try:
+        os.set_blocking(pty.master, False)
+        deadline = time.monotonic() + 60
+        while _stored_console(db)[1] == 0:  # warm-up frames until one is stored
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("iotwatch did not store a warm-up frame")
+            with contextlib.suppress(BlockingIOError):
+                os.write(pty.master, encode_frame(message(0, WARMUP)))
+            time.sleep(0.05)
+        time.sleep(0.3)  # warm-up frames still in flight
+        base = _stored_console(db)
+        os.set_blocking(pty.master, True)
+        ps = psutil.Process(proc.pid)
+        cpu0 = _cpu(ps)
+        board = subprocess.run(
+            _console_cmd(pty, seconds), stdout=subprocess.PIPE, pass_fds=(pty.master,), check=True
+        )
+        sent = orjson.loads(board.stdout)
+        last, last_t = base, time.monotonic()
+        while last[0] - base[0] < sent["lines"] and time.monotonic() - last_t < 5:
+            time.sleep(0.01)
+            now = _stored_console(db)
+            if now != last:
+                last, last_t = now, time.monotonic()
+        cpu1 = _cpu(ps)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        pty.close()
+    r = ConsoleResult(patterns, "headless", sent["lines"], last[0] - base[0])
+    r.events = last[1] - base[1] - sent["frames"]  # each frame's heartbeat is an event too
+    r.expected_events = _patterned(sent["lines"]) if patterns else 0
+    r.bytes_read = sent["bytes"]
+    r.span_s = last_t - sent["start"]
+    r.cpu_pct = (cpu1 - cpu0) / r.span_s * 100 if r.span_s else 0.0
+    return r
+
+
+def console_report(results: dict[tuple[str, bool], list[ConsoleResult]]) -> list[str]:
+    """The best run of each (reader, patterns) by lines/s and the on/off ratio; what broke."""
+    print()
+    print(
+        f"console lines: the getting-started mix ({CONSOLE_PATTERNED} of {len(CONSOLE_ROUND)} "
+        f"lines patterned), a frame every {CONSOLE_FRAME_EVERY} lines, best of the runs"
+    )
+    print(
+        f"{'reader':<11} {'patterns':<8} {'sent':>10} {'received':>10} {'lost':>5} "
+        f"{'events':>9} {'lines/s':>9} {'MB/s':>6} {'cpu %':>5}"
+    )
+    broken = []
+    best: dict[tuple[str, bool], ConsoleResult] = {}
+    for (reader, on), rs in results.items():
+        b = best[(reader, on)] = max(rs, key=lambda r: r.lines_s)
+        mb = b.bytes_read / b.span_s / 1e6 if b.span_s else 0.0
+        print(
+            f"{reader:<11} {'on' if on else 'off':<8} {b.sent:>10,} {b.received:>10,} "
+            f"{b.lost:>5} {b.events:>9,} {b.lines_s:>9,.0f} {mb:>6.2f} {b.cpu_pct:>5.0f}"
+        )
+        tag = f"console/{reader}/patterns {'on' if on else 'off'}"
+        for r in rs:
+            if r.lost:
+                broken.append(f"{tag}: {r.lost} lines lost")
+            if r.events != r.expected_events:
+                broken.append(f"{tag}: {r.events} events, {r.expected_events} patterned lines")
+    for reader in dict.fromkeys(r for r, _ in best):
+        on_, off = best.get((reader, True)), best.get((reader, False))
+        if on_ and off and off.lines_s:
+            met = "met" if on_.lines_s >= CONSOLE_TARGET else "NOT met"
+            print(
+                f"{reader}: patterns on/off = {on_.lines_s / off.lines_s:.2f} "
+                f"({on_.lines_s:,.0f} vs {off.lines_s:,.0f} lines/s); target "
+                f"{CONSOLE_TARGET:,} lines/s with patterns: {met}"
+            )
+    return broken
+
+
+# --------------------------------------------------------------------------------------------------
 # Main
 # --------------------------------------------------------------------------------------------------
 
@@ -471,13 +752,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["_board"]:
         return board_main(args_list[1:])
+    if args_list[:1] == ["_console"]:
+        return console_board_main(args_list[1:])
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=10.0, help="seconds the board writes (10)")
     p.add_argument("--quick", action="store_true", help="3 s per run")
     p.add_argument("--repeat", type=int, default=1, metavar="K", help="best of K runs (1)")
     p.add_argument("--no-headless", action="store_true", help="skip iotwatch run --headless")
     p.add_argument(
-        "--modes", default="line,unthrottled", help="line and/or unthrottled (line,unthrottled)"
+        "--modes",
+        default="line,unthrottled,console",
+        help="frames at the line rate, unthrottled, and console lines with patterns on and off "
+        "(line,unthrottled,console)",
     )
     p.add_argument(
         "--damage",
@@ -491,8 +777,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     modes = [m for m in args.modes.split(",") if m]
     if args.repeat < 1 or seconds <= 0 or args.damage < 0:
         p.error("--repeat and --seconds must be positive, --damage at least 0")
-    if not modes or not set(modes) <= {"line", "unthrottled"}:
-        p.error("--modes: line and/or unthrottled")
+    if not modes or not set(modes) <= {"line", "unthrottled", "console"}:
+        p.error("--modes: line, unthrottled and/or console")
     readers = ["in-process"] + ([] if args.no_headless else ["headless"])
     sample = encode_frame(message(123_456))
     print(
@@ -503,10 +789,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{LINE_BYTES_S:,} B/s"
     )
     results: dict[tuple[str, str], list[Result]] = {}
+    console: dict[tuple[str, bool], list[ConsoleResult]] = {}
     folder = Path(tempfile.mkdtemp(prefix="iotwatch-serial-"))
     try:
         for k in range(args.repeat):
             for mode in modes:
+                if mode == "console":
+                    for reader in readers:
+                        for on in (True, False):  # the same run: the ratio compares like with like
+                            if reader == "in-process":
+                                c = asyncio.run(console_in_process(seconds, on))
+                            else:
+                                c = console_headless(seconds, on, folder)
+                            console.setdefault((reader, on), []).append(c)
+                            print(
+                                f"  run {k + 1}: console    {reader:<10} patterns "
+                                f"{'on ' if on else 'off'} {c.received:>9,} lines "
+                                f"{c.lines_s:>9,.0f} lines/s, {c.events:,} events, "
+                                f"cpu {c.cpu_pct:.0f} %",
+                                flush=True,
+                            )
+                    continue
                 plan = Plan(mode, seconds, args.damage)
                 for reader in readers:
                     if reader == "in-process":
@@ -517,11 +820,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(f"  run {k + 1}: {_row(r)}", flush=True)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    return report(results)
+    broken = console_report(console) if console else []
+    return report(results, broken)
 
 
-def report(results: dict[tuple[str, str], list[Result]]) -> int:
+def report(results: dict[tuple[str, str], list[Result]], broken: list[str] | None = None) -> int:
     """The best run of each (mode, reader) by frames/s; losses over every run."""
+    broken = list(broken or [])
+    if not results:
+        for text in broken:
+            print(f"BROKEN: {text}", file=sys.stderr)
+        return 1 if broken else 0
     print()
     print("best of the runs by frames/s (crc err: not observable through the headless engine)")
     print(
@@ -529,7 +838,6 @@ def report(results: dict[tuple[str, str], list[Result]]) -> int:
         f"{'crc err':>7} {'console':>7} {'frames/s':>9} {'MB/s':>7} {'board B/s':>11} "
         f"{'drain s':>7} {'cpu %':>5}"
     )
-    broken = []
     for (mode, reader), rs in results.items():
         b = max(rs, key=lambda r: r.frames_s)
         crc = "-" if b.crc_errors is None else f"{b.crc_errors:,}"

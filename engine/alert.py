@@ -9,6 +9,7 @@ from engine.timestamps import US, format_duration, format_time
 
 OPEN = "open"
 RESOLVED = "resolved"
+WITHDRAWN = "withdrawn"  # live only: no out-of-range window (or violation) is left of it
 
 
 class Alert:
@@ -16,12 +17,14 @@ class Alert:
     allow-list alerts cover the violations from ``start`` to ``end`` (µs)."""
 
     __slots__ = (
+        "amended",
         "counts",
         "device",
         "end",
         "first",
         "group",
         "id",
+        "into",
         "max",
         "min",
         "occurrences",
@@ -51,6 +54,9 @@ class Alert:
         self.max = 0
         # allow-list
         self.occurrences = 0
+        # live: changed by an event that arrived after its windows were judged
+        self.amended = False
+        self.into: int | None = None  # withdrawn because it was merged into this alert
 
     @property
     def is_range(self) -> bool:
@@ -91,6 +97,8 @@ class Alert:
             rec["occurrences"] = self.occurrences
         rec["description"] = rule.description
         rec["remediation"] = rule.remediation
+        if self.amended:
+            rec["amended"] = True
         return rec
 
     def __repr__(self) -> str:
@@ -101,16 +109,19 @@ class AlertBook:
     """Every alert of a session, what changed since the store last took it, and who listens.
 
     The listener, if any, gets ``(change, alert)`` with change ``opened``, ``updated``,
-    ``resolved`` or ``merged`` (an alert absorbed into an older one of the same key, which
-    a late event joined to it).
+    ``resolved`` or ``withdrawn``. A live book (``live``) keeps withdrawn alerts as records with
+    state ``withdrawn`` and logs amendments; a replay's book forgets them, since a replay
+    reports final episodes only.
     """
 
-    def __init__(self, listener: Any = None, first_id: int = 1) -> None:
+    def __init__(self, listener: Any = None, first_id: int = 1, live: bool = False) -> None:
         self.next_id = first_id
-        self.alerts: dict[int, Alert] = {}
+        self.live = live
+        self.alerts: dict[int, Alert] = {}  # every alert that is not withdrawn
         self.dirty: dict[int, Alert] = {}
-        self.removed: list[int] = []
         self.listener = listener
+        # (alert id, at µs, window start µs, count before, count after), for the store
+        self.amendments: list[tuple[int, int, int, int, int]] = []
         # After a restart: stored alerts no rebuilt alert has claimed yet, by (rule id, device,
         # value); a new alert that overlaps one takes its id.
         self.unclaimed: dict[tuple[int, str, str | None], list[tuple[int, int, int]]] = {}
@@ -139,38 +150,54 @@ class AlertBook:
         if self.listener is not None:
             self.listener("resolved", alert)
 
-    def merged(self, absorbed: Alert, into: Alert) -> None:
-        del self.alerts[absorbed.id]
-        self.dirty.pop(absorbed.id, None)
-        self.removed.append(absorbed.id)
+    def withdrawn(self, alert: Alert, into: Alert | None = None) -> None:
+        """No out-of-range window (or violation) is left of ``alert``; ``into`` took it over."""
+        self.alerts.pop(alert.id, None)
+        alert.state = WITHDRAWN
+        alert.into = into.id if into is not None else None
+        if not self.live:
+            self.dirty.pop(alert.id, None)
+            return
+        self.dirty[alert.id] = alert
         if self.listener is not None:
-            self.listener("merged", absorbed)
-        self.updated(into)
+            self.listener("withdrawn", alert)
+
+    def amended(self, alert: Alert, at: int, window: int, before: int, after: int) -> None:
+        """Live: an event counted into judged window ``window`` (start, µs) changed ``alert``."""
+        if self.live:
+            alert.amended = True
+            self.amendments.append((alert.id, at, window, before, after))
+
+    def forget(self, alert: Alert) -> None:
+        """Live: ``alert`` can no longer change (every window of it and after it is beyond the
+        horizon); keep it only until the store has taken its last change."""
+        self.alerts.pop(alert.id, None)
 
     def claim(self, alert: Alert) -> bool:
-        """Give ``alert`` the id of an unclaimed stored alert it overlaps, if there is one."""
+        """Give ``alert`` the id of an unclaimed stored alert it continues: the one with the same
+        span, else the oldest it overlaps (a range alert's windows are half-open, so alerts
+        that only touch do not overlap)."""
         key = (alert.rule.id, alert.device, None if alert.is_range else alert.value)
         stored = self.unclaimed.get(key)
         if not stored:
             return False
-        for entry in sorted(stored):
-            aid, start, end = entry
-            if start <= alert.end and alert.start <= end:
-                stored.remove(entry)
-                alert.id = aid
-                return True
+        same = [e for e in stored if (e[1], e[2]) == (alert.start, alert.end)]
+        if alert.is_range:
+            over = [e for e in stored if e[1] < alert.end and alert.start < e[2]]
+        else:
+            over = [e for e in stored if e[1] <= alert.end and alert.start <= e[2]]
+        for entry in sorted(same) or sorted(over):
+            stored.remove(entry)
+            alert.id = entry[0]
+            return True
         return False
 
-    def withdrawn(self, alert: Alert) -> None:
-        """An alert raised early for a window that a rule change took out of evaluation."""
-        self.alerts.pop(alert.id, None)
-        self.dirty.pop(alert.id, None)
-        self.removed.append(alert.id)
-        if self.listener is not None:
-            self.listener("withdrawn", alert)
+    def take_changes(self) -> list[Alert]:
+        """The alerts changed since the last call (withdrawn ones included)."""
+        dirty = list(self.dirty.values())
+        self.dirty = {}
+        return dirty
 
-    def take_changes(self) -> tuple[list[Alert], list[int]]:
-        """The alerts changed and the ids removed since the last call."""
-        dirty, removed = list(self.dirty.values()), self.removed
-        self.dirty, self.removed = {}, []
-        return dirty, removed
+    def take_amendments(self) -> list[tuple[int, int, int, int, int]]:
+        out, self.amendments = self.amendments, []
+        return out

@@ -44,10 +44,12 @@ from engine.config import (
     check_bool,
     check_threshold,
     check_window,
+    group_name_reason,
     key_path,
     kind_of,
     read_text,
     unknown_rule_reason,
+    unreadable,
 )
 from engine.timestamps import format_duration
 
@@ -101,6 +103,8 @@ def load_azure_groups(path: str | os.PathLike[str]) -> list[Group]:
         raise ConfigError(
             name, f"line {exc.lineno}", f"invalid JSON: {exc.msg} (column {exc.colno})"
         ) from None
+    except (RecursionError, ValueError) as exc:
+        raise unreadable(name, "JSON", exc) from None
     return parse_azure_groups(data, name)
 
 
@@ -146,6 +150,9 @@ def _parse_group(r: _Reader, value: object, key: Key) -> Group:
         name = obj["id"].rstrip("/").rsplit("/", 1)[-1]
     else:
         raise r.fail((*key, "name"), "missing: a device security group needs a name")
+    reason = group_name_reason(name)
+    if reason is not None:
+        raise r.fail((*key, "name"), reason)
     kind = obj.get("type", RESOURCE_TYPE)
     if not isinstance(kind, str) or kind.lower() != RESOURCE_TYPE.lower():
         shown = repr(kind) if isinstance(kind, str) else kind_of(kind, True)

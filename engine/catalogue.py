@@ -35,9 +35,16 @@ class RuleType:
 
 
 def _range(
-    i: int, name: str, source: str, what: str, description: str, remediation: str
+    i: int,
+    name: str,
+    source: str,
+    what: str,
+    description: str,
+    remediation: str,
+    display: str | None = None,
 ) -> RuleType:
-    display = f"Custom alert - The number of {what} is outside the allowed range"
+    # Most names follow one pattern; Defender's table words two of them differently.
+    display = display or f"Custom alert - The number of {what} is outside the allowed range"
     return RuleType(i, name, "range", source, display, description, remediation)
 
 
@@ -78,6 +85,11 @@ for _off, _p in enumerate(PROTOCOLS):
             "Compare the rejected messages with what the back end meant to send, check the device's "
             "firmware version and logs for why it rejects them, and verify that the sender is "
             "legitimate before widening the range.",
+            # Defender's table says "is not in" for HTTP only.
+            "Custom alert - The number of rejected cloud to device messages in HTTP protocol is "
+            "not in the allowed range"
+            if _p == "http"
+            else None,
         )
     )
 for _off, _p in enumerate(PROTOCOLS):
@@ -127,6 +139,7 @@ _rules += [
         "is outside the allowed range. Purging hides or drops commands meant for the device.",
         "Check which service identity purged the queue and why; restrict the permissions that "
         "allow purging if the caller is not expected.",
+        "Custom alert - The number of command queue purges that are outside of the allowed range",
     ),
     _range(
         13,
@@ -176,7 +189,7 @@ _rules += [
         "ConnectionToIpNotAllowed",
         "allowlist",
         AGENT,
-        "Custom alert - Outbound connection created to an IP that isn't allowed",
+        "Custom alert - The outbound connection created to an IP that isn't allowed",
         "The device opened a connection to an address outside the allow-list of its security "
         "group. Devices usually talk to a few known endpoints; a new destination can be "
         "command-and-control traffic or data leaving the device.",
@@ -189,7 +202,7 @@ _rules += [
         "ConnectionFromIpNotAllowed",
         "allowlist",
         AGENT,
-        "Custom alert - Inbound connection created from an IP that isn't allowed",
+        "Custom alert - The inbound connection created from an IP that isn't allowed",
         "The device accepted a connection from an address outside the allow-list of its "
         "security group. Unexpected inbound connections can be remote access by an intruder.",
         "Identify the listening service and the remote address; close the service or firewall "
@@ -200,7 +213,7 @@ _rules += [
         "LocalUserNotAllowed",
         "allowlist",
         AGENT,
-        "Custom alert - A local user that isn't allowed logged in to the device",
+        "Custom alert - The sign in of a user that is not on the allowed user list",
         "A user that is not on the group's allow-list logged in to the device. New or unknown "
         "accounts logging in can mean a compromised device or a backdoor account.",
         "Check where the account came from and who used it; remove or lock it if it is not "
@@ -211,7 +224,7 @@ _rules += [
         "ProcessNotAllowed",
         "allowlist",
         AGENT,
-        "Custom alert - A process that isn't allowed was executed",
+        "Custom alert - A process was executed that is not allowed",
         "A process that is not on the group's allow-list was started on the device. Unknown "
         "executables can be malware, tooling left by an intruder or an unapproved update.",
         "Find the executable's origin and what started it; remove it and investigate the device "
@@ -244,3 +257,16 @@ LOCAL_USER = 19
 PROCESS = 20
 
 assert [r.id for r in RULE_TYPES] == list(range(1, 21))
+
+# Pseudo rule ids: NOT rule types. Decoders put them in an event's ``rule`` for hub records whose
+# protocol decides which per-protocol rule they count toward (SPEC §2, "Protocol of a hub
+# message"); the evaluator recognises them, the store keeps them in ``events.rule`` like any id,
+# and since ``rule_types`` has no row for them, exports show no rule name and count them toward
+# no rule. Ids from 100 on stay clear of the rule types.
+CONNECT = 100  # a device connected; ``value`` is the folded protocol (amqp, mqtt, http)
+D2C_UNKNOWN = 101  # a device-to-cloud message that names no protocol; ``value`` is None
+C2D_UNKNOWN = 102  # a cloud-to-device message that names no protocol; ``value`` is None
+C2D_REJECT_UNKNOWN = 103  # a rejected cloud-to-device message, no protocol; ``value`` is None
+PSEUDO_RULES = frozenset({CONNECT, D2C_UNKNOWN, C2D_UNKNOWN, C2D_REJECT_UNKNOWN})
+# The per-protocol rule ids of each kind of message without a protocol.
+BY_PROTOCOL = {D2C_UNKNOWN: D2C, C2D_UNKNOWN: C2D, C2D_REJECT_UNKNOWN: C2D_REJECTED}

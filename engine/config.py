@@ -5,7 +5,8 @@ the reason; unknown keys are refused too, so that a typo is never silently ignor
 
 Defaults where SPEC §3 is silent:
 
-- ``[engine]``: ``lateness`` PT1M (from PT0S to P7D), ``quiet`` PT1H (from PT1S to P365D).
+- ``[engine]``: ``lateness`` PT1M (from PT0S to P7D), ``horizon`` P1D (from PT1M to P30D, at
+  least every ``lateness`` of the file), ``quiet`` PT1H (from PT1S to P365D).
 - ``[database]``: ``path`` absent → ``Config.db_path`` is None (the caller picks a location).
 - Relative ``path`` values (sources and database) are relative to the configuration file's folder;
   a leading ``~`` is expanded.
@@ -17,7 +18,7 @@ Defaults where SPEC §3 is silent:
   (case-insensitive, stored in this spelling).
 - A group table may be empty (``[groups.lab]``): the group exists with every rule disabled.
 - Sources: ``path`` only on file sources; ``port``, ``baudrate`` (default 115200) and ``device``
-  only on serial sources. ``SourceConfig.format`` is the decoder of the stream: ``type`` for file
+  only on serial sources; ``lateness`` on any source (default ``[engine] lateness``). ``SourceConfig.format`` is the decoder of the stream: ``type`` for file
   sources, None for serial ones.
 - ``[devices]``: a key containing ``*``, ``?`` or ``[`` is a glob pattern, any other key is an exact
   (case-sensitive) device id; the values are group names, compared case-insensitively.
@@ -38,16 +39,32 @@ from typing import Any, TypeVar
 
 from engine.allowlist import Allowlist, validate_entry
 from engine.catalogue import BY_ID, BY_NAME, RuleType
-from engine.timestamps import parse_duration
+from engine.formats.console import (
+    BUILTIN,
+    BUILTIN_PATTERNS,
+    UNIX,
+    ConsolePattern,
+    ConsolePatterns,
+    PatternError,
+    check,
+    fold,
+)
+from engine.jsonline import UNSAFE
+from engine.timestamps import format_duration, parse_duration
 
 SEVERITIES = ("Low", "Medium", "High", "Informational")
-SOURCE_TYPES = ("hub-log", "hub-events", "security-messages", "serial")
-FILE_SOURCE_TYPES = ("hub-log", "hub-events", "security-messages")
+SOURCE_TYPES = ("hub-log", "hub-events", "hub-messages", "security-messages", "serial")
+FILE_SOURCE_TYPES = ("hub-log", "hub-events", "hub-messages", "security-messages")
 DEFAULT_GROUP = "default"
 DEFAULT_LATENESS = 60
+DEFAULT_HORIZON = 86400
+MIN_HORIZON = 60
+MAX_HORIZON = 30 * 86400
 DEFAULT_QUIET = 3600
 DEFAULT_WINDOW = 900
 DEFAULT_BAUDRATE = 115200
+MIN_BAUDRATE = 50  # the slowest standard rate (termios B50)
+MAX_BAUDRATE = 10_000_000  # well above the fastest USB-UART bridges (FTDI FT4232H: 12 Mbaud)
 MIN_WINDOW = 60
 MAX_WINDOW = 7 * 86400
 MAX_LATENESS = 7 * 86400
@@ -58,6 +75,10 @@ ALLOW_KEYS = ("enabled", "allow", "severity")
 _CACHE_SIZE = 65536
 _GLOB_CHARS = frozenset("*?[")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+# Characters a group name may not hold: controls, and what would reorder or hide it on a screen.
+_NOT_IN_NAMES = frozenset(chr(c) for c in (*range(0x20), *UNSAFE))
+# In messages, keys show those characters escaped: an error line goes to a terminal.
+_ESCAPE = {c: f"\\u{c:04x}" for c in UNSAFE}
 T = TypeVar("T")
 Key = tuple[str | int, ...]
 
@@ -161,6 +182,45 @@ class SourceConfig:
     baudrate: int = DEFAULT_BAUDRATE
     device: str | None = None
     format: str | None = None
+    lateness: int | None = None  # seconds; None: ``[engine] lateness``
+    # Serial sources: console patterns of their own (tried first), whether the built-in ones
+    # follow, and for a glob ``port`` the devices of the boards it finds (port glob → device).
+    patterns: tuple[ConsolePattern, ...] = ()
+    builtin_patterns: bool = True
+    boards: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def is_glob(self) -> bool:
+        """Whether ``port`` is a glob that may find several boards (a URL never is)."""
+        return is_port_glob(self.port)
+
+    def console_patterns(self) -> ConsolePatterns | None:
+        """The compiled console patterns of this serial source (None: it has none)."""
+        return compile_patterns(self.patterns, self.builtin_patterns)
+
+
+def is_port_glob(port: str | None) -> bool:
+    """Whether a serial ``port`` is a glob: a path holding ``*``, ``?`` or ``[``."""
+    return port is not None and "://" not in port and bool(_GLOB_CHARS.intersection(port))
+
+
+def compile_patterns(
+    user: tuple[ConsolePattern, ...], builtin: bool = True
+) -> ConsolePatterns | None:
+    """The compiled set of ``user`` patterns followed by the built-in ones (when ``builtin``),
+    cached: every source and capture with the same patterns shares one."""
+    key = (user, builtin)
+    found = _PATTERN_CACHE.get(key)
+    if found is None:
+        if not user and builtin:
+            found = BUILTIN
+        else:
+            found = ConsolePatterns(user, BUILTIN_PATTERNS if builtin else ())
+        _PATTERN_CACHE[key] = found
+    return found if found else None
+
+
+_PATTERN_CACHE: dict[tuple[tuple[ConsolePattern, ...], bool], ConsolePatterns] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +260,8 @@ class DeviceMap:
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    """A whole configuration; ``lateness``/``quiet`` in seconds, ``groups`` keyed lower-case."""
+    """A whole configuration; ``lateness``/``quiet``/``horizon`` in seconds, ``groups`` keyed
+    lower-case."""
 
     path: str | None
     lateness: int = DEFAULT_LATENESS
@@ -209,6 +270,11 @@ class Config:
     sources: tuple[SourceConfig, ...] = ()
     groups: dict[str, Group] = field(default_factory=dict)
     devices: DeviceMap = field(default_factory=DeviceMap)
+    horizon: int = DEFAULT_HORIZON
+
+    def lateness_of(self, source: SourceConfig) -> int:
+        """The lateness (seconds) of ``source``: its own, else ``[engine] lateness``."""
+        return self.lateness if source.lateness is None else source.lateness
 
     @classmethod
     def default(cls) -> Config:
@@ -223,6 +289,14 @@ class Config:
     def group_for(self, device: str) -> Group:
         """The group ``device`` belongs to."""
         return self.group(self.devices.group_of(device))
+
+    def capture_patterns(self) -> ConsolePatterns | None:
+        """The console patterns a replayed capture is read with: the user patterns of every
+        serial source, in file order, then the built-in ones unless a serial source turns
+        them off (``builtin_patterns = false``); without a serial source, the built-in ones."""
+        serial = [s for s in self.sources if s.type == "serial"]
+        user = tuple(p for s in serial for p in s.patterns)
+        return compile_patterns(user, all(s.builtin_patterns for s in serial))
 
     def replace(self, **changes: Any) -> Config:
         """A copy with ``changes`` applied."""
@@ -249,8 +323,25 @@ def key_path(*parts: str | int) -> str:
             out += f"[{part}]"
         else:
             text = part if _BARE_KEY.fullmatch(part) else json.dumps(part, ensure_ascii=False)
+            text = text.translate(_ESCAPE)
             out += f".{text}" if out else text
     return out
+
+
+def shown_number(value: int) -> str:
+    """An integer as a message shows it: digits when it has at most 20, else a word (Python
+    refuses to print more than 4,300 digits, and a line of thousands helps nobody)."""
+    return str(value) if -(10**20) < value < 10**20 else "a number of more than 20 digits"
+
+
+def group_name_reason(name: str) -> str | None:
+    """Why ``name`` cannot be a group name, or None: empty, or holding a control, bidirectional
+    or zero-width character (a name is shown in the console and written to JSON and TOML)."""
+    if not name.strip():
+        return "a group name must not be empty"
+    if not _NOT_IN_NAMES.isdisjoint(name):
+        return "a group name must not contain control, bidirectional or zero-width characters"
+    return None
 
 
 def kind_of(value: object, as_json: bool = False) -> str:
@@ -294,9 +385,9 @@ def check_threshold(value: object, as_json: bool = False) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise Invalid(f"must be an integer, not {kind_of(value, as_json)}")
     if value < 0:
-        raise Invalid(f"must not be negative ({value})")
+        raise Invalid(f"must not be negative ({shown_number(value)})")
     if value > MAX_THRESHOLD:
-        raise Invalid(f"must be at most {MAX_THRESHOLD} ({value})")
+        raise Invalid(f"must be at most {MAX_THRESHOLD} ({shown_number(value)})")
     return value
 
 
@@ -305,6 +396,14 @@ def check_window(value: object) -> int:
     seconds = _duration(value)
     if not MIN_WINDOW <= seconds <= MAX_WINDOW:
         raise Invalid(f"window {value} is outside PT1M..P7D")
+    return seconds
+
+
+def check_lateness(value: object) -> int:
+    """A lateness in seconds from an ISO 8601 duration, PT0S to P7D."""
+    seconds = _duration(value)
+    if seconds > MAX_LATENESS:
+        raise Invalid("must be at most P7D")
     return seconds
 
 
@@ -375,7 +474,17 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise _toml_error(name, str(exc)) from None
+    except (RecursionError, ValueError) as exc:
+        raise unreadable(name, "TOML", exc) from None
     return parse_config(data, name)
+
+
+def unreadable(name: str, language: str, exc: Exception) -> ConfigError:
+    """The error for a file its parser gave up on without a position: nesting deeper than the
+    parser's recursion allows, or a number with more digits than Python converts."""
+    if isinstance(exc, RecursionError):
+        return ConfigError(name, "(file)", f"invalid {language}: nested too deeply")
+    return ConfigError(name, "(file)", f"invalid {language}: a number with too many digits")
 
 
 def _toml_error(name: str, message: str) -> ConfigError:
@@ -437,14 +546,17 @@ def parse_config(data: Mapping[str, Any], path: str) -> Config:
     """
     p = _Parser(path)
     p.only(data, _TOP_KEYS, ())
-    lateness, quiet = DEFAULT_LATENESS, DEFAULT_QUIET
+    lateness, quiet, horizon = DEFAULT_LATENESS, DEFAULT_QUIET, DEFAULT_HORIZON
+    engine: Mapping[str, Any] = {}
     if "engine" in data:
         engine = p.table(data["engine"], ("engine",))
-        p.only(engine, ("lateness", "quiet"), ("engine",))
+        p.only(engine, ("lateness", "horizon", "quiet"), ("engine",))
         if "lateness" in engine:
-            lateness = p.run(("engine", "lateness"), _duration, engine["lateness"])
-            if lateness > MAX_LATENESS:
-                raise p.fail(("engine", "lateness"), "must be at most P7D")
+            lateness = p.run(("engine", "lateness"), check_lateness, engine["lateness"])
+        if "horizon" in engine:
+            horizon = p.run(("engine", "horizon"), _duration, engine["horizon"])
+            if not MIN_HORIZON <= horizon <= MAX_HORIZON:
+                raise p.fail(("engine", "horizon"), "must be from PT1M to P30D")
         if "quiet" in engine:
             quiet = p.run(("engine", "quiet"), _duration, engine["quiet"])
             if not 1 <= quiet <= MAX_QUIET:
@@ -456,9 +568,22 @@ def parse_config(data: Mapping[str, Any], path: str) -> Config:
         if "path" in database:
             db_path = p.file_path(p.text(database["path"], ("database", "path")))
     sources = _parse_sources(p, data.get("sources", []))
+    if horizon < lateness:
+        key = ("engine", "horizon") if "horizon" in engine else ("engine", "lateness")
+        raise p.fail(key, _horizon_reason(horizon, lateness))
+    for i, source in enumerate(sources):
+        if source.lateness is not None and source.lateness > horizon:
+            raise p.fail(("sources", i, "lateness"), _horizon_reason(horizon, source.lateness))
     groups = _parse_groups(p, data.get("groups", {}))
     devices = _parse_devices(p, data.get("devices", {}))
-    return Config(path, lateness, quiet, db_path, sources, groups, devices)
+    return Config(path, lateness, quiet, db_path, sources, groups, devices, horizon)
+
+
+def _horizon_reason(horizon: int, lateness: int) -> str:
+    return (
+        f"lateness {format_duration(lateness)} is beyond the horizon {format_duration(horizon)}"
+        " (an event is counted only within the horizon, so its window could never wait that long)"
+    )
 
 
 def _parse_sources(p: _Parser, value: object) -> tuple[SourceConfig, ...]:
@@ -468,7 +593,7 @@ def _parse_sources(p: _Parser, value: object) -> tuple[SourceConfig, ...]:
     for i, item in enumerate(value):
         key: Key = ("sources", i)
         src = p.table(item, key)
-        p.only(src, ("type", "path", "port", "baudrate", "device"), key)
+        p.only(src, ("type", "path", "port", "baudrate", "device", "lateness", *_SERIAL_KEYS), key)
         if "type" not in src:
             raise p.fail((*key, "type"), "missing (one of " + ", ".join(SOURCE_TYPES) + ")")
         kind = src["type"]
@@ -479,6 +604,9 @@ def _parse_sources(p: _Parser, value: object) -> tuple[SourceConfig, ...]:
                 f"unknown source type {shown} (expected one of {', '.join(SOURCE_TYPES)})"
                 + (suggest(kind, SOURCE_TYPES) if isinstance(kind, str) else ""),
             )
+        late = None
+        if "lateness" in src:
+            late = p.run((*key, "lateness"), check_lateness, src["lateness"])
         if kind == "serial":
             if "path" in src:
                 raise p.fail((*key, "path"), "only file sources have a path; serial uses port")
@@ -488,19 +616,99 @@ def _parse_sources(p: _Parser, value: object) -> tuple[SourceConfig, ...]:
             baudrate = DEFAULT_BAUDRATE
             if "baudrate" in src:
                 baudrate = src["baudrate"]
-                if isinstance(baudrate, bool) or not isinstance(baudrate, int) or baudrate <= 0:
-                    shown = baudrate if type(baudrate) is int else kind_of(baudrate)
-                    raise p.fail((*key, "baudrate"), f"must be a positive integer, not {shown}")
+                if type(baudrate) is not int or not MIN_BAUDRATE <= baudrate <= MAX_BAUDRATE:
+                    shown = shown_number(baudrate) if type(baudrate) is int else kind_of(baudrate)
+                    raise p.fail(
+                        (*key, "baudrate"),
+                        f"must be an integer from {MIN_BAUDRATE} to {MAX_BAUDRATE}, not {shown}",
+                    )
             device = p.text(src["device"], (*key, "device")) if "device" in src else None
-            out.append(SourceConfig(kind, None, port, baudrate, device, None))
+            glob = is_port_glob(port)
+            if glob and device is not None:
+                raise p.fail(
+                    (*key, "device"),
+                    "a glob port finds several boards: name their devices in "
+                    f"{key_path(*key, 'boards')}, not with one device",
+                )
+            boards: tuple[tuple[str, str], ...] = ()
+            if "boards" in src:
+                if not glob:
+                    raise p.fail(
+                        (*key, "boards"),
+                        "only a glob port (holding *, ? or [) has boards; one port names its "
+                        "device with device",
+                    )
+                boards = _parse_boards(p, src["boards"], (*key, "boards"))
+            builtin = True
+            if "builtin_patterns" in src:
+                builtin = p.run((*key, "builtin_patterns"), check_bool, src["builtin_patterns"])
+            patterns = _parse_patterns(p, src.get("patterns", []), (*key, "patterns"))
+            out.append(
+                SourceConfig(
+                    kind, None, port, baudrate, device, None, late, patterns, builtin, boards
+                )
+            )
         else:
-            for k in ("port", "baudrate", "device"):
+            for k in ("port", "baudrate", "device", *_SERIAL_KEYS):
                 if k in src:
                     raise p.fail((*key, k), f"only serial sources have a {k}")
             if "path" not in src:
                 raise p.fail((*key, "path"), f"missing: a {kind} source needs a path (a glob)")
             path = p.file_path(p.text(src["path"], (*key, "path")))
-            out.append(SourceConfig(kind, path, None, DEFAULT_BAUDRATE, None, kind))
+            out.append(SourceConfig(kind, path, None, DEFAULT_BAUDRATE, None, kind, late))
+    return tuple(out)
+
+
+_SERIAL_KEYS = ("patterns", "builtin_patterns", "boards")
+_PATTERN_KEYS = ("match", "op", "protocol", "time_format")
+
+
+def _parse_patterns(p: _Parser, value: object, key: Key) -> tuple[ConsolePattern, ...]:
+    """``[[sources.patterns]]``: each a regular expression and what a matching line becomes."""
+    if not isinstance(value, list):
+        raise p.fail(key, "must be an array of tables ([[sources.patterns]])")
+    out = []
+    for i, item in enumerate(value):
+        pkey: Key = (*key, i)
+        table = p.table(item, pkey)
+        p.only(table, _PATTERN_KEYS, pkey)
+        for k in ("match", "op"):
+            if k not in table:
+                raise p.fail((*pkey, k), "missing")
+        match = table["match"]
+        if not isinstance(match, str):
+            raise p.fail((*pkey, "match"), f"must be a string, not {kind_of(match)}")
+        op = table["op"]
+        if not isinstance(op, str):
+            raise p.fail((*pkey, "op"), f"must be a string, not {kind_of(op)}")
+        protocol = time_format = None
+        try:
+            if "protocol" in table:
+                protocol = fold(p.text(table["protocol"], (*pkey, "protocol")))
+            if "time_format" in table:
+                time_format = p.text(table["time_format"], (*pkey, "time_format"))
+                if time_format != UNIX and "%" not in time_format:
+                    raise PatternError(
+                        "time_format",
+                        f"must be a strptime format (such as '%Y-%m-%d %H:%M:%S') or {UNIX!r}",
+                    )
+            pattern = ConsolePattern(match, op, protocol, time_format)
+            check(pattern)
+        except PatternError as exc:
+            raise p.fail((*pkey, exc.key), exc.reason) from None
+        out.append(pattern)
+    return tuple(out)
+
+
+def _parse_boards(p: _Parser, value: object, key: Key) -> tuple[tuple[str, str], ...]:
+    """``[sources.boards]``: a port (its name under /dev/serial/by-id, or its path; a glob or
+    exact) → the device of the board found there."""
+    table = p.table(value, key)
+    out = []
+    for port, device in table.items():
+        if not port.strip():
+            raise p.fail((*key, port), "a port name or glob must not be empty")
+        out.append((port, p.text(device, (*key, port))))
     return tuple(out)
 
 
@@ -509,8 +717,9 @@ def _parse_groups(p: _Parser, value: object) -> dict[str, Group]:
     groups: dict[str, Group] = {}
     for name, body in tables.items():
         key: Key = ("groups", name)
-        if not name.strip():
-            raise p.fail(key, "a group name must not be empty")
+        reason = group_name_reason(name)
+        if reason is not None:
+            raise p.fail(key, reason)
         if name.lower() in groups:
             raise p.fail(
                 key,
@@ -588,6 +797,9 @@ def _parse_devices(p: _Parser, value: object) -> DeviceMap:
             raise p.fail(key, f"must be a group name (a string), not {kind_of(group)}")
         if not group.strip():
             raise p.fail(key, "the group name must not be empty")
+        reason = group_name_reason(group)
+        if reason is not None:
+            raise p.fail(key, reason)
         if _GLOB_CHARS.intersection(device):
             patterns.append((device, group))
         else:

@@ -44,6 +44,7 @@ from engine.catalogue import BY_ID, BY_NAME, RuleType
 from engine.config import (
     DEFAULT_BAUDRATE,
     DEFAULT_GROUP,
+    DEFAULT_HORIZON,
     DEFAULT_LATENESS,
     DEFAULT_QUIET,
     DEFAULT_WINDOW,
@@ -57,6 +58,7 @@ from engine.config import (
     check_severity,
     check_threshold,
     check_window,
+    group_name_reason,
     key_path,
     parse_config,
     unknown_rule_reason,
@@ -294,8 +296,9 @@ def _check_name(config: Config, name: object) -> str:
         raise _fail(config, ("groups",), "a group name must not be empty")
     if name != name.strip():
         raise _fail(config, ("groups", name), "a group name must not start or end with spaces")
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        raise _fail(config, ("groups", name), "a group name must not contain control characters")
+    reason = group_name_reason(name)
+    if reason is not None:
+        raise _fail(config, ("groups", name), reason)
     return name
 
 
@@ -378,8 +381,28 @@ def _sources_table(config: Config, base: str) -> list[dict[str, Any]]:
                 item["baudrate"] = s.baudrate
             if s.device is not None:
                 item["device"] = s.device
+            if not s.builtin_patterns:
+                item["builtin_patterns"] = False
+            if s.boards:
+                item["boards"] = dict(s.boards)
+            if s.patterns:
+                item["patterns"] = [
+                    {
+                        k: v
+                        for k, v in (
+                            ("match", p.match),
+                            ("op", p.op),
+                            ("protocol", p.protocol),
+                            ("time_format", p.time_format),
+                        )
+                        if v is not None
+                    }
+                    for p in s.patterns
+                ]
         else:
             item["path"] = _rel(s.path or "", base)
+        if s.lateness is not None:
+            item["lateness"] = format_duration(s.lateness)
         out.append(item)
     return out
 
@@ -393,8 +416,12 @@ def _same(raw: Mapping[str, Any], key: str, path: str, config: Config) -> bool:
     except ConfigError:
         return False
     if key == "engine":
-        return (parsed.lateness, parsed.quiet) == (config.lateness, config.quiet)
+        return _timing(parsed) == _timing(config)
     return parsed.devices == config.devices
+
+
+def _timing(config: Config) -> tuple[int, int, int]:
+    return (config.lateness, config.quiet, config.horizon)
 
 
 def config_to_toml(config: Config, path: str, raw: Mapping[str, Any] | None = None) -> str:
@@ -405,9 +432,10 @@ def config_to_toml(config: Config, path: str, raw: Mapping[str, Any] | None = No
     data: dict[str, Any] = {}
     if _same(raw, "engine", path, config):
         data["engine"] = raw["engine"]
-    elif (config.lateness, config.quiet) != (DEFAULT_LATENESS, DEFAULT_QUIET) or "engine" in raw:
+    elif _timing(config) != (DEFAULT_LATENESS, DEFAULT_QUIET, DEFAULT_HORIZON) or "engine" in raw:
         data["engine"] = {
             "lateness": format_duration(config.lateness),
+            "horizon": format_duration(config.horizon),
             "quiet": format_duration(config.quiet),
         }
     if "database" in raw:
@@ -444,17 +472,16 @@ def write_config(config: Config, path: str | os.PathLike[str] | None = None) -> 
     exists = os.path.exists(target)
     if exists:
         with (
-            contextlib.suppress(OSError, UnicodeDecodeError, tomllib.TOMLDecodeError),
+            contextlib.suppress(OSError, UnicodeDecodeError, ValueError, RecursionError),
             open(target, "rb") as f,
         ):
             raw = tomllib.load(f)
     text = config_to_toml(config, target, raw)
     back = parse_config(tomllib.loads(text), target)
-    if (back.groups, back.devices, back.lateness, back.quiet) != (
+    if (back.groups, back.devices, _timing(back)) != (
         config.groups,
         config.devices,
-        config.lateness,
-        config.quiet,
+        _timing(config),
     ):
         raise ValueError(f"{target}: the written configuration would not read back the same")
     folder = os.path.dirname(os.path.abspath(target))

@@ -1,33 +1,94 @@
-"""Episodes: how out-of-range windows and allow-list violations become alerts (SPEC §4)."""
+"""Episodes: how out-of-range windows and allow-list violations become alerts (SPEC §4).
+
+A range alert is a maximal run of consecutive out-of-range windows of one (rule, device). Which
+windows are out of range is a function of three things only: each window's count, which windows
+are complete, and the device's first (partial) window. A replay knows all three at its end and
+computes the episodes once (:func:`final_runs`). A live session judges windows as they complete
+and must amend them when a late event lands in a judged window (:class:`RangeTrack`); after every
+change its alerts are again exactly the runs of that function, which is what makes a live session
+converge to the replay of its events.
+"""
 
 from __future__ import annotations
 
+from array import array
 from bisect import bisect_left
-from collections import deque
 
 from engine.alert import OPEN, RESOLVED, Alert, AlertBook
 from engine.catalogue import RuleType
 
 NEVER = 1 << 62  # a window index no track reaches
+TRIM_STEP = 16  # judged counts are dropped in steps of at least this many windows
+KEEP_HISTORY = 12  # judged counts kept behind the newest for the console's sparklines
+
+Run = tuple[int, list[int], bool]  # first window, counts, resolved
+
+
+def _zeros(n: int) -> array[int]:
+    return array("q", bytes(8 * n))
+
+
+def final_runs(counts: dict[int, int], first: int, upto: int, lo: int, hi: int) -> list[Run]:
+    """The range episodes of one (rule, device) from its window counts.
+
+    ``counts`` maps window index → count (windows absent count 0); ``first`` is the device's first
+    (partial) window; windows before ``upto`` are complete. A run is resolved when the window
+    after it is complete. With ``lo == 0`` only windows above ``hi`` can be out of range, so the
+    work is proportional to the windows that have counts, not to the time span.
+    """
+    runs: list[Run] = []
+    cur: list[int] | None = None
+    start = 0
+    if lo == 0:
+        for i in sorted(counts):
+            n = counts[i]
+            if n <= hi or i < first:
+                continue
+            if cur is not None and start + len(cur) == i:
+                cur.append(n)
+            else:
+                if cur is not None:
+                    runs.append((start, cur, start + len(cur) < upto))
+                start, cur = i, [n]
+        if cur is not None:
+            runs.append((start, cur, start + len(cur) < upto))
+        return runs
+    end = max(upto, max(counts) + 1 if counts else upto)
+    get = counts.get
+    for i in range(first, end):
+        n = get(i, 0)
+        if n > hi or (n < lo and i < upto and i != first):
+            if cur is None:
+                start, cur = i, [n]
+            else:
+                cur.append(n)
+        elif cur is not None:
+            runs.append((start, cur, i < upto))
+            cur = None
+    if cur is not None:
+        runs.append((start, cur, False))
+    return runs
 
 
 class RangeTrack:
-    """Window counts and range episodes of one (range rule, device).
+    """Window counts and range alerts of one (range rule, device) in a live session.
 
-    Windows ``>= next`` are not final yet; their counts wait in ``pending``. ``alerts`` are the
-    track's unresolved alerts in window order: the first may reach back into final windows (the
-    current run), the others lie wholly in pending windows that are already above ``max``
-    (raised early). A run only ever grows, so alerts merge but never split.
+    The track evaluates windows ``start .. stop - 1`` (a rule change retires a track at ``stop``
+    and a successor starts there). Windows before ``next`` are complete: their counts stay in
+    ``judged`` (window ``base + k`` at ``judged[k]``) while a late event can still reach them;
+    windows from ``next`` on wait in ``pending``. ``alerts`` are the track's alerts that can
+    still change, in window order: always exactly the maximal runs of out-of-range windows.
     """
 
     __slots__ = (
         "alerts",
+        "base",
         "book",
         "cur",
         "device",
         "first",
         "group",
-        "history",
+        "judged",
         "max",
         "min",
         "next",
@@ -36,6 +97,8 @@ class RangeTrack:
         "rule",
         "severity",
         "size",
+        "source",
+        "start",
         "stop",
     )
 
@@ -50,9 +113,11 @@ class RangeTrack:
         hi: int,
         size: int,
         first: int,
+        start: int | None = None,
     ) -> None:
         self.book = book
         self.rule = rule
+        self.source = rule.source
         self.device = device
         self.group = group
         self.severity = severity
@@ -60,43 +125,127 @@ class RangeTrack:
         self.max = hi
         self.size = size
         self.first = first  # the device's first (partial) window
-        self.next = first  # the first window not yet final
-        self.pending: dict[int, int] = {}
-        self.alerts: list[Alert] = []
-        self.cur = -1  # the window last counted into; finalizing is checked when it changes
-        self.history: deque[int] | None = None  # the last final counts, when a console wants them
+        self.start = first if start is None else max(start, first)
+        self.next = self.start  # the first window not complete yet
         self.stop = NEVER  # a rule change retired this track from this window on
-        self.previous: RangeTrack | None = None  # the track this one replaced, still finishing
+        self.pending: dict[int, int] = {}
+        self.base = self.start
+        self.judged: array[int] = array("q")
+        self.alerts: list[Alert] = []
+        self.cur = -1  # the window last counted into; completion is checked when it changes
+        self.previous: RangeTrack | None = None  # the track this one replaced, still amendable
 
-    def known_from(self, first: int) -> None:
-        """The device turned out to be known earlier (nothing is final yet)."""
-        if first < self.first:
-            self.first = first
-            self.next = first
+    # -- counting ---------------------------------------------------------------------------------
 
-    def add(self, index: int, weight: int) -> None:
-        """Count ``weight`` into window ``index`` (not final); raise early above ``max``."""
-        pending = self.pending
-        count = pending.get(index, 0) + weight
-        pending[index] = count
-        if count > self.max:
-            self.above_max(index, count)
+    def count_at(self, index: int) -> int:
+        if index >= self.next:
+            return self.pending.get(index, 0)
+        return self.judged[index - self.base]
+
+    def add(self, index: int, weight: int, at: int | None) -> None:
+        """Count ``weight`` into window ``index`` (``start <= index < stop``); ``at`` is the wall
+        clock that stamps an amendment. A negative weight takes a count back (a message moved
+        to another protocol)."""
+        if index >= self.next:
+            pending = self.pending
+            before = pending.get(index, 0)
+            count = before + weight
+            if count:
+                pending[index] = count
+            else:
+                pending.pop(index, None)
+            if count > self.max:
+                self.above_max(index, count)
+            elif before > self.max:  # a count moved away (see Evaluator._reassign)
+                self._rejudge(index, index)
+            return
+        k = index - self.base
+        before = self.judged[k]
+        after = before + weight
+        self.judged[k] = after
+        if after != before:
+            self._rejudge(index, index, (at, index, before, after))
 
     def above_max(self, index: int, count: int) -> None:
-        """Pending window ``index`` has reached ``count`` above ``max``: raise or update its alert."""
+        """Incomplete window ``index`` has ``count`` above ``max``: raise early, or update."""
         for alert in self.alerts:
             offset = index - alert.first
             if 0 <= offset < len(alert.counts):
                 alert.counts[offset] = count
                 self.book.updated(alert)
                 return
-        self._raise_early()
+        self._rejudge(index, index)
+
+    def recent(self, n: int) -> tuple[int, ...]:
+        """The counts of the last ``n`` complete windows that are still kept, oldest first."""
+        return tuple(self.judged[-n:]) if n else ()
+
+    # -- completion ---------------------------------------------------------------------------
+
+    def finalize(self, upto: int, floor: int | None = None) -> None:
+        """Windows before ``upto`` are complete. ``floor`` (µs): no event before it can still
+        be counted, so older judged counts may be dropped."""
+        if upto > self.stop:
+            upto = self.stop
+        lo = self.next
+        if upto > lo:
+            self.judged.extend(_zeros(upto - lo))
+            pending = self.pending
+            if pending:
+                base, judged = self.base, self.judged
+                for index in [i for i in pending if i < upto]:
+                    judged[index - base] = pending.pop(index)
+            self.next = upto
+            self._rejudge(lo, upto - 1)
+        if floor is not None:
+            self.trim(floor // self.size)
+            previous = self.previous
+            if previous is not None and previous.stop * previous.size <= floor:
+                self.previous = None  # nothing can reach the retired rule's windows any more
+
+    def trim(self, floor: int) -> None:
+        """Forget judged counts and alerts that no event can change any more: windows before
+        ``floor``, keeping the last few for the console."""
+        floor = min(floor, self.next - KEEP_HISTORY)
+        if floor - self.base < TRIM_STEP:
+            return
+        del self.judged[: floor - self.base]
+        self.base = floor
+        alerts = self.alerts
+        if alerts and alerts[0].first + len(alerts[0].counts) < floor:
+            # An alert is kept while the window after it can still change; the others are
+            # final: the store has (or is about to write) their last state.
+            keep = [a for a in alerts if a.first + len(a.counts) >= floor]
+            for alert in alerts[: len(alerts) - len(keep)]:
+                self.book.forget(alert)
+            self.alerts = keep
+
+    def known_from(self, first: int, at: int | None) -> None:
+        """The device turned out to be known from window ``first``, earlier than before."""
+        old = self.first
+        if first >= old:
+            return
+        self.first = first
+        if self.previous is None and first < self.start:
+            if self.next == self.start:  # nothing judged yet: the new windows wait too
+                self.start = self.next = self.base = first
+                return
+            self.judged[0:0] = _zeros(self.base - first)
+            self.start = self.base = first
+        lo = max(first, self.start, self.base)
+        hi = min(old, self.next - 1, self.stop - 1)
+        if lo <= hi:
+            count = self.count_at(old) if self.start <= old < self.stop else 0
+            self._rejudge(lo, hi, (at, old, count, count))
+
+    # -- rule changes -------------------------------------------------------------------------
 
     def retire(self, stop: int) -> dict[int, int]:
-        """The rule changed: evaluate windows before ``stop`` only, then resolve what is open.
-        Returns the counts already pending for windows from ``stop`` on (for the successor)."""
+        """The rule changed: this track evaluates windows before ``stop`` only. Returns the
+        counts already pending for windows from ``stop`` on (for the successor)."""
+        stop = max(stop, self.next, self.start)
         self.stop = stop
-        moved = {i: c for i, c in self.pending.items() if i >= stop}
+        moved = {i: n for i, n in self.pending.items() if i >= stop}
         for i in moved:
             del self.pending[i]
         keep = []
@@ -106,151 +255,122 @@ class RangeTrack:
                 continue
             if alert.first + len(alert.counts) > stop:
                 del alert.counts[stop - alert.first :]
-                self._touch(alert)
+                alert.span_windows()
+                self.book.updated(alert)
             keep.append(alert)
         self.alerts = keep
-        if self.next >= stop:
-            self._close()
+        if self.next >= stop > self.start:
+            self._rejudge(stop - 1, stop - 1)  # its last window decides whether a run ended
         return moved
 
-    def _close(self) -> None:
-        for alert in self.alerts:
-            self.book.resolved(alert)
-        self.alerts = []
-
-    def finalize(self, upto: int) -> None:
-        """Make windows ``next .. upto - 1`` final."""
-        if upto > self.stop:
-            upto = self.stop
-            if self.next >= upto:
-                if self.alerts:
-                    self._close()
-                return
-        if self.next >= upto:
-            return
-        pending = self.pending
-        if len(pending) == 1:
-            # The usual case: one window waiting.
-            (index,) = pending
-            if index < upto:
-                if index > self.next:
-                    self._final_zeros(self.next, index - self.next)
-                self._final(index, pending.pop(index))
-                self.next = index + 1
-        elif pending:
-            for index in sorted(i for i in pending if i < upto):
-                if index > self.next:
-                    self._final_zeros(self.next, index - self.next)
-                self._final(index, pending.pop(index))
-                self.next = index + 1
-        if self.next < upto:
-            self._final_zeros(self.next, upto - self.next)
-            self.next = upto
-        if self.next >= self.stop and self.alerts:
-            self._close()
-
-    # -- internals --------------------------------------------------------------------------------
+    # -- judging ------------------------------------------------------------------------------
 
     def _is_out(self, index: int, count: int) -> bool:
-        return count > self.max or (count < self.min and index != self.first)
+        return count > self.max or (count < self.min and index < self.next and index != self.first)
 
-    def _final(self, index: int, count: int) -> None:
-        if self.history is not None:
-            self.history.append(count)
-        if self._is_out(index, count):
-            self._extend(index, [count])
-        else:
-            self._in_range(index)
+    def _resolved(self, after: int) -> bool:
+        """Whether a run ending before window ``after`` is over: that window is complete (or
+        belongs to the successor and this track is complete)."""
+        return after < self.next or (after >= self.stop and self.next >= self.stop)
 
-    def _final_zeros(self, index: int, n: int) -> None:
-        if n <= 0:
-            return
-        if index == self.first:
-            self._final(index, 0)
-            index, n = index + 1, n - 1
-            if n == 0:
-                return
-        if self.history is not None:
-            self.history.extend([0] * min(n, self.history.maxlen or n))
-        if self.min > 0:
-            self._extend(index, [0] * n)
-        else:
-            self._in_range(index)
-
-    def _in_range(self, index: int) -> None:
-        """Window ``index`` is final and in range: the run that ends before it is resolved."""
+    def _rejudge(
+        self, lo: int, hi: int, note: tuple[int | None, int, int, int] | None = None
+    ) -> None:
+        """Windows ``lo .. hi`` may have changed state: rebuild the runs around them and bring
+        the alerts up to date. ``note`` = (wall clock, window, count before, count after) marks an
+        amendment: a change to windows that were already judged."""
         alerts = self.alerts
-        if alerts and alerts[0].first < index and alerts[0].first + len(alerts[0].counts) == index:
-            alert = alerts.pop(0)
-            self.book.resolved(alert)
-
-    def _extend(self, index: int, counts: list[int]) -> None:
-        """Final out-of-range windows ``index ..`` join the current run, or start one."""
-        alerts = self.alerts
-        end = index + len(counts)
-        head = alerts[0] if alerts else None
-        if head is not None and head.first <= index < head.first + len(head.counts):
-            # Already in the run (raised early): the count is already there.
+        n = len(alerts)
+        j0 = n
+        while j0 > 0 and alerts[j0 - 1].first + len(alerts[j0 - 1].counts) >= lo:
+            j0 -= 1
+        j1 = j0
+        while j1 < n and alerts[j1].first <= hi + 1:
+            j1 += 1
+        touched = alerts[j0:j1]
+        # Out-of-range segments, in window order: what the touched alerts keep outside lo..hi,
+        # and the windows of lo..hi that are out now. Whole alerts are sliced, never walked:
+        # an alert can span weeks of windows.
+        changed: list[tuple[int, list[int]]] = []
+        for i in range(lo, hi + 1):
+            count = self.count_at(i)
+            if self._is_out(i, count):
+                if changed and changed[-1][0] + len(changed[-1][1]) == i:
+                    changed[-1][1].append(count)
+                else:
+                    changed.append((i, [count]))
+        if not touched and not changed:
             return
-        if head is not None and head.first + len(head.counts) == index:
-            head.counts.extend(counts)
-            self._touch(head)
-            if len(alerts) > 1 and alerts[1].first == end:
-                self._absorb(head, alerts.pop(1))
-            return
-        if head is not None and head.first == end:
-            head.counts[:0] = counts
-            head.first = index
-            self._touch(head)
-            return
-        alert = self._new(index, counts)
-        alerts.insert(0, alert)
-        self.book.opened(alert)
-
-    def _raise_early(self) -> None:
-        """Rebuild the provisional runs of pending windows that are already above ``max``."""
-        hi = self.max
-        outs = sorted(i for i, c in self.pending.items() if c > hi)
-        runs: list[list[int]] = []
-        for i in outs:
-            if runs and runs[-1][-1] == i - 1:
-                runs[-1].append(i)
+        before = [(a.first, a.counts[: lo - a.first]) for a in touched if a.first < lo]
+        after = [
+            (max(a.first, hi + 1), a.counts[max(a.first, hi + 1) - a.first :])
+            for a in touched
+            if a.first + len(a.counts) > hi + 1
+        ]
+        runs: list[tuple[int, list[int]]] = []
+        for first, counts in (*before, *changed, *after):
+            if runs and runs[-1][0] + len(runs[-1][1]) == first:
+                runs[-1] = (runs[-1][0], runs[-1][1] + counts)
             else:
-                runs.append([i])
-        alerts = self.alerts
-        head = alerts[0] if alerts and alerts[0].first < self.next else None
-        provisional = alerts[1:] if head is not None else alerts[:]
-        result: list[Alert] = [head] if head is not None else []
-        for run in runs:
-            counts = [self.pending[i] for i in run]
-            lo, hi_end = run[0], run[-1] + 1
-            overlapping = [
-                a for a in provisional if a.first < hi_end and lo < a.first + len(a.counts)
+                runs.append((first, counts))
+        book = self.book
+        amend = note is not None
+        taken: list[Alert] = []
+        result: list[Alert] = []
+        for first, counts in runs:
+            last = first + len(counts) - 1
+            over = [
+                a
+                for a in touched
+                if a not in taken and a.first <= last and first <= a.first + len(a.counts) - 1
             ]
-            if head is not None and lo == self.next:
-                # The run continues the current one: the head absorbs any early alert in it.
-                del head.counts[self.next - head.first :]
-                head.counts.extend(counts)
-                for other in overlapping:
-                    provisional.remove(other)
-                    self.book.merged(other, head)
-                self._touch(head)
-                continue
-            if overlapping:
-                keep = min(overlapping, key=lambda a: a.id)
-                keep.first = lo
-                keep.counts = counts
-                for other in overlapping:
-                    if other is not keep:
-                        provisional.remove(other)
-                        self.book.merged(other, keep)
-                self._touch(keep)
-                result.append(keep)
+            state = RESOLVED if self._resolved(last + 1) else OPEN
+            if over:
+                # The oldest alert the run overlaps continues; the others are merged into it
+                # unless a later run continues them.
+                keep = min(over, key=lambda a: a.id)
+                taken.append(keep)
+                changed = keep.first != first or keep.counts != counts
+                keep.first, keep.counts = first, counts
+                keep.span_windows()
+                if amend:
+                    self._note(keep, note)
+                if state != keep.state:
+                    if state == RESOLVED:
+                        book.resolved(keep)
+                    else:
+                        keep.state = OPEN
+                        book.updated(keep)
+                elif changed:
+                    book.updated(keep)
             else:
-                alert = self._new(lo, counts)
-                self.book.opened(alert)
-                result.append(alert)
-        self.alerts = result
+                keep = self._new(first, counts)
+                keep.state = state
+                book.opened(keep)  # first: it may take over a stored alert's id
+                if amend:
+                    self._note(keep, note)
+            result.append(keep)
+        for alert in touched:
+            if alert in taken:
+                continue
+            if amend:
+                self._note(alert, note)
+            end = alert.first + len(alert.counts) - 1
+            into = next(
+                (
+                    k
+                    for k in result
+                    if k.first <= end and alert.first <= k.first + len(k.counts) - 1
+                ),
+                None,
+            )
+            book.withdrawn(alert, into)
+        alerts[j0:j1] = result
+
+    def _note(self, alert: Alert, note: tuple[int | None, int, int, int] | None) -> None:
+        assert note is not None
+        at, window, before, after = note
+        self.book.amended(alert, at or 0, window * self.size, before, after)
 
     def _new(self, index: int, counts: list[int]) -> Alert:
         alert = self.book.new(self.rule, self.device, self.group, self.severity)
@@ -262,19 +382,11 @@ class RangeTrack:
         alert.span_windows()
         return alert
 
-    def _touch(self, alert: Alert) -> None:
-        alert.span_windows()
-        self.book.updated(alert)
-
-    def _absorb(self, keep: Alert, other: Alert) -> None:
-        keep.counts.extend(other.counts)
-        keep.span_windows()
-        self.book.merged(other, keep)
-
 
 class AllowEpisodes:
     """The allow-list alerts of one (rule, device, value): violations at most ``quiet`` apart
-    form one alert. Violations may arrive in any order (late events count here too)."""
+    form one alert. Violations may arrive in any order (expired events count here too); one
+    that arrives out of time order amends the alert it lands in."""
 
     __slots__ = (
         "alerts",
@@ -309,29 +421,30 @@ class AllowEpisodes:
         self.starts: list[int] = []
 
     def violation(self, time: int, weight: int, clock: int | None) -> Alert:
-        """Record a violation at ``time``; ``clock`` (µs) decides whether the alert is resolved."""
-        alerts, quiet = self.alerts, self.quiet
+        """Record a violation at ``time``; ``clock`` (µs, live) decides whether the alert is
+        resolved."""
+        alerts, quiet, book = self.alerts, self.quiet, self.book
         # Fast path: in time order, joining the latest alert.
         if alerts and alerts[-1].end <= time <= alerts[-1].end + quiet:
             alert = alerts[-1]
             alert.end = time
             alert.occurrences += weight
             self._state(alert, clock)
-            self.book.updated(alert)
+            book.updated(alert)
             return alert
         i = bisect_left(self.starts, time)
         # Candidates: the alert before ``time`` and the one at/after it.
         before = alerts[i - 1] if i > 0 and time <= alerts[i - 1].end + quiet else None
         after = alerts[i] if i < len(alerts) and alerts[i].start - quiet <= time else None
         if before is None and after is None:
-            alert = self.book.new(self.rule, self.device, self.group, self.severity)
+            alert = book.new(self.rule, self.device, self.group, self.severity)
             alert.value = self.value
             alert.start = alert.end = time
             alert.occurrences = weight
             alerts.insert(i, alert)
             self.starts.insert(i, time)
             self._state(alert, clock)
-            self.book.opened(alert)
+            book.opened(alert)
             return alert
         if before is not None and after is not None:
             keep, other = (before, after) if before.id < after.id else (after, before)
@@ -341,10 +454,14 @@ class AllowEpisodes:
             alerts[i - 1 : i + 1] = [keep]
             self.starts[i - 1 : i + 1] = [keep.start]
             self._state(keep, clock)
-            self.book.merged(other, keep)
+            self._amended(keep, time, clock)
+            book.updated(keep)
+            book.withdrawn(other, keep)
             return keep
         alert = before if before is not None else after
         assert alert is not None
+        if time < alert.end:
+            self._amended(alert, time, clock)
         if time < alert.start:
             alert.start = time
             self.starts[i if after is not None else i - 1] = time
@@ -352,7 +469,7 @@ class AllowEpisodes:
             alert.end = time
         alert.occurrences += weight
         self._state(alert, clock)
-        self.book.updated(alert)
+        book.updated(alert)
         return alert
 
     def settle(self, clock: int) -> None:
@@ -363,3 +480,6 @@ class AllowEpisodes:
 
     def _state(self, alert: Alert, clock: int | None) -> None:
         alert.state = RESOLVED if clock is not None and alert.end + self.quiet <= clock else OPEN
+
+    def _amended(self, alert: Alert, time: int, clock: int | None) -> None:
+        self.book.amended(alert, clock or 0, time, alert.occurrences, alert.occurrences)

@@ -1,40 +1,45 @@
-"""The windowed evaluation engine: events in, alerts out (SPEC §4).
+"""The windowed evaluation engine: events in, alerts out (SPEC §4, contract version 2).
 
-Results depend only on the set of events of each stream and the order within each stream, not on
-how streams are interleaved or chunked: windows become final only behind the watermark, where no
-non-late event can still arrive, and allow-list episodes merge violations in any order.
+Results depend only on the events of each stream and each device's own order within its stream:
+not on chunking, on the order in which streams are read, or on how the devices of a stream
+interleave. Every device keeps its own clock: an event is *expired* (stored, not counted) only
+when it is more than ``horizon`` older than what the same stream already showed for the same
+device, or, live, than the wall clock. Every other event is counted, however late it arrives.
+
+Two modes share the counting rules:
+
+- **replay** (default): windows are counted and judged once, at :meth:`Evaluator.finish`, which
+  is what a replay reports (final episodes only);
+- **incremental** (a live session, and a restart rebuilding one): windows are judged as each
+  data source completes them, alerts are raised and resolved as that happens, and an event that
+  lands in a judged window amends it (see :class:`engine.episode.RangeTrack`).
 """
 
 from __future__ import annotations
 
-from collections import deque
+import bisect
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from engine import catalogue as c
-from engine.alert import Alert, AlertBook
+from engine.alert import OPEN, RESOLVED, Alert, AlertBook
 from engine.config import Config
-from engine.episode import NEVER, AllowEpisodes, RangeTrack
-from engine.event import Event
+from engine.episode import NEVER, AllowEpisodes, RangeTrack, final_runs
+from engine.event import MAX_RAW, Bad, Event
 from engine.timestamps import US
-from engine.watermark import StreamClock, Watermark
+from engine.watermark import DATA_SOURCES, StreamClock, Watermark, feeds_of
 
 Matcher = Callable[[str], bool]
+_PROTOCOLS = frozenset(c.PROTOCOLS)
 
 
-def _owner(track: RangeTrack | None, t: int) -> RangeTrack | bool | None:
-    """The track that evaluates ``t``'s window: ``track``, or a retired predecessor; None when no
-    track evaluates it (the rule was disabled); False when that window is already final."""
-    while track is not None:
-        index = t // track.size
-        if index >= track.stop:
-            return None
-        if index >= track.next:
-            return track
-        if track.previous is None:
-            return False
-        track = track.previous
-    return None
+def _protocol_at(connects: list[tuple[int, str]], t: int) -> str | None:
+    """The protocol of the latest connection at or before ``t``."""
+    i = bisect.bisect_right(connects, (t, "\uffff"))
+    return connects[i - 1][1] if i else None
+
+
+RangeSpec = tuple[c.RuleType, int, int, int, str]  # rule, min, max, window (µs), severity
 
 
 class Plan:
@@ -45,7 +50,7 @@ class Plan:
     def __init__(self, config: Config, key: str) -> None:
         group = config.group(key)
         self.name = group.name
-        self.range: dict[int, tuple[c.RuleType, int, int, int, str]] = {}
+        self.range: dict[int, RangeSpec] = {}
         self.allow: dict[int, tuple[c.RuleType, Matcher, str]] = {}
         for name, rule in group.range_rules.items():
             if rule.enabled:
@@ -57,10 +62,21 @@ class Plan:
                 self.allow[rt.id] = (rt, rule.matcher.allows, rule.severity)
 
 
+class Counts:
+    """Replay: the window counts of one (range rule, device), judged at the end."""
+
+    __slots__ = ("counts", "size", "spec")
+
+    def __init__(self, spec: RangeSpec) -> None:
+        self.spec = spec
+        self.size = spec[3]
+        self.counts: dict[int, int] = {}
+
+
 class Device:
     """What the engine knows of one device."""
 
-    __slots__ = ("declared", "first", "id", "last", "name", "plan", "tracks")
+    __slots__ = ("connects", "declared", "first", "id", "last", "name", "plan", "tracks", "unknown")
 
     def __init__(self, id: int, name: str, plan: Plan, declared: bool) -> None:
         self.id = id
@@ -68,47 +84,88 @@ class Device:
         self.plan = plan
         self.declared = declared
         self.first: int | None = None  # known from (µs); None: not known yet
-        self.last: int | None = None  # latest non-late event time
-        self.tracks: dict[int, RangeTrack] = {}
+        self.last: int | None = None  # latest non-expired event time
+        # rule id -> RangeTrack (incremental, the newest version of the rule) or Counts (replay)
+        self.tracks: dict[int, Any] = {}
+        # (time, protocol) of the device's connection records, from every hub stream, in order
+        self.connects: list[tuple[int, str]] = []
+        # messages without a protocol: [time, kind, weight, protocol counted under (live)]
+        self.unknown: list[list[Any]] = []
 
 
 class Evaluator:
     """Evaluates the rules of a configuration over streams of events."""
+
+    wall: int | None = None  # the wall clock of a live session (µs); None in replay
 
     def __init__(
         self,
         config: Config,
         book: AlertBook | None = None,
         device_ids: dict[str, int] | None = None,
+        *,
+        incremental: bool = False,
     ) -> None:
         self.config = config
-        self.book = book if book is not None else AlertBook()
-        self.lateness = config.lateness * US
+        self.incremental = incremental
+        self.book = book if book is not None else AlertBook(live=incremental)
+        self.horizon = config.horizon * US
         self.quiet = config.quiet * US
-        self.watermark = Watermark(self.lateness)
+        self.watermark = Watermark(config.lateness * US)
         self.devices: dict[str, Device] = {}
         self.plans: dict[str, Plan] = {}
         self.allow: dict[tuple[int, str, str], AllowEpisodes] = {}
         self.t_first: int | None = None
-        self.t_last: int | None = None
         self.events = 0
-        self.late = 0
+        self.expired = 0
         self.new_devices: list[Device] = []  # devices created since the store last took them
+        # Events that made evaluation fail (a bug's trace, never a stop): the caller quarantines
+        # them. Their effect on the state is what they did before failing.
+        self.poisoned: list[tuple[Event, Exception]] = []
         # Ids of devices the store already knows (a restart keeps them).
         self._device_ids = dict(device_ids or {})
         self._next_device_id = max(self._device_ids.values(), default=0) + 1
-        self._tracks_by_size: dict[int, list[RangeTrack]] = {}
-        self.history = 0  # final counts each track keeps (a live console's sparklines); 0: none
-        self._swept: dict[int, int] = {}
+        # incremental: the tracks by (data source, window size), and how far the wall clock
+        # completed each group
+        self._tracks_by_size: dict[tuple[str, int], list[RangeTrack]] = {}
+        self._swept: dict[tuple[str, int], int] = {}
+        self._marks: dict[str, int | None] = {}
 
     # -- streams ----------------------------------------------------------------------------------
 
-    def add_stream(self, name: str) -> StreamClock:
-        return self.watermark.add(name)
+    def add_stream(
+        self,
+        name: str,
+        fmt: str | None = None,
+        lateness: int | None = None,
+        hub_lines: bool = False,
+    ) -> StreamClock:
+        """A new stream of format ``fmt`` (None: not known yet) whose source waits ``lateness``
+        seconds (None: ``[engine] lateness``); ``hub_lines``: a serial stream whose console
+        patterns make IoT Hub events."""
+        late = None if lateness is None else lateness * US
+        return self.watermark.add(name, feeds_of(fmt, hub_lines), late)
+
+    @staticmethod
+    def set_format(stream: StreamClock, fmt: str | None) -> None:
+        """The stream's format became known (sniffed from its first record)."""
+        if not stream.feeds:
+            stream.feeds = feeds_of(fmt)
 
     def finish_stream(self, stream: StreamClock) -> None:
-        """A replay input has ended: it no longer holds the watermark."""
+        """A replay input has ended: it no longer holds any data source."""
         stream.holding = False
+
+    def configure_sources(self, config: Config) -> None:
+        """Live: the configured sources decide which data sources the wall clock completes, and
+        how long after a window's end (the largest lateness of the sources feeding each)."""
+        wall: dict[str, int] = {}
+        for source in config.sources:
+            lateness = config.lateness_of(source) * US
+            patterns = source.console_patterns() if source.type == "serial" else None
+            for ds in feeds_of(source.type, patterns is not None and patterns.hub):
+                wall[ds] = max(wall.get(ds, 0), lateness)
+        self.watermark.wall_lateness = wall
 
     # -- events -----------------------------------------------------------------------------------
 
@@ -118,132 +175,183 @@ class Evaluator:
         events: Iterable[Event],
         rows: list[Any] | None = None,
         stream_id: int = 0,
-        late_flags: Sequence[bool] | None = None,
-    ) -> list[bool]:
-        """Evaluate ``events`` of ``stream`` in stream order; return whether each was late.
+        expired_flags: Sequence[bool] | None = None,
+    ) -> int:
+        """Evaluate ``events`` of ``stream`` in stream order; return how many were expired.
 
-        With ``rows``, append the store's row for each event: ``(stream_id, device id, late)``
-        followed by the event's fields. ``late_flags`` forces lateness (a restart re-reads stored
-        events with the lateness they were recorded with).
+        With ``rows``, append the store's row for each event: ``(stream_id, device id, expired)``
+        followed by the event's fields. ``expired_flags`` forces expiry (a restart re-reads
+        stored events as they were recorded).
         """
-        lateness = self.lateness
         devices = self.devices
-        # One watermark for the whole batch: only this stream advances during it, so the value
-        # can only be lower than the true one, and finalizing less early is always safe.
-        self._mark = self.watermark.value(self.wall)
-        # Live: no window ends after this, so a later event cannot be in a window the wall
-        # clock closed.
-        closed_until = (
-            max((upto * size for size, upto in self._swept.items()), default=None)
-            if self.wall is not None
-            else None
-        )
-        unauthorized_rule = c.UNAUTHORIZED
+        horizon = self.horizon
+        seen = stream.devices
+        wall = self.wall
+        floor = wall - horizon if wall is not None else None
+        incremental = self.incremental
+        if incremental:
+            # One mark per data source for the whole batch: only this stream moves during it,
+            # so a mark can only be lower than the true one, and judging later is always safe.
+            marks = self._marks = {ds: self.watermark.mark(ds, wall) for ds in DATA_SOURCES}
         latest = stream.latest
-        t_last = self.t_last
-        flags: list[bool] = []
-        n = late = 0
-        for ev in events:
-            t, device, _name, rule, unauthorized, allow, _value, weight, _host, _pos = ev
-            dev = devices.get(device)
-            if dev is None:
-                dev = self._device(device)
-            is_late = False
-            if (latest is not None and t < latest - lateness) or (
-                late_flags is not None and late_flags[n]
-            ):
-                is_late = True
-            elif (
-                closed_until is not None
-                and t < closed_until
-                and (rule or unauthorized)
-                and self._wall_late(dev, ev)
-            ):
-                is_late = True
-                if latest is None or t > latest:
-                    latest = stream.latest = t
-            else:
-                if latest is None or t > latest:
-                    latest = stream.latest = t
-                if dev.first is None or t < dev.first:
-                    self._known(dev, t)
-                if dev.last is None or t > dev.last:
-                    dev.last = t
-                if t_last is None or t > t_last:
-                    t_last = self.t_last = t
-                if unauthorized:
-                    tracks = dev.tracks
-                    first = tracks.get(rule) if rule else None
-                    second = tracks.get(unauthorized_rule)
-                    if (first is not None or second is not None) and not self._count(
-                        first, second, t, weight
-                    ):
-                        is_late = True
-                elif rule:
-                    # The common case, inlined: one window of one rule.
-                    track = dev.tracks.get(rule)
-                    if track is not None:
-                        index = t // track.size
-                        if index != track.cur:
-                            track.cur = index
-                            mark = self._mark
-                            if mark is not None and mark // track.size > track.next:
-                                track.finalize(mark // track.size)
-                        if index < track.next or index >= track.stop:
-                            # A window before a rule change belongs to the track it replaced.
-                            is_late = not self._count_retired(track, t, weight)
-                        else:
-                            pending = track.pending
-                            count = pending.get(index, 0) + weight
-                            pending[index] = count
-                            if count > track.max:
-                                track.above_max(index, count)
-            if allow:
-                self._allow(dev.plan, ev)
-            if is_late:
-                late += 1
-            flags.append(is_late)
-            if rows is not None:
-                rows.append((stream_id, dev.id, is_late) + ev)  # noqa: RUF005 - concatenation is faster
+        n = expired = 0
+        for i, ev in enumerate(events):
             n += 1
+            try:
+                t, device, _name, rule, unauthorized, allow, _value, weight, host, _pos = ev
+                dev = devices.get(device)
+                if dev is None:
+                    dev = self._device(device)
+                mine = seen.get(device)
+                if mine is None or t > mine:
+                    if not host:  # the host's receive time is not the device's clock
+                        seen[device] = t
+                    is_expired = floor is not None and t < floor
+                else:
+                    is_expired = t < mine - horizon or (floor is not None and t < floor)
+                if expired_flags is not None:
+                    is_expired = expired_flags[i]
+                if latest is None or t > latest:
+                    latest = stream.latest = t
+                if is_expired:
+                    expired += 1
+                else:
+                    if dev.first is None or t < dev.first:
+                        self._known(dev, t)
+                    if dev.last is None or t > dev.last:
+                        dev.last = t
+                    if incremental:
+                        if rule:
+                            # The common case, inlined: one window of the newest rule version.
+                            track = dev.tracks.get(rule)
+                            if track is not None:
+                                index = t // track.size
+                                if index != track.cur:
+                                    track.cur = index
+                                    mark = marks[track.source]
+                                    if mark is not None and mark // track.size > track.next:
+                                        track.finalize(mark // track.size, floor)
+                                if track.next <= index < track.stop:
+                                    pending = track.pending
+                                    count = pending.get(index, 0) + weight
+                                    pending[index] = count
+                                    if count > track.max:
+                                        track.above_max(index, count)
+                                else:
+                                    self._count(track, t, weight)
+                            elif rule >= c.CONNECT:
+                                self._protocol(dev, rule, t, weight, ev.value)
+                    elif rule:
+                        counts = dev.tracks.get(rule)
+                        if counts is not None:
+                            index = t // counts.size
+                            counts = counts.counts
+                            counts[index] = counts.get(index, 0) + weight
+                        elif rule >= c.CONNECT:
+                            self._protocol(dev, rule, t, weight, ev.value)
+                    if unauthorized:
+                        self._also_unauthorized(dev, t, weight, floor)
+                if allow:
+                    self._allow(dev.plan, ev)
+                if rows is not None:
+                    rows.append((stream_id, dev.id, is_expired) + ev)  # noqa: RUF005 - concatenation is faster
+            except Exception as exc:  # a poison event never stops its stream: the caller
+                self.poisoned.append((ev, exc))  # quarantines it (see take_poisoned)
+                n -= 1
         stream.events += n
-        stream.late += late
+        stream.expired += expired
         self.events += n
-        self.late += late
-        return flags
+        self.expired += expired
+        return expired
 
-    def _count(self, first: RangeTrack | None, second: RangeTrack | None, t: int, w: int) -> bool:
-        """Count into the event's windows; False when a window is already final (late)."""
-        targets = []
-        for track in (first, second):
-            if track is None:
-                continue
+    def take_poisoned(self) -> list[Bad]:
+        """The events that made evaluation fail since the last call, as quarantine entries."""
+        out, self.poisoned = self.poisoned, []
+        return [
+            Bad(ev.pos, f"not evaluable ({type(exc).__name__})", repr(ev).encode()[:MAX_RAW])
+            for ev, exc in out
+        ]
+
+    def _also_unauthorized(self, dev: Device, t: int, weight: int, floor: int | None) -> None:
+        """An event that failed as unauthorized counts toward UnauthorizedOperations… too."""
+        track = dev.tracks.get(c.UNAUTHORIZED)
+        if track is None:
+            return
+        index = t // track.size
+        if not self.incremental:
+            track.counts[index] = track.counts.get(index, 0) + weight
+            return
+        if index != track.cur:
+            track.cur = index
+            mark = self._marks[track.source]
+            if mark is not None and mark // track.size > track.next:
+                track.finalize(mark // track.size, floor)
+        self._count(track, t, weight)
+
+    def _count(self, track: RangeTrack, t: int, weight: int) -> None:
+        """Count into the version of the rule that evaluates ``t``'s window (a rule change
+        leaves earlier windows to the track it replaced); not at all when no version does."""
+        index = t // track.size
+        while index < track.start and track.previous is not None:
+            track = track.previous
             index = t // track.size
-            if index != track.cur:
-                track.cur = index
-                mark = self._mark
-                if mark is not None:
-                    track.finalize(mark // track.size)
-            target = _owner(track, t)
-            if target is False:
-                return False
-            if target is not None:
-                targets.append(target)
-        for track in targets:
-            track.add(t // track.size, w)
-        return True
+        if track.start <= index < track.stop:
+            track.add(index, weight, self.wall)
 
-    def _count_retired(self, track: RangeTrack, t: int, w: int) -> bool:
-        """Count into the retired track that still owns ``t``'s window; False: late."""
-        target = _owner(track, t)
-        if target is False:
-            return False
-        if target is not None:
-            target.add(t // target.size, w)
-        return True
+    # -- the protocol of a hub message (SPEC §2) -------------------------------------------------
 
-    wall: int | None = None  # the wall clock of a live session (µs); None in replay
-    _mark: int | None = None  # the watermark in force for the batch being processed
+    def _protocol(self, dev: Device, rule: int, t: int, weight: int, value: str | None) -> None:
+        """A connection record, or a message without a protocol: it takes the protocol of the
+        device's latest connection at or before its time, from any hub stream. A replay
+        resolves them at the end; live, a connection that arrives later moves the messages it
+        now covers to its protocol (an amendment like any other)."""
+        if rule == c.CONNECT:
+            if value in _PROTOCOLS:
+                bisect.insort(dev.connects, (t, value))
+                if self.incremental and dev.unknown:
+                    self._reassign(dev)
+            return
+        if rule not in c.BY_PROTOCOL:
+            return
+        if not self.incremental:
+            dev.unknown.append([t, rule, weight, None])
+            return
+        protocol = _protocol_at(dev.connects, t)
+        dev.unknown.append([t, rule, weight, protocol])
+        if protocol is not None:
+            self._count_as(dev, rule, protocol, t, weight)
+        if len(dev.unknown) > 64 and self.wall is not None:
+            # Live: no connection can reach a message beyond the horizon any more.
+            floor = self.wall - self.horizon
+            dev.unknown = [m for m in dev.unknown if m[0] >= floor]
+
+    def _reassign(self, dev: Device) -> None:
+        """Live: move the messages whose protocol a new connection changed."""
+        for message in dev.unknown:
+            t, kind, weight, old = message
+            new = _protocol_at(dev.connects, t)
+            if new != old:
+                message[3] = new
+                if old is not None:
+                    self._count_as(dev, kind, old, t, -weight)
+                if new is not None:
+                    self._count_as(dev, kind, new, t, weight)
+
+    def _count_as(self, dev: Device, kind: int, protocol: str, t: int, weight: int) -> None:
+        track = dev.tracks.get(c.BY_PROTOCOL[kind][protocol])
+        if track is not None:
+            self._count(track, t, weight)
+
+    def _resolve_protocols(self, dev: Device) -> None:
+        """Replay, at the end: count each message without a protocol under its connection's."""
+        for t, kind, weight, _ in dev.unknown:
+            protocol = _protocol_at(dev.connects, t)
+            if protocol is None:
+                continue
+            counts = dev.tracks.get(c.BY_PROTOCOL[kind][protocol])
+            if counts is not None:
+                index = t // counts.size
+                counts.counts[index] = counts.counts.get(index, 0) + weight
 
     def _allow(self, plan: Plan, ev: Event) -> None:
         spec = plan.allow.get(ev.allow)
@@ -276,12 +384,14 @@ class Evaluator:
             known = self._next_device_id
             self._next_device_id += 1
         dev = Device(known, name, self._plan(name), name in self.config.devices.declared)
+        if not self.incremental:
+            dev.tracks = {rule_id: Counts(spec) for rule_id, spec in dev.plan.range.items()}
         self.devices[name] = dev
         self.new_devices.append(dev)
         return dev
 
     def _known(self, dev: Device, t: int) -> None:
-        """``t`` is the earliest non-late event of ``dev`` so far (or of the whole input)."""
+        """``t`` is the earliest non-expired event of ``dev`` so far (or of the whole input)."""
         if self.t_first is None or t < self.t_first:
             self.t_first = t
             for name in self.config.devices.declared:
@@ -291,120 +401,158 @@ class Evaluator:
             self._known_from(dev, t)
 
     def _known_from(self, dev: Device, t: int) -> None:
-        if dev.first is None:
-            dev.first = t
-            book, name = self.book, dev.plan.name
-            for rule_id, (rule, lo, hi, size, severity) in dev.plan.range.items():
-                track = RangeTrack(book, rule, dev.name, name, severity, lo, hi, size, t // size)
-                if self.history:
-                    track.history = deque(maxlen=self.history)
-                dev.tracks[rule_id] = track
-                self._tracks_by_size.setdefault(size, []).append(track)
-                if size in self._swept:  # live: windows the wall clock closed are final
-                    track.finalize(self._swept[size])
-        elif t < dev.first:
-            dev.first = t
+        if dev.first is not None and t >= dev.first:
+            return
+        earlier = dev.first is not None
+        dev.first = t
+        if not self.incremental:
+            return
+        if earlier:
             for track in dev.tracks.values():
-                track.known_from(t // track.size)
+                while track is not None:
+                    track.known_from(t // track.size, self.wall)
+                    track = track.previous
+            return
+        floor = self.wall - self.horizon if self.wall is not None else None
+        for rule_id, spec in dev.plan.range.items():
+            track = self._track(dev, spec, t // spec[3])
+            dev.tracks[rule_id] = track
+            swept = self._swept.get((track.source, track.size))
+            if swept is not None:  # live: windows the wall clock completed are complete
+                track.finalize(swept, floor)
+
+    def _track(self, dev: Device, spec: RangeSpec, start: int) -> RangeTrack:
+        rule, lo, hi, size, severity = spec
+        assert dev.first is not None
+        track = RangeTrack(
+            self.book,
+            rule,
+            dev.name,
+            dev.plan.name,
+            severity,
+            lo,
+            hi,
+            size,
+            dev.first // size,
+            start,
+        )
+        self._tracks_by_size.setdefault((track.source, size), []).append(track)
+        return track
 
     # -- configuration changes --------------------------------------------------------------------
 
-    def reconfigure(self, config: Config) -> None:
+    def reconfigure(self, config: Config, now: int | None = None) -> None:
         """Apply a new configuration while running: allow-lists from the next event, range rules
-        and device groups from the next window (of the wall clock, else of the latest event)."""
+        and device groups from the next window (of the wall clock, else of the latest event),
+        timing at once. ``now`` (µs) is the moment of the change (default: the wall clock, else
+        the latest event). (Sources are the session's: see :meth:`configure_sources`.)"""
         self.config = config
-        self.lateness = self.watermark.lateness = config.lateness * US
+        self.watermark.lateness = config.lateness * US
+        self.horizon = config.horizon * US
         self.quiet = config.quiet * US
         for episodes in self.allow.values():
             episodes.quiet = self.quiet
         self.plans = {}
-        now = self.wall if self.wall is not None else (self.t_last or 0)
+        if now is None:
+            now = (
+                self.wall
+                if self.wall is not None
+                else max((d.last for d in self.devices.values() if d.last is not None), default=0)
+            )
         for dev in self.devices.values():
             dev.plan = self._plan(dev.name)
             dev.declared = dev.name in config.devices.declared
-            if dev.first is not None:
+            if dev.first is not None and self.incremental:
                 self._replan_tracks(dev, now)
 
     def _replan_tracks(self, dev: Device, now: int) -> None:
         plan = dev.plan
         for rule_id in set(dev.tracks) | set(plan.range):
-            old = dev.tracks.get(rule_id)
-            if old is not None and old.stop != NEVER:
-                old = None if rule_id not in plan.range else old  # already retired
+            newest: RangeTrack | None = dev.tracks.get(rule_id)
+            active = newest if newest is not None and newest.stop == NEVER else None
             spec = plan.range.get(rule_id)
-            if old is not None and spec is not None:
+            if active is not None and spec is not None:
                 _rule, lo, hi, size, severity = spec
-                if (old.min, old.max, old.size, old.severity, old.group) == (
-                    lo,
-                    hi,
-                    size,
-                    severity,
-                    plan.name,
-                ):
+                same = (active.min, active.max, active.size, active.severity, active.group)
+                if same == (lo, hi, size, severity, plan.name):
                     continue
-            if old is None and spec is None:
+            if active is None and spec is None:
                 continue  # disabled before, still disabled
-            size_now = old.size if old is not None else spec[3]  # type: ignore[index]
+            size_now = active.size if active is not None else spec[3]  # type: ignore[index]
             boundary = (now // size_now + 1) * size_now
             if spec is not None:
                 # The new rule starts with its first whole window from the boundary on; the old
                 # one keeps evaluating until then, so no time goes unwatched.
                 boundary = -(-boundary // spec[3]) * spec[3]
             moved: dict[int, int] = {}
-            if old is not None:
-                moved = old.retire(-(-boundary // old.size))
+            if active is not None:
+                moved = active.retire(-(-boundary // active.size))
             if spec is None:
-                continue  # the retired track stays in place to finish its windows
-            rule, lo, hi, size, severity = spec
-            track = RangeTrack(
-                self.book, rule, dev.name, plan.name, severity, lo, hi, size, dev.first // size
-            )  # type: ignore[operator]
-            track.next = max(track.first, boundary // size)
-            if self.history:
-                track.history = deque(maxlen=self.history)
-            track.previous = old
-            if old is not None and old.size == size:
+                continue  # the retired track stays in place: its windows can still be amended
+            track = self._track(dev, spec, boundary // spec[3])
+            track.previous = newest  # a disabled (retired) version stays in the chain too
+            if active is not None and active.size == track.size:
                 for index, count in moved.items():
-                    track.add(index, count)
+                    track.add(index, count, self.wall)
             dev.tracks[rule_id] = track
-            self._tracks_by_size.setdefault(size, []).append(track)
 
     # -- the wall clock ---------------------------------------------------------------------------
 
-    def _wall_late(self, dev: Device, ev: Event) -> bool:
-        """Live: a window the event would count into was already closed by the wall clock."""
-        swept = self._swept
-        for rule in (ev.rule, c.UNAUTHORIZED if ev.unauthorized else 0):
-            spec = dev.plan.range.get(rule) if rule else None
-            if spec is not None and ev.time // spec[3] < swept.get(spec[3], -1):
-                return True
-        return False
-
     def advance(self, now: int) -> None:
-        """Live: close windows by the wall clock ``now`` (µs) where no holding stream holds them,
-        and resolve allow-list alerts whose quiet period has passed."""
+        """Live: complete windows by the wall clock ``now`` (µs) where no holding stream holds
+        them, and resolve allow-list alerts whose quiet period has passed."""
         self.wall = now
-        mark = self.watermark.value(now)
-        if mark is not None:
-            for size, tracks in self._tracks_by_size.items():
-                upto = mark // size
-                if upto > self._swept.get(size, -1):
-                    self._swept[size] = upto
-                    for track in tracks:
-                        track.finalize(upto)
+        floor = now - self.horizon
+        marks = {ds: self.watermark.mark(ds, now) for ds in DATA_SOURCES}
+        for (source, size), tracks in self._tracks_by_size.items():
+            mark = marks[source]
+            if mark is None:
+                continue
+            upto = mark // size
+            if upto > self._swept.get((source, size), -1):
+                self._swept[(source, size)] = upto
+                for track in tracks:
+                    track.finalize(upto, floor)
         for episodes in self.allow.values():
             episodes.settle(now)
 
     # -- closing ----------------------------------------------------------------------------------
 
     def finish(self) -> list[Alert]:
-        """End of a replay: windows ending at or before ``T_last`` are complete; every alert's
-        state is decided against ``T_last``. Returns all alerts in SPEC order."""
-        t_last = self.t_last
-        if t_last is not None:
-            for dev in self.devices.values():
-                for track in dev.tracks.values():
-                    track.finalize(t_last // track.size)
+        """End of a replay: windows ending at or before ``T_last`` of their data source are
+        complete; allow-list alerts are settled against ``T_last(Agent)``. Returns every alert
+        that is not withdrawn, in SPEC order."""
+        last = {ds: self.watermark.last(ds) for ds in DATA_SOURCES}
+        for dev in self.devices.values():
+            if dev.unknown and not self.incremental:
+                self._resolve_protocols(dev)
+            if dev.first is None:
+                continue
+            for track in dev.tracks.values():
+                if self.incremental:
+                    while track is not None:
+                        t_last = last[track.source]
+                        if t_last is not None:
+                            track.finalize(t_last // track.size)
+                        track = track.previous
+                else:
+                    self._judge(dev, track, last[track.spec[0].source])
+        t_agent = last[c.AGENT]
+        if t_agent is not None:
             for episodes in self.allow.values():
-                episodes.settle(t_last)
+                episodes.settle(t_agent)
         return sorted(self.book.alerts.values(), key=lambda a: a.key)
+
+    def _judge(self, dev: Device, track: Counts, t_last: int | None) -> None:
+        """Replay: the episodes of one (rule, device) from its final counts."""
+        rule, lo, hi, size, severity = track.spec
+        assert dev.first is not None
+        upto = t_last // size if t_last is not None else -NEVER
+        book = self.book
+        for first, counts, resolved in final_runs(track.counts, dev.first // size, upto, lo, hi):
+            alert = book.new(rule, dev.name, dev.plan.name, severity)
+            alert.first, alert.size, alert.counts = first, size, counts
+            alert.min, alert.max = lo, hi
+            alert.span_windows()
+            alert.state = RESOLVED if resolved else OPEN
+            book.opened(alert)

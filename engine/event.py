@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import NamedTuple
 
@@ -35,19 +35,44 @@ new_event = partial(tuple.__new__, Event)
 
 @dataclass(frozen=True, slots=True)
 class Bad:
-    """A record (or part of one) that was quarantined: where, why, and its raw bytes."""
+    """A record (or part of one) that was quarantined: where, why, and its raw bytes.
+
+    ``part`` says which part of the record at ``pos`` it was (the element of a ``records``
+    batch, the event of a message, the record of an Avro block); None: the record as a whole.
+    It is never in ``reason``, so that reasons group by cause.
+    """
 
     pos: int
     reason: str
     raw: bytes
+    part: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+class HubRecord(NamedTuple):
+    """A resource-log record that has no device by design (``Routes``, ``JobsOperations``, …):
+    valid, stored, counted toward no rule. ``result`` is its ``resultType`` (None if empty)."""
+
+    pos: int
+    time: int
+    category: str
+    operation: str
+    result: str | None
+    raw: bytes
+
+
+@dataclass(slots=True)
 class ConsoleLine:
-    """A line of console text that a board printed between frames."""
+    """A line of console text that a board printed between frames.
+
+    ``time`` (µs) is the host's receive time and ``event`` what a console pattern made of the
+    line (``"d2c mqtt"``, ``"method"`` …; None: no pattern matched). The stream that decodes the
+    line fills both in; equality looks at ``pos`` and ``text`` only.
+    """
 
     pos: int
     text: str
+    time: int = field(default=0, compare=False)
+    event: str | None = field(default=None, compare=False)
 
 
 MAX_RAW = 64 * 1024  # quarantine keeps at most this much of a bad record

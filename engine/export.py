@@ -35,13 +35,15 @@ from typing import IO, Any
 import orjson
 
 from engine import catalogue as c
+from engine import jsonline
 from engine.alert import Alert
+from engine.files import create_private
 from engine.store import SCHEMA_VERSION, schema_statements
 from engine.timestamps import US, format_time
 
 FORMATS = ("sqlite", "csv", "jsonl", "securityalert")
 LINE_FORMATS = ("csv", "jsonl", "securityalert")
-EXPORT_FORMAT_VERSION = 1
+EXPORT_FORMAT_VERSION = 2  # 2: view hub_records_readable, quarantine_readable.part
 CHUNK_IDS = 100_000  # events are copied in id ranges of this size, with progress between them
 QUARANTINE_SCANS = 16  # up to this many quarantined records: one events scan each, else a sort
 BOARD_STREAMS = ("serial", "capture")  # one board each: their console/quarantine follow a device
@@ -69,7 +71,7 @@ ALERT_FIELDS = (
 )
 _ALERT_COLUMNS = (
     "id, rule, device, grp, value, start_us, end_us, state, severity, window_s, min, max, "
-    "counts, occurrences, acknowledged_us, closed_by_hand_us, silenced"
+    "counts, occurrences, acknowledged_us, closed_by_hand_us, silenced, amended"
 )
 _ALLOW_IDS = ", ".join(str(r.id) for r in c.ALLOWLIST_RULES)
 _MIN_INT = -(2**63)
@@ -202,6 +204,10 @@ def export(
         if tmp is not None:
             for path in (tmp, Path(f"{tmp}-journal")):
                 path.unlink(missing_ok=True)
+        if isinstance(exc, sqlite3.DatabaseError) and not isinstance(
+            exc, sqlite3.OperationalError
+        ):  # damaged pages: of the source, the only database read
+            raise ExportError(f"{src_path}: cannot read: {exc}") from None
         if isinstance(exc, sqlite3.Error | OSError) and not isinstance(exc, BrokenPipeError):
             # A full disk, an I/O error: one line, like every other export error.
             raise ExportError(f"{target or 'stdout'}: export failed: {exc}") from None
@@ -294,6 +300,7 @@ def alert_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Alert:
     else:
         alert.value = value
         alert.occurrences = occurrences or 0
+    alert.amended = len(row) > 17 and bool(tuple(row)[17])
     return alert
 
 
@@ -442,6 +449,27 @@ def _floor_div(a: str, b: str) -> str:
     return f"(CASE WHEN ({a}) >= 0 THEN ({a}) / ({b}) ELSE -((-({a}) - 1) / ({b})) - 1 END)"
 
 
+def protocol_of_sql(e: str) -> str:
+    """SQL for the protocol of event ``e``'s device's latest connection at or before it (the
+    engine's tie-break at equal times: the greatest protocol name)."""
+    return (
+        f"SELECT k.value FROM events k WHERE k.device = {e}.device AND k.rule = {c.CONNECT}"
+        f" AND k.expired = 0 AND k.time_us <= {e}.time_us ORDER BY k.time_us DESC, k.value DESC"
+        " LIMIT 1"
+    )
+
+
+def _resolved_rule_sql(kind: str, protocol: str) -> str:
+    """SQL for the per-protocol rule id of a message of pseudo rule ``kind``."""
+    arms = " ".join(
+        f"WHEN {kind} = {pseudo} AND {protocol} = '{p}' THEN {rules[p]}"
+        for pseudo, rules in c.BY_PROTOCOL.items()
+        for p in c.PROTOCOLS
+    )
+    return f"(CASE {arms} END)"
+
+
+_UNKNOWN_IDS = ", ".join(str(i) for i in c.BY_PROTOCOL)
 _WINDOW_US = "(r.window_s * 1000000)"
 _WINDOW_START = f"{_floor_div('k.time_us', _WINDOW_US)} * {_WINDOW_US}"
 
@@ -457,7 +485,7 @@ CREATE TABLE rule_texts (
 VIEWS: dict[str, str] = {
     "events_readable": f"""
 SELECT e.id, {rfc3339_sql("e.time_us")} AS time, d.name AS device, d.grp AS grp, e.name AS event,
-       rt.name AS rule, e.unauthorized, ra.name AS allow_rule, e.value, e.weight, e.late,
+       rt.name AS rule, e.unauthorized, ra.name AS allow_rule, e.value, e.weight, e.expired,
        e.host_timed, s.name AS stream, e.pos, e.time_us
 FROM events e
 LEFT JOIN devices d ON d.id = e.device
@@ -468,7 +496,7 @@ LEFT JOIN streams s ON s.id = e.stream""",
 SELECT a.id, rt.name AS rule, rt.alert_type AS type, rt.display_name AS name, a.severity,
        rt.source, a.device, a.grp, {rfc3339_sql("a.start_us")} AS start,
        {rfc3339_sql("a.end_us")} AS "end", a.state, {duration_sql("a.window_s")} AS window,
-       a.min, a.max, a.counts, a.value, a.occurrences,
+       a.min, a.max, a.counts, a.value, a.occurrences, a.amended, a.merged_into,
        {rfc3339_sql("a.acknowledged_us")} AS acknowledged,
        {rfc3339_sql("a.closed_by_hand_us")} AS closed_by_hand, a.silenced,
        (SELECT count(*) FROM alert_notes n WHERE n.alert = a.id) AS notes,
@@ -479,17 +507,27 @@ LEFT JOIN rule_texts x ON x.rule = a.rule""",
     "alerts_by_device_rule": f"""
 SELECT a.device, a.grp, rt.name AS rule, rt.kind, count(*) AS alerts,
        sum(a.state = 'open') AS open, sum(a.state = 'resolved') AS resolved,
+       sum(a.state = 'withdrawn') AS withdrawn,
        sum(a.acknowledged_us IS NOT NULL) AS acknowledged, sum(a.silenced != 0) AS silenced,
        {rfc3339_sql("min(a.start_us)")} AS first_start, {rfc3339_sql("max(a.end_us)")} AS last_end,
        sum(a.occurrences) AS occurrences
 FROM alerts a
 LEFT JOIN rule_types rt ON rt.id = a.rule
 GROUP BY a.device, a.grp, a.rule""",
+    # A message without a protocol (catalogue.D2C_UNKNOWN, ...) counts under the protocol of its
+    # device's latest connection (catalogue.CONNECT) at or before it, as the engine counts it;
+    # connection records themselves count toward no rule (no ``rules`` row joins them).
     "window_counts": f"""
 WITH counted (device, rule, time_us, weight) AS (
-    SELECT device, rule, time_us, weight FROM events WHERE late = 0 AND rule IS NOT NULL
+    SELECT device, rule, time_us, weight FROM events
+    WHERE expired = 0 AND rule IS NOT NULL AND rule < {c.CONNECT}
     UNION ALL
-    SELECT device, {c.UNAUTHORIZED}, time_us, weight FROM events WHERE late = 0 AND unauthorized != 0
+    SELECT device, {c.UNAUTHORIZED}, time_us, weight FROM events WHERE expired = 0 AND unauthorized != 0
+    UNION ALL
+    SELECT device, {_resolved_rule_sql("u.kind", "u.protocol")}, time_us, weight FROM (
+        SELECT e.device, e.rule AS kind, e.time_us, e.weight, ({protocol_of_sql("e")}) AS protocol
+        FROM events e WHERE e.expired = 0 AND e.rule IN ({_UNKNOWN_IDS})
+    ) u WHERE u.protocol IS NOT NULL
 ), windows AS (
     SELECT d.name AS device, d.grp AS grp, rt.name AS rule, r.enabled, r.window_s,
            {_WINDOW_START} AS window_start_us, count(*) AS events, sum(k.weight) AS count,
@@ -508,7 +546,7 @@ SELECT device, grp, rule, {rfc3339_sql("window_start_us")} AS window_start,
 FROM windows""",
     "event_counts": """
 SELECT d.name AS device, d.grp AS grp, e.name AS event, rt.name AS rule, count(*) AS events,
-       sum(e.weight) AS weight, sum(e.late) AS late, sum(e.unauthorized != 0) AS unauthorized
+       sum(e.weight) AS weight, sum(e.expired) AS expired, sum(e.unauthorized != 0) AS unauthorized
 FROM events e
 LEFT JOIN devices d ON d.id = e.device
 LEFT JOIN rule_types rt ON rt.id = e.rule
@@ -517,7 +555,7 @@ GROUP BY e.device, e.name, e.rule""",
 SELECT d.id, d.name AS device, d.grp, g.name AS group_name, d.declared,
        {rfc3339_sql("d.first_us")} AS first_seen, {rfc3339_sql("d.last_us")} AS last_seen,
        (SELECT count(*) FROM events e WHERE e.device = d.id) AS events,
-       (SELECT count(*) FROM events e WHERE e.device = d.id AND e.late != 0) AS late,
+       (SELECT count(*) FROM events e WHERE e.device = d.id AND e.expired != 0) AS expired,
        (SELECT count(*) FROM alerts a WHERE a.device = d.name) AS alerts,
        (SELECT count(*) FROM alerts a WHERE a.device = d.name AND a.state = 'open') AS open_alerts
 FROM devices d
@@ -538,9 +576,14 @@ SELECT l.id, {rfc3339_sql("l.time_us")} AS time, s.name AS stream, l.pos, l.line
 FROM console l
 LEFT JOIN streams s ON s.id = l.stream""",
     "quarantine_readable": """
-SELECT q.id, s.name AS stream, s.format, q.pos, q.reason, length(q.raw) AS bytes
+SELECT q.id, s.name AS stream, s.format, q.pos, q.part, q.reason, length(q.raw) AS bytes
 FROM quarantine q
 LEFT JOIN streams s ON s.id = q.stream""",
+    "hub_records_readable": f"""
+SELECT h.id, {rfc3339_sql("h.time_us")} AS time, h.category, h.operation, h.result,
+       s.name AS stream, h.pos, h.time_us
+FROM hub_records h
+LEFT JOIN streams s ON s.id = h.stream""",
 }
 
 
@@ -552,13 +595,30 @@ def _ro_uri(path: Path) -> str:
     return f"{path.absolute().as_uri()}?mode=ro"
 
 
+_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
 def _check_target(target: Path, src: Path, force: bool) -> None:
-    """ExportError unless ``target`` may be written (or, with ``force``, replaced)."""
+    """ExportError unless ``target`` may be written (or, with ``force``, replaced). The source
+    database and any database's ``-wal``, ``-shm`` or ``-journal`` file are never replaced, even
+    with ``force``: that would corrupt a database, or lose what a live session has committed."""
     if target.is_dir():
         raise ExportError(f"{target}: is a directory")
+    for suffix in _SIDE_FILES:
+        if target.name.endswith(suffix):
+            database = target.with_name(target.name[: -len(suffix)])
+            if database.is_file():
+                raise ExportError(
+                    f"{target}: is the {suffix[1:]} file of the database {database}; "
+                    "choose another name"
+                )
     if target.exists() or target.is_symlink():
-        if target.exists() and os.path.samefile(target, src):
-            raise ExportError(f"{target}: is the source database")
+        if target.exists() and any(
+            os.path.samefile(target, side)
+            for side in (src, *(f"{src}{suffix}" for suffix in _SIDE_FILES))
+            if os.path.exists(side)
+        ):
+            raise ExportError(f"{target}: is the source database or one of its files")
         if not force:
             raise ExportError(f"{target}: already exists (use --force to replace it)")
     if not target.parent.is_dir():
@@ -569,8 +629,7 @@ def _temp_path(target: Path) -> Path:
     """Create an empty temporary file next to ``target``; ExportError if that is not writable."""
     tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
     try:
-        with open(tmp, "xb"):
-            pass
+        create_private(tmp)  # an export holds what the database holds: 0600, as it does
     except OSError as exc:
         raise ExportError(f"{target}: cannot write: {exc.strerror}") from None
     return tmp
@@ -596,7 +655,7 @@ class _Copier:
         self.progress = progress
         self.cancel = cancel
         self.rows: dict[str, int] = {}
-        self.columns: dict[str, list[str]] = {}
+        self.columns: dict[str, list[tuple[str, str]]] = {}
         self.params: dict[str, Any] = {
             "since": flt.since if flt.since is not None else _MIN_INT,
             "until": flt.until if flt.until is not None else _MAX_INT,
@@ -617,13 +676,16 @@ class _Copier:
         self.check()
         cols = self.columns.get(table)
         if cols is None:
-            src_cols = set(_columns(self.conn, "src", table))
-            cols = [col for col in _columns(self.conn, "main", table) if col in src_cols]
+            src_cols = {col: f"t.{col}" for col in _columns(self.conn, "src", table)}
+            if "late" in src_cols:  # schema 1 called expired events late
+                src_cols["expired"] = "t.late"
+            cols = [(col, src_cols[col]) for col in _columns(self.conn, "main", table)]
+            cols = [(col, expr) for col, expr in cols if col in src_cols]
             self.columns[table] = cols
         n = 0
         if cols:
-            names = ", ".join(cols)
-            picked = ", ".join(f"t.{col}" for col in cols)
+            names = ", ".join(col for col, _ in cols)
+            picked = ", ".join(expr for _, expr in cols)
             sql = f"INSERT INTO main.{table} ({names}) SELECT {picked} FROM src.{table} t"
             conds = list(where)
             if conds:
@@ -711,6 +773,11 @@ def _copy_all(
     grp_cond = ["t.grp IN (SELECT key FROM temp.selgrp)"] if flt.groups else []
 
     cp.copy("rule_types")
+    # The names of this iotwatch (Defender's exact ones), whatever an older source holds.
+    conn.executemany(
+        "UPDATE main.rule_types SET display_name = ? WHERE id = ?",
+        [(r.display_name, r.id) for r in c.RULE_TYPES],
+    )
     conn.executemany(
         "INSERT INTO main.rule_texts VALUES (?, ?, ?)",
         [(r.id, r.description, r.remediation) for r in c.RULE_TYPES],
@@ -723,6 +790,7 @@ def _copy_all(
 
     cp.copy("alerts", _alert_conds(flt, "t"))
     cp.copy("alert_notes", ["t.alert IN (SELECT id FROM main.alerts)"] if flt.any else [])
+    cp.copy("amendments", ["t.alert IN (SELECT id FROM main.alerts)"] if flt.any else [])
     silence_conds = []
     if flt.by_time:
         silence_conds += ["t.from_us < :until", "t.until_us > :since"]
@@ -751,11 +819,13 @@ def _copy_all(
             "t.id IN (SELECT id FROM temp.qtime WHERE t >= :since AND t < :until)"
         )
     cp.copy("quarantine", quarantine_cond)
+    # Hub-wide records belong to no device: a device or group filter keeps none of them.
+    cp.copy("hub_records", [*time_cond, "0"] if flt.by_device else time_cond)
     cp.copy(
         "streams",
         [
             "t.id IN (SELECT stream FROM main.events UNION SELECT stream FROM main.console "
-            "UNION SELECT stream FROM main.quarantine)"
+            "UNION SELECT stream FROM main.quarantine UNION SELECT stream FROM main.hub_records)"
         ]
         if flt.any
         else [],
@@ -872,11 +942,11 @@ def _export_lines(
         if fmt == "csv":
             writer.writerow(csv_row(alert.to_record()))
         elif fmt == "jsonl":
-            out.write(orjson.dumps(alert.to_record()) + b"\n")
+            out.write(jsonline.dumps(alert.to_record()))
         else:
             ack, closed, silenced = row[14], row[15], bool(row[16])
             record = security_alert(alert, exported_at, ack, closed, silenced)
-            out.write(orjson.dumps(record) + b"\n")
+            out.write(jsonline.dumps(record))
         if progress is not None and n % 10_000 == 0:
             progress("alerts", n, len(alerts))
     if fmt == "csv":

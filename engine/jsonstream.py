@@ -1,22 +1,52 @@
 """A JSON-lines stream: framing, format sniffing and decoding into events, incrementally.
 
-Bytes arrive in arbitrary pieces; a partial last line waits for its newline. A record is a line,
-or a pretty-printed document that opens with ``{``/``[`` at column 0 and closes at column 0 (as
-``az iot hub monitor-events`` prints them).
+Bytes arrive in arbitrary pieces; a partial last line waits for its newline (or, in a live
+session, for :meth:`JsonStream.settle`). A record is a line, or a pretty-printed document that
+opens with ``{``/``[`` at column 0 and closes at column 0 (as ``az iot hub monitor-events`` prints
+them).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
 
-from engine.event import MAX_LINE, MAX_RAW, Bad, Event
-from engine.formats import hub_events, hub_log, security_messages
-from engine.formats.common import BadRecord
+from engine.event import MAX_LINE, MAX_RAW, Bad, Event, HubRecord
+from engine.formats import hub_events, hub_log, hub_messages, security_messages
+from engine.formats.common import BadRecord, poison_reason
 
-FORMATS = (hub_log.NAME, hub_events.NAME, security_messages.NAME)
-_SNIFF_ORDER = (hub_log, hub_events, security_messages)
+FORMATS = (hub_log.NAME, hub_events.NAME, hub_messages.NAME, security_messages.NAME)
+_SNIFF_ORDER = (hub_log, hub_events, hub_messages, security_messages)
+
+# The status lines ``az iot hub monitor-events`` prints on stdout beside its JSON, as the Azure
+# IoT CLI extension writes them (azext_iot/monitor/utility.py ``generate_on_start_string``,
+# telemetry.py, handlers/common_handler.py; "Digital Twin" in releases before 0.9). They are
+# skipped: not records, not quarantined.
+_STATUS_LINE = re.compile(
+    rb"Starting (?:Digital Twin )?event monitor,(?: filtering on device: .*,)?"
+    rb" use ctrl-c to stop\.\.\."
+    rb"|Stopping event monitor\.\.\."
+    rb"|Successfully parsed [0-9]+ message\(s\)\."
+)
+_SNIFF_LINES = 32  # how many non-blank first lines decide whether a file is console text
+
+
+def is_status_line(line: bytes) -> bool:
+    """Whether ``line`` is one of ``az iot hub monitor-events``'s status lines."""
+    return _STATUS_LINE.fullmatch(line.strip()) is not None
+
+
+def is_console_text(head: bytes) -> bool:
+    """Whether a file that starts with ``head`` (no NUL byte in it) is a board's console text
+    rather than JSON: none of its first non-blank lines opens a JSON value (``{``, ``[``) or is
+    an ``az iot hub monitor-events`` status line. An empty file is not console text."""
+    lines = [ln.strip() for ln in head.split(b"\n")[: _SNIFF_LINES * 4]]
+    lines = [ln for ln in lines if ln][:_SNIFF_LINES]
+    if not lines:
+        return False
+    return not any(ln[:1] in (b"{", b"[") or is_status_line(ln) for ln in lines)
 
 
 def sniff(obj: Any) -> str | None:
@@ -42,6 +72,7 @@ class JsonStream:
         self.records = 0
         self.events: list[Event] = []
         self.bad: list[Bad] = []
+        self.hub: list[HubRecord] = []
         self._buf = b""
         self._skipping = False  # inside an over-long line, dropping bytes until its newline
         self._doc: list[bytes] = []  # lines of a multi-line document being collected
@@ -83,6 +114,8 @@ class JsonStream:
                             direct(obj, pos, events)
                         except BadRecord as exc:
                             self.bad.append(Bad(pos, str(exc), line[:MAX_RAW]))
+                        except Exception as exc:  # a poison record never stops the stream
+                            self.bad.append(Bad(pos, poison_reason(exc), line[:MAX_RAW]))
                     else:
                         record(obj, pos, line)
             pos += size
@@ -113,6 +146,41 @@ class JsonStream:
         self._skipping = False
         self._flush_doc("unterminated JSON document")
 
+    def settle(self, give_up: bool = False) -> None:
+        """The stream has been idle: decode what it holds back that cannot change any more.
+
+        A partial last line (no newline yet) that is a whole JSON value by itself, or that closes
+        the open pretty-printed document, is decoded now — a writer may end its last record
+        without a newline, and a valid record cannot grow into another one. With ``give_up``,
+        anything held is decoded: a partial line (quarantined if it is no record) and an open
+        document (quarantined as unterminated). ``offset`` moves past what was decoded; bytes
+        that continue the line later are read as a line of their own.
+        """
+        buf = self._buf
+        if not give_up:
+            if not buf or self._skipping:
+                return
+            line = buf[:-1] if buf.endswith(b"\r") else buf
+            if self._doc and line[:1] in (b"}", b"]"):
+                line = b"\n".join([*self._doc, line])
+            elif line.lstrip()[:1] not in (b"{", b"["):
+                return
+            try:
+                orjson.loads(line)
+            except orjson.JSONDecodeError:
+                return
+        if buf:
+            self._buf = b""
+            self._line(buf, self.offset)
+            self.offset += len(buf)
+        if give_up:
+            self._flush_doc("unterminated JSON document")
+
+    @property
+    def holding(self) -> bool:
+        """Whether bytes are held back: a partial line or an open document."""
+        return bool(self._buf or self._doc)
+
     @property
     def pending(self) -> int:
         """Bytes held back in a partial line."""
@@ -123,6 +191,11 @@ class JsonStream:
         events, bad = self.events, self.bad
         self.events, self.bad = [], []
         return events, bad
+
+    def take_hub(self) -> list[HubRecord]:
+        """Hand over the hub-wide records decoded so far (hub-log)."""
+        hub, self.hub = self.hub, []
+        return hub
 
     # -- records ------------------------------------------------------------------------------
 
@@ -146,6 +219,8 @@ class JsonStream:
                 self._doc_pos = pos
                 self._doc_len = len(line)
                 return
+            if is_status_line(line):
+                return  # printed by az iot hub monitor-events beside the JSON: no record
             self.records += 1
             self.bad.append(Bad(pos, _json_reason(exc), line[:MAX_RAW]))
             return
@@ -194,23 +269,47 @@ class JsonStream:
                 hub_events.decode(obj, pos, events)
             except BadRecord as exc:
                 self.bad.append(Bad(pos, str(exc), raw[:MAX_RAW]))
+            except Exception as exc:  # a poison record never stops the stream
+                self.bad.append(Bad(pos, poison_reason(exc), raw[:MAX_RAW]))
         elif fmt == hub_log.NAME:
+            hub = self.hub
             for index, record in enumerate(hub_log.records_of(obj)):
                 self.records += 1
+                whole = record is obj
+                stored = len(hub)
                 try:
-                    hub_log.decode(record, pos, events)
-                except BadRecord as exc:
-                    reason = str(exc) if record is obj else f"records[{index}]: {exc}"
-                    self.bad.append(Bad(pos, reason, raw[:MAX_RAW]))
+                    hub_log.decode(record, pos, events, hub, raw if whole else b"")
+                except Exception as exc:  # BadRecord, or a poison record
+                    why = str(exc) if isinstance(exc, BadRecord) else poison_reason(exc)
+                    # The element's index goes in ``part``, never in the reason: reasons group
+                    # by cause, and the raw line holds the whole batch.
+                    self.bad.append(Bad(pos, why, raw[:MAX_RAW], None if whole else index))
+                else:
+                    if not whole and len(hub) > stored:  # a hub record keeps its own element
+                        hub[-1] = hub[-1]._replace(raw=_element_raw(record))
         else:
             self.records += 1
-            bad: list[tuple[int, str]] = []
+            bad: list[tuple[int | None, str]] = []
+            start = len(events)
+            decode = hub_messages.decode if fmt == hub_messages.NAME else security_messages.decode
             try:
-                security_messages.decode(obj, pos, events, bad)
+                decode(obj, pos, events, bad)  # type: ignore[arg-type]
             except BadRecord as exc:
                 self.bad.append(Bad(pos, str(exc), raw[:MAX_RAW]))
-            for _index, reason in bad:
-                self.bad.append(Bad(pos, reason, raw[:MAX_RAW]))
+            except Exception as exc:  # a poison record never stops the stream
+                del events[start:]
+                bad = []
+                self.bad.append(Bad(pos, poison_reason(exc), raw[:MAX_RAW]))
+            for index, reason in bad:
+                self.bad.append(Bad(pos, reason, raw[:MAX_RAW], index))
+
+
+def _element_raw(record: Any) -> bytes:
+    """The bytes a hub record keeps of one element of a ``records`` batch."""
+    try:
+        return orjson.dumps(record)[:MAX_RAW]
+    except (TypeError, orjson.JSONEncodeError):  # nested too deeply to write again
+        return b""
 
 
 def _json_reason(exc: orjson.JSONDecodeError) -> str:

@@ -9,21 +9,26 @@ from __future__ import annotations
 
 import heapq
 import os
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from engine.alert import Alert
+from engine.avrostream import MAGIC, HubMessagesFile
 from engine.bulkwriter import BulkWriter
 from engine.capture import CaptureStream
 from engine.collector import few_collections
 from engine.config import Config
+from engine.config_log import text_of
 from engine.evaluator import Evaluator
-from engine.event import Bad, ConsoleLine, Event
-from engine.jsonstream import FORMATS, JsonStream
-from engine.store import Batch, Store
+from engine.event import Bad, ConsoleLine, Event, HubRecord
+from engine.formats import hub_messages
+from engine.jsonstream import FORMATS, JsonStream, is_console_text
+from engine.store import Batch, Store, StoreFault, start_fault
 from engine.watermark import StreamClock
 
 CAPTURE = "serial-capture"
@@ -45,8 +50,8 @@ class InputSpec:
 
     @classmethod
     def parse(cls, text: str) -> InputSpec:
-        """``PATH`` or ``FORMAT:PATH`` (FORMAT: hub-log, hub-events, security-messages,
-        serial-capture)."""
+        """``PATH`` or ``FORMAT:PATH`` (FORMAT: hub-log, hub-events, hub-messages,
+        security-messages, serial-capture)."""
         head, sep, rest = text.partition(":")
         if sep and (head in FORMATS or head == CAPTURE):
             return cls(rest, head)
@@ -69,16 +74,21 @@ class Summary:
 
     records: int = 0
     events: int = 0
-    late: int = 0
+    expired: int = 0
     quarantined: Counter[str] = field(default_factory=Counter)
     alerts: Counter[str] = field(default_factory=Counter)
     console: int = 0
+    hub_records: int = 0  # valid hub-wide records: stored, no device, no event
 
     def lines(self) -> list[str]:
+        """The summary as ``replay`` prints it. The first line's format is fixed (scripts parse
+        it); the lines after it are indented ``  WHAT  N  [DETAIL]``."""
         out = [
-            f"records {self.records}, events {self.events}, late {self.late}, "
+            f"records {self.records}, events {self.events}, expired {self.expired}, "
             f"quarantined {sum(self.quarantined.values())}, alerts {sum(self.alerts.values())}"
         ]
+        if self.hub_records:
+            out.append(f"  hub records {self.hub_records:>8}")
         for reason, n in sorted(self.quarantined.items(), key=lambda kv: (-kv[1], kv[0])):
             out.append(f"  quarantined {n:>8}  {reason}")
         for rule, n in sorted(self.alerts.items()):
@@ -100,11 +110,19 @@ class _Input:
 
 
 def open_decoder(spec: InputSpec, first: bytes) -> Decoder:
-    """The decoder for ``spec``. An unforced file with a NUL byte near its start is a serial
-    capture: frames are delimited by 0x00, which JSON text never contains."""
-    if spec.format == CAPTURE or (spec.format is None and b"\x00" in first):
+    """The decoder for ``spec``, whose file starts with ``first``. An unforced file that starts
+    with Avro's magic bytes is a container of routed hub messages. An unforced file with a NUL
+    byte near its start is a serial capture: frames are delimited by 0x00, which JSON text never
+    contains; so is one whose first lines are console text, neither JSON nor status lines. Its
+    frames without a device id (and its console lines) belong to the device named by the file's
+    base name without its extension."""
+    if spec.format == hub_messages.NAME or (spec.format is None and first.startswith(MAGIC)):
+        return HubMessagesFile()  # an Avro container (binary: checked before the NUL test)
+    if spec.format == CAPTURE or (
+        spec.format is None and (b"\x00" in first or is_console_text(first))
+    ):
         mtime = int(os.stat(spec.path).st_mtime * 1_000_000)
-        return CaptureStream(host_time=mtime)
+        return CaptureStream(host_time=mtime, device=Path(spec.path).stem or None)
     return JsonStream(spec.format)
 
 
@@ -126,9 +144,13 @@ async def replay(
             size = os.fstat(f.fileno()).st_size
             first = f.read(SNIFF_BYTES)
             f.seek(0)
-            inputs.append(
-                _Input(spec, open_decoder(spec, first), evaluator.add_stream(spec.path), f, size)
-            )
+            decoder = open_decoder(spec, first)
+            hub_lines = False
+            if isinstance(decoder, CaptureStream):  # console lines: the configuration's patterns
+                decoder.patterns = config.capture_patterns()
+                hub_lines = decoder.patterns is not None and decoder.patterns.hub
+            clock = evaluator.add_stream(spec.path, decoder.format, hub_lines=hub_lines)
+            inputs.append(_Input(spec, decoder, clock, f, size))
         writer = await _prepare(db, config, inputs) if db else None
         try:
             with few_collections():
@@ -143,7 +165,8 @@ async def replay(
 
 
 async def _prepare(db: str, config: Config, inputs: list[_Input]) -> BulkWriter:
-    """Set up a new database for a bulk load and start its writer process."""
+    """Set up a new database for a bulk load and start its writer process. A database that
+    cannot be set up raises StoreError (a start-up fault)."""
     store = await Store.open(db)
     try:
         if await store.count("events"):
@@ -153,6 +176,8 @@ async def _prepare(db: str, config: Config, inputs: list[_Input]) -> BulkWriter:
         for item in inputs:
             kind = "capture" if isinstance(item.decoder, CaptureStream) else "file"
             item.stream_id = await store.add_stream(kind, item.decoder.format, item.spec.path)
+    except (sqlite3.Error, StoreFault) as exc:
+        raise start_fault(store.path, exc) from None
     finally:
         await store.close()
     return BulkWriter(db)
@@ -168,6 +193,9 @@ def _run(
     total = sum(i.size for i in inputs)
     done_bytes = 0
     batch = Batch()
+    if writer is not None:
+        # The configuration every event is evaluated under, for a live session on this file.
+        batch.configs.append((0, time.time_ns() // 1000, text_of(evaluator.config)))
     # Streams furthest behind in event time go first; those not started yet before all.
     heap = [(-1, n, item) for n, item in enumerate(inputs)]
     heapq.heapify(heap)
@@ -203,7 +231,7 @@ def _run(
         writer.build_index()
     alerts = evaluator.finish()
     summary.events = evaluator.events
-    summary.late = evaluator.late
+    summary.expired = evaluator.expired
     for alert in alerts:
         summary.alerts[alert.rule.name] += 1
     if writer is not None:
@@ -214,14 +242,26 @@ def _run(
 
 def _drain(evaluator: Evaluator, item: _Input, batch: Batch, summary: Summary, keep: bool) -> None:
     events, bad = item.decoder.take()
+    if events and not item.clock.feeds:
+        evaluator.set_format(item.clock, item.decoder.format)
     evaluator.process(item.clock, events, batch.events if keep else None, item.stream_id)
+    if evaluator.poisoned:
+        bad = [*bad, *evaluator.take_poisoned()]
     item.quarantined += len(bad)
     for b in bad:
-        summary.quarantined[
-            b.reason if not b.reason.startswith("Events[") else b.reason.split(": ", 1)[1]
-        ] += 1
+        summary.quarantined[b.reason] += 1
     if keep and bad:
-        batch.bad.extend((item.stream_id, b.pos, b.reason, b.raw) for b in bad)
+        batch.bad.extend((item.stream_id, b.pos, b.reason, b.raw, b.part) for b in bad)
+    take_hub = getattr(item.decoder, "take_hub", None)
+    if take_hub is not None:
+        hub: list[HubRecord] = take_hub()
+        if hub:
+            summary.hub_records += len(hub)
+            if keep:
+                sid = item.stream_id
+                batch.hub.extend(
+                    (sid, h.pos, h.time, h.category, h.operation, h.result, h.raw) for h in hub
+                )
     take_console = getattr(item.decoder, "take_console", None)
     if take_console is not None:
         lines: list[ConsoleLine] = take_console()
@@ -244,13 +284,13 @@ def _flush(
         for d in devices
     ]
     evaluator.new_devices = []
-    batch.alerts, batch.removed = evaluator.book.take_changes()
+    batch.alerts = evaluator.book.take_changes()
     batch.streams = [
         (
             i.decoder.offset,
             i.decoder.records,
             i.clock.events,
-            i.clock.late,
+            i.clock.expired,
             i.quarantined,
             i.clock.latest,
             i.decoder.format,

@@ -19,19 +19,27 @@ Faults: a port that cannot be opened or fails while read (unplugged board: ``Ser
 or ``OSError``; closed socket: pyserial's "socket disconnected") moves the source to
 ``reconnecting``; it retries with exponential backoff (``backoff_initial`` doubling to
 ``backoff_max``) until the port is back, then follows it again. Nothing is raised to the consumer.
+``unplugged`` says whether a device path is gone from the file system (a USB board pulled out);
+``retry_now()`` cuts the wait short (the session calls it when the path comes back).
 pyserial empties the input when it opens a port, so bytes that waited for the port before it
 was (re)opened are not delivered; what the board writes once ``following`` is.
+
+Several boards: :func:`glob_ports` lists the ports a glob such as ``/dev/serial/by-id/usb-*``
+finds; :func:`board_device` names the device of each (a configured mapping, else its by-id name).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fnmatch
+import glob
 import os
+import re
 import select
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,6 +105,7 @@ class SerialSource:
         self.bytes_read = 0
         self.reconnects = 0
         self._halt = threading.Event()
+        self._poke = threading.Event()  # wakes a retry wait: stop() or retry_now()
         self._slots = threading.BoundedSemaphore(max_chunks)
         self._queue: asyncio.Queue[Chunk | None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -119,7 +128,20 @@ class SerialSource:
         ``chunks()`` ends once it has yielded what was already read.
         """
         self._halt.set()
+        self._poke.set()
         self._post(None)
+
+    def retry_now(self) -> None:
+        """While reconnecting, try to open the port at once (and from the shortest pause on);
+        callable from any thread."""
+        self._poke.set()
+
+    @property
+    def unplugged(self) -> bool:
+        """Whether the port is a device path that does not exist (now): a board unplugged."""
+        return (
+            self.state == RECONNECTING and not _is_url(self.port) and not os.path.exists(self.port)
+        )
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the reader thread to end (after ``stop()``); True when it has."""
@@ -142,6 +164,7 @@ class SerialSource:
             "next_retry": self.next_retry,
             "bytes": self.bytes_read,
             "reconnects": self.reconnects,
+            "unplugged": self.unplugged,
         }
 
     # -- the asyncio side -------------------------------------------------------------------
@@ -244,7 +267,10 @@ class SerialSource:
         """Report the failure, wait ``delay`` (or until stopped); return the next delay."""
         text = str(exc) or type(exc).__name__
         self._set_state(RECONNECTING, text, self.clock() + int(delay * 1_000_000))
-        self._halt.wait(delay)
+        if self._poke.wait(delay):
+            self._poke.clear()
+            if not self._halt.is_set():
+                return self.backoff_initial  # the port is said to be back: retry promptly
         return min(delay * 2, self.backoff_max)
 
     def _follow(self, port: Any) -> None:
@@ -348,3 +374,30 @@ def list_ports(by_id_dir: str | os.PathLike[str] = BY_ID_DIR) -> list[PortInfo]:
         )
     ports.sort(key=lambda port: port.device)
     return ports
+
+
+# -- several boards ----------------------------------------------------------------------------
+
+
+def glob_ports(pattern: str) -> list[str]:
+    """The device paths (or links) that ``pattern`` finds, sorted."""
+    return sorted(glob.glob(pattern))
+
+
+_BY_ID = re.compile(r"^(?:usb|pci|platform)-(?P<name>.+?)(?:-if\d+(?:-port\d+)?)?$")
+
+
+def board_device(port: str, boards: Sequence[tuple[str, str]] = ()) -> str:
+    """The device of the board at ``port``: the first entry of ``boards`` (port glob → device)
+    that matches its file name or its path, else its ``/dev/serial/by-id`` name without the bus
+    and the interface (``usb-STMicroelectronics_STLINK-V3_004A0028-if02`` →
+    ``STMicroelectronics_STLINK-V3_004A0028``), else its file name (``ttyACM0``)."""
+    name = os.path.basename(port)
+    for key, device in boards:
+        if key in (name, port):
+            return device
+    for key, device in boards:
+        if fnmatch.fnmatchcase(name, key) or fnmatch.fnmatchcase(port, key):
+            return device
+    m = _BY_ID.match(name)
+    return m.group("name") if m else name

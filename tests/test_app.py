@@ -316,7 +316,7 @@ async def test_acknowledge_resolve_note_silence(engine: tuple[Bridge, Path]) -> 
             ("/bin/bad", 1),
             ("/bin/other", 1),
         ]
-        assert table.get_row_at(0)[1].plain.endswith("·S·")
+        assert table.get_row_at(0)[1].plain.endswith("·S··")
         table.move_cursor(row=1)
 
         # The detail: texts, windows or occurrences, the evidence; and an action from there.

@@ -240,3 +240,49 @@ async def test_live_board_lines_arrive_and_history_comes_back(tmp_path: Path) ->
             assert history[: len(shown)] == shown
     finally:
         later.stop()
+
+
+def test_lines_printed_before_the_console_listens_wait_for_it(tmp_path: Path) -> None:
+    """The bridge keeps a board's lines while no console listens and hands them over first."""
+    from engine.event import ConsoleLine
+
+    b = Bridge(Config(path=None), str(tmp_path / "early.db"))
+    b._console("/dev/ttyA", [ConsoleLine(0, "boot", 1), ConsoleLine(6, "one", 1)])
+    b._console("/dev/ttyB", [ConsoleLine(0, "other", 2)])
+    heard: list[tuple[str, list[str]]] = []
+    b.on_console = lambda port, lines: heard.append((port, [ln.text for ln in lines]))
+    b._console("/dev/ttyA", [ConsoleLine(10, "two", 3)])
+    assert heard == [
+        ("/dev/ttyA", ["boot", "one"]),
+        ("/dev/ttyB", ["other"]),
+        ("/dev/ttyA", ["two"]),
+    ]
+    b.on_console = None
+    b._console("/dev/ttyA", [ConsoleLine(14, "three", 4)])
+    assert len(heard) == 3 and next(iter(b._early["/dev/ttyA"])).text == "three"
+
+
+async def test_a_line_both_in_the_history_and_heard_live_is_shown_once(bridge: Bridge) -> None:
+    from engine.event import ConsoleLine
+
+    app = PaneApp(lambda: BoardsPane(bridge))
+    async with app.run_test(size=SIZE) as pilot:
+        pane = app.query_one(BoardsPane)
+        await pilot.app.workers.wait_for_complete()
+        console = pane._add_console(PORT)
+        console.history_done = False
+        await pilot.pause()
+        early = [ConsoleLine(0, "boot", 100), ConsoleLine(5, "stored and heard", 100)]
+        console.add_lines(early)  # heard before the history was read
+        console.set_history([*early, ConsoleLine(22, "stored only", 200)])
+        console.add_lines([ConsoleLine(22, "stored only", 200), ConsoleLine(34, "new", 300)])
+        console.add_lines([ConsoleLine(0, "after a restart", 400)])  # positions start again
+        pane.flush_now()
+        await pilot.pause()
+        assert list(console.log_widget.lines) == [
+            "boot",
+            "stored and heard",
+            "stored only",
+            "new",
+            "after a restart",
+        ]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import orjson
 
+from engine.store import SCHEMA_VERSION
 from tests.conftest import hub_event, write_lines
 
 CONFIG = """
@@ -39,7 +40,7 @@ def test_replay_writes_alert_lines_and_summary(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
     lines = [orjson.loads(x) for x in run.stdout.splitlines()]
     assert [(a["device"], a["counts"], a["state"]) for a in lines] == [("d1", [2], "open")]
-    assert run.stderr.splitlines()[0].startswith("records 2, events 2, late 0, quarantined 0")
+    assert run.stderr.splitlines()[0].startswith("records 2, events 2, expired 0, quarantined 0")
 
 
 def test_bad_config_exits_2_with_one_line(tmp_path: Path) -> None:
@@ -93,7 +94,7 @@ def test_replay_db_stores_wal_database_with_schema_version(tmp_path: Path) -> No
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
-            "1",
+            str(SCHEMA_VERSION),
         )
         assert conn.execute("SELECT count(*) FROM events").fetchone() == (1,)
         assert conn.execute("SELECT count(*) FROM rule_types").fetchone() == (20,)

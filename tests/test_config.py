@@ -142,6 +142,73 @@ def test_engine_durations(tmp_path: Path) -> None:
     assert (config.lateness, config.quiet) == (0, 93600)
 
 
+def test_horizon_defaults_to_one_day_and_is_read(tmp_path: Path) -> None:
+    assert load(tmp_path, "").horizon == 86400
+    assert load(tmp_path, '[engine]\nhorizon = "PT1M"\nlateness = "PT1M"\n').horizon == 60
+    assert load(tmp_path, '[engine]\nhorizon = "P30D"\n').horizon == 30 * 86400
+
+
+def test_a_source_may_set_its_own_lateness(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        """
+        [[sources]]
+        type = "security-messages"
+        path = "agents/*.jsonl"
+        lateness = "PT6H"
+
+        [[sources]]
+        type = "hub-log"
+        path = "logs/*.json"
+        """,
+    )
+    agent, hub = config.sources
+    assert (agent.lateness, hub.lateness) == (6 * 3600, None)
+    assert (config.lateness_of(agent), config.lateness_of(hub)) == (6 * 3600, 60)
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "reason"),
+    [
+        ('[engine]\nhorizon = "PT59S"\n', "engine.horizon", "must be from PT1M to P30D"),
+        ('[engine]\nhorizon = "P31D"\n', "engine.horizon", "must be from PT1M to P30D"),
+        (
+            '[engine]\nhorizon = "PT10M"\nlateness = "PT11M"\n',
+            "engine.horizon",
+            "lateness PT11M is beyond the horizon PT10M (an event is counted only within the"
+            " horizon, so its window could never wait that long)",
+        ),
+        (
+            '[engine]\nlateness = "P2D"\n',
+            "engine.lateness",
+            "lateness P2D is beyond the horizon P1D (an event is counted only within the"
+            " horizon, so its window could never wait that long)",
+        ),
+        (
+            '[[sources]]\ntype = "hub-log"\npath = "x"\nlateness = "P2D"\n',
+            "sources[0].lateness",
+            "lateness P2D is beyond the horizon P1D (an event is counted only within the"
+            " horizon, so its window could never wait that long)",
+        ),
+        (
+            '[[sources]]\ntype = "serial"\nport = "x"\nlateness = "P8D"\n',
+            "sources[0].lateness",
+            "must be at most P7D",
+        ),
+        (
+            '[[sources]]\ntype = "hub-log"\npath = "x"\nlateness = 60\n',
+            "sources[0].lateness",
+            "must be an ISO 8601 duration string such as 'PT15M', not an integer",
+        ),
+    ],
+)
+def test_horizon_and_lateness_are_validated(
+    tmp_path: Path, text: str, key: str, reason: str
+) -> None:
+    err = refused(tmp_path, text)
+    assert (err.key, err.reason) == (key, reason)
+
+
 def test_range_rule_defaults_enabled_min_0_window_pt15m_severity_low(tmp_path: Path) -> None:
     config = load(tmp_path, f"[groups.default.rules.{MQTT}]\nmax = 5\n")
     assert config.group("default").range_rules[MQTT] == RangeRule(MQTT, True, 0, 5, 900, "Low")
@@ -411,12 +478,12 @@ RULE = "groups.default.rules"
             '[[sources]]\ntype = "hub-logs"\npath = "x"\n',
             "sources[0].type",
             "unknown source type 'hub-logs' (expected one of hub-log, hub-events, "
-            "security-messages, serial) (did you mean 'hub-log'?)",
+            "hub-messages, security-messages, serial) (did you mean 'hub-log'?)",
         ),
         (
             '[[sources]]\npath = "x"\n',
             "sources[0].type",
-            "missing (one of hub-log, hub-events, security-messages, serial)",
+            "missing (one of hub-log, hub-events, hub-messages, security-messages, serial)",
         ),
         (
             '[[sources]]\ntype = "hub-log"\npath = "a"\n[[sources]]\ntype = "hub-events"\n',
@@ -436,17 +503,17 @@ RULE = "groups.default.rules"
         (
             '[[sources]]\ntype = "serial"\nport = "loop://"\nbaudrate = 0\n',
             "sources[0].baudrate",
-            "must be a positive integer, not 0",
+            "must be an integer from 50 to 10000000, not 0",
         ),
         (
             '[[sources]]\ntype = "serial"\nport = "loop://"\nbaudrate = "fast"\n',
             "sources[0].baudrate",
-            "must be a positive integer, not a string",
+            "must be an integer from 50 to 10000000, not a string",
         ),
         (
             '[[sources]]\ntype = "serial"\nport = "loop://"\nbaudrate = true\n',
             "sources[0].baudrate",
-            "must be a positive integer, not a boolean",
+            "must be an integer from 50 to 10000000, not a boolean",
         ),
         (
             '[[sources]]\ntype = "serial"\nport = "loop://"\npath = "x"\n',

@@ -122,7 +122,7 @@ def wait_for(condition, timeout: float) -> None:  # type: ignore[no-untyped-def]
 
 EVENT_ROWS = (
     "SELECT s.name, e.pos, e.time_us, d.name, e.name, e.rule, e.unauthorized, e.allow, e.value,"
-    " e.weight, e.late FROM events e JOIN devices d ON d.id = e.device"
+    " e.weight, e.expired FROM events e JOIN devices d ON d.id = e.device"
     " JOIN streams s ON s.id = e.stream"
 )
 ALERT_ROWS = "SELECT rule, device, value, start_us, end_us, state, counts, occurrences FROM alerts"
@@ -181,6 +181,15 @@ def test_sigkill_mid_ingest_then_restart_gives_replay_results(tmp_path: Path) ->
     assert Counter(read(live, EVENT_ROWS)) == Counter(read(tmp_path / "replay.db", EVENT_ROWS))
     live_alerts = sorted(read(live, ALERT_ROWS), key=repr)
     replay_alerts = sorted(read(tmp_path / "replay.db", ALERT_ROWS), key=repr)
-    assert live_alerts == replay_alerts
+    # Window for window the same alerts. Allow-list alerts resolve by the wall clock in a live
+    # session and by T_last(Agent) in a replay (SPEC §4); the agent file ends at 10:30, the
+    # clock stands at 12:00, so the live ones are all resolved.
+    assert [_no_allow_state(a) for a in live_alerts] == [_no_allow_state(a) for a in replay_alerts]
+    assert {a[5] for a in live_alerts if a[7] is not None} == {"resolved"}
     assert len(replay_alerts) > 10
     assert os.path.exists(live)
+
+
+def _no_allow_state(row: tuple) -> tuple:
+    """An alert row, without the state when it is an allow-list alert (occurrences set)."""
+    return row if row[7] is None else row[:5] + row[6:]

@@ -38,6 +38,7 @@ from engine.export import (
     rfc3339_sql,
 )
 from engine.simulators.board import capture
+from engine.store import SCHEMA_VERSION
 from engine.timestamps import format_duration, format_time, parse_time
 from tests.conftest import (
     agent_event,
@@ -60,17 +61,20 @@ TABLES = (
     "events",
     "quarantine",
     "console",
+    "hub_records",
     "groups",
     "rules",
     "allowlist",
     "device_map",
     "alerts",
     "alert_notes",
+    "amendments",
     "silences",
 )
 CONFIG = """
 [engine]
 lateness = "PT1M"
+horizon = "PT30M"
 quiet = "PT10M"
 
 [devices]
@@ -128,7 +132,8 @@ def make_inputs(tmp: Path) -> list[str]:
         hub.append(rec)
         if i == 400:
             hub.append("{not json")  # quarantined, in the middle of the stream
-    hub.append(hub_event(iso(T0 + 60 * US), "a"))  # late: the stream is far ahead
+    # Expired: device a's time in this stream is two hours further, beyond the horizon.
+    hub.append(hub_event(iso(T0 + 60 * US), "a"))
     lines = [orjson.dumps(r) if isinstance(r, dict) else r.encode() for r in hub]
     (tmp / "hub.jsonl").write_bytes(b"\n".join(lines) + b"\n")
 
@@ -153,21 +158,54 @@ def make_inputs(tmp: Path) -> list[str]:
         messages.append(security_message(ODD, conn))
     write_lines(tmp / "agent.jsonl", messages)
 
+    # Resource logs: hub-wide records (no device by design), a connect and a telemetry record
+    # without protocol (pseudo rule ids, which no export view counts toward a rule).
+    def log(minute: int, category: str, operation: str, **props: Any) -> dict[str, Any]:
+        return {
+            "time": iso(T0 + minute * 60 * US),
+            "category": category,
+            "operationName": operation,
+            "resultType": "",
+            "properties": orjson.dumps(props).decode(),
+        }
+
+    write_lines(
+        tmp / "hub-log.json",
+        [
+            log(5, "Routes", "endpointUnhealthy", deviceId=None, endpointName="sb-1"),
+            log(6, "Connections", "deviceConnect", deviceId="a", protocol="Mqtt"),
+            log(7, "DeviceTelemetry", "ingress", deviceId="a"),
+            log(45, "JobsOperations", "jobCompleted", jobId="j-1"),
+            log(95, "TwinQueries", "query", query="SELECT * FROM devices"),
+        ],
+    )
+
     board = tmp / "board.bin"
     board.write_bytes(capture(3, T0 + 30 * 60 * US, 600, "bench-1", "rtc", faults=True))
     stamp = (T0 + 41 * 60 * US) / US  # the host time of the capture's console lines
     os.utime(board, (stamp, stamp))
-    return [str(tmp / "hub.jsonl"), str(tmp / "agent.jsonl"), f"serial-capture:{board}"]
+    return [
+        str(tmp / "hub.jsonl"),
+        str(tmp / "hub-log.json"),
+        str(tmp / "agent.jsonl"),
+        f"serial-capture:{board}",
+    ]
 
 
 def add_operator_actions(db: Path) -> None:
     """Acknowledgements, notes and silences, as the console would store them."""
     with contextlib.closing(sqlite3.connect(db)) as conn, conn:
-        ids = [r[0] for r in conn.execute("SELECT id FROM alerts ORDER BY id")]
+        ids = [r[0] for r in conn.execute("SELECT id FROM alerts ORDER BY state = 'open' DESC, id")]
         conn.execute("UPDATE alerts SET acknowledged_us = ? WHERE id = ?", (T0 + 3600 * US, ids[0]))
         conn.execute("UPDATE alerts SET silenced = 1 WHERE id = ?", (ids[1],))
         conn.execute(
             "UPDATE alerts SET closed_by_hand_us = ? WHERE id = ?", (T0 + 3700 * US, ids[2])
+        )
+        # What a live session logs when late events amend alerts (a replay amends nothing).
+        conn.executemany(
+            "INSERT INTO amendments (alert, at_us, window_us, count_before, count_after)"
+            " VALUES (?, ?, ?, ?, ?)",
+            [(i, T0 + 3600 * US, T0, 0, 4) for i in (ids[0], ids[3])],
         )
         conn.executemany(
             "INSERT INTO alert_notes (alert, at_us, text) VALUES (?, ?, ?)",
@@ -189,7 +227,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
     config = config_from(tmp, CONFIG)
     db = tmp / "source.db"
     records, summary = run_replay(config, make_inputs(tmp), db=str(db))
-    assert summary.late >= 1 and sum(summary.quarantined.values()) >= 2 and summary.console
+    assert summary.expired >= 1 and sum(summary.quarantined.values()) >= 2 and summary.console
     add_operator_actions(db)
     return Dataset(db, records)
 
@@ -227,14 +265,23 @@ def test_round_trip_without_filters_copies_every_row(data: Dataset, tmp_path: Pa
     assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
     meta = dict(conn.execute("SELECT key, value FROM meta"))
-    assert meta["schema_version"] == "1" and meta["source_schema_version"] == "1"
+    assert meta["schema_version"] == meta["source_schema_version"] == str(SCHEMA_VERSION)
     assert meta["export_format_version"] == str(ex.EXPORT_FORMAT_VERSION)
     assert meta["filter_since"] == meta["filter_until"] == ""
     assert orjson.loads(meta["filter_devices"]) == [] == orjson.loads(meta["filter_groups"])
     parse_time(meta["exported_at"])
     # Rows are copied whole, ids included.
     src = sqlite3.connect(data.db)
-    for table in ("events", "alerts", "devices", "quarantine", "console", "silences"):
+    for table in (
+        "events",
+        "alerts",
+        "devices",
+        "quarantine",
+        "console",
+        "hub_records",
+        "silences",
+        "amendments",
+    ):
         assert (
             conn.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()
             == src.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()
@@ -273,6 +320,7 @@ def source_rows(db: Path) -> dict[str, list[tuple[Any, ...]]]:
         "silences": conn.execute("SELECT id, device, from_us, until_us FROM silences").fetchall(),
         "console": conn.execute("SELECT id, stream, time_us FROM console").fetchall(),
         "quarantine": conn.execute("SELECT id, stream FROM quarantine").fetchall(),
+        "hub_records": conn.execute("SELECT id, time_us FROM hub_records").fetchall(),
         "streams": conn.execute("SELECT id, kind FROM streams").fetchall(),
         "event_streams": conn.execute(
             "SELECT DISTINCT e.stream, d.name, d.grp FROM events e JOIN devices d ON d.id = e.device"
@@ -325,7 +373,7 @@ def check_filtered(db: Path, out: Path, flt: ExportFilter) -> dict[str, set[int]
     src = source_rows(db)
     conn = open_plain(out)
     assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-    kept = ("devices", "events", "alerts", "silences", "console", "quarantine")
+    kept = ("devices", "events", "alerts", "silences", "console", "quarantine", "hub_records")
     got = {t: {r[0] for r in conn.execute(f"SELECT id FROM {t}")} for t in kept}
 
     dev_groups = {n: g for _, n, g in src["devices"]}
@@ -348,6 +396,8 @@ def check_filtered(db: Path, out: Path, flt: ExportFilter) -> dict[str, set[int]
     assert got["alerts"] == want_alerts
     notes = {r[0] for r in conn.execute("SELECT alert FROM alert_notes")}
     assert notes <= want_alerts
+    amended = {r[0] for r in conn.execute("SELECT alert FROM amendments")}
+    assert amended <= want_alerts
     want_silences = {
         i
         for i, dev, f, u in src["silences"]
@@ -379,10 +429,13 @@ def check_filtered(db: Path, out: Path, flt: ExportFilter) -> dict[str, set[int]
         and (not flt.by_time or (clocks[i] is not None and in_range(flt, clocks[i])))
     }
     assert got["quarantine"] == want_quarantine
+    # Hub-wide records belong to no device: kept by time, never under a device or group filter.
+    want_hub = {i for i, t in src["hub_records"] if in_range(flt, t) and not flt.by_device}
+    assert got["hub_records"] == want_hub
     # Every stream a row refers to is there, and no other.
     referenced = {
         s
-        for t in ("events", "console", "quarantine")
+        for t in ("events", "console", "quarantine", "hub_records")
         for (s,) in conn.execute(f"SELECT DISTINCT stream FROM {t}")
     }
     streams = {r[0] for r in conn.execute("SELECT id FROM streams")}
@@ -432,7 +485,7 @@ def test_quarantine_follows_the_time_range_by_stream_position(
     data: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scans: int
 ) -> None:
     """The malformed hub line sits between the events of minutes ~66 and ~67; the hub stream's
-    last record is a late event of minute 1, which must not drag the line into 0-60. Both ways
+    last record is an expired event of minute 1, which must not drag the line into 0-60. Both ways
     of placing quarantined records in time agree."""
     monkeypatch.setattr(ex, "QUARANTINE_SCANS", scans)
     clocks = quarantine_clocks(data.db)
@@ -483,8 +536,8 @@ def test_views_answer_the_common_questions(data: Dataset, tmp_path: Path) -> Non
             checked += 1
     assert checked > 20
     assert any(r.startswith("Unauthorized") for _, r, _ in windows)
-    (late,) = conn.execute("SELECT count(*) FROM events WHERE late = 1").fetchone()
-    assert late >= 1
+    (expired,) = conn.execute("SELECT count(*) FROM events WHERE expired = 1").fetchone()
+    assert expired >= 1
     # alerts_by_device_rule: one row per (device, group, rule), counting the alerts.
     by = conn.execute(
         "SELECT device, rule, alerts, open, silenced, acknowledged FROM alerts_by_device_rule"
@@ -601,7 +654,7 @@ WRITER = textwrap.dedent(
     (device,) = conn.execute("SELECT id FROM devices WHERE name = 'a'").fetchone()
     insert = (
         "INSERT INTO events (stream, pos, time_us, device, name, rule, unauthorized, allow, "
-        "value, weight, late, host_timed) VALUES (?, ?, ?, ?, 'w', 7, 0, NULL, NULL, 1, 0, 0)"
+        "value, weight, expired, host_timed) VALUES (?, ?, ?, ?, 'w', 7, 0, NULL, NULL, 1, 0, 0)"
     )
     times, k, deadline = [], 0, time.monotonic() + 60
     while not stop.exists() and time.monotonic() < deadline:
@@ -691,6 +744,19 @@ def test_alert_from_row_rebuilds_the_record(data: Dataset) -> None:
     rows = conn.execute(f"SELECT {ex._ALERT_COLUMNS} FROM alerts").fetchall()
     rebuilt = sorted((alert_from_row(r) for r in rows), key=lambda a: a.key)
     assert [a.to_record() for a in rebuilt] == data.records
+
+
+def test_an_amended_alert_exports_as_amended(data: Dataset, tmp_path: Path) -> None:
+    db = tmp_path / "amended.db"
+    shutil.copy(data.db, db)
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        (aid,) = conn.execute("SELECT min(id) FROM alerts").fetchone()
+        conn.execute("UPDATE alerts SET amended = 1 WHERE id = ?", (aid,))
+        row = conn.execute(f"SELECT {ex._ALERT_COLUMNS} FROM alerts WHERE id = ?", (aid,))
+        record = alert_from_row(row.fetchone()).to_record()
+    assert record["amended"] is True
+    lines = [orjson.loads(x) for x in export_bytes(db, "jsonl").splitlines()]
+    assert sum(1 for x in lines if x.get("amended")) == 1
 
 
 def test_csv_fields_and_escaping(data: Dataset) -> None:
@@ -1003,3 +1069,40 @@ def test_round_trip_of_sample_data_with_filters(
     got = check_filtered(sample.db, out, flt)
     assert got["events"] and got["alerts"]
     assert len(got["events"]) < counts(sample.db)["events"]
+
+
+def test_pseudo_rule_events_count_toward_no_rule(data: Dataset, tmp_path: Path) -> None:
+    """A connect and a telemetry record without protocol are stored with their pseudo rule ids
+    (catalogue.CONNECT, D2C_UNKNOWN) and shown with no rule name; in window_counts the message
+    counts under its connection's protocol (MQTT), as the engine counts it, and the connect in
+    no window."""
+    out = tmp_path / "p.sqlite"
+    export(data.db, out)
+    conn = open_plain(out)
+    pseudo = conn.execute(
+        "SELECT e.rule, r.event, r.rule, r.value FROM events e JOIN events_readable r ON r.id = e.id"
+        " JOIN streams s ON s.id = e.stream WHERE e.rule >= 100 AND s.kind = 'file'"
+        " ORDER BY e.rule"
+    ).fetchall()
+    assert pseudo == [
+        (c.CONNECT, "Connections/deviceConnect", None, "mqtt"),
+        (c.D2C_UNKNOWN, "DeviceTelemetry/ingress", None, None),
+    ]
+    counted = conn.execute(
+        "SELECT sum(events) FROM window_counts WHERE device = 'a' AND rule = ?",
+        ("MqttD2CMessagesNotInAllowedRange",),
+    ).fetchone()[0]
+    stored = conn.execute(
+        "SELECT count(*) FROM events e JOIN devices d ON d.id = e.device"
+        " WHERE d.name = 'a' AND e.rule = ? AND e.expired = 0",
+        (c.D2C["mqtt"],),
+    ).fetchone()[0]
+    assert counted == stored + 1 and stored > 0
+    assert conn.execute("SELECT count(*) FROM window_counts WHERE rule IS NULL").fetchone() == (0,)
+    assert {r[0] for r in conn.execute("SELECT rule FROM event_counts")} >= {None}
+    hub = conn.execute("SELECT category, operation, result FROM hub_records_readable").fetchall()
+    assert hub == [
+        ("Routes", "endpointUnhealthy", None),
+        ("JobsOperations", "jobCompleted", None),
+        ("TwinQueries", "query", None),
+    ]

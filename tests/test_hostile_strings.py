@@ -47,6 +47,8 @@ HOSTILE = (
     "trailing\\",
     "nul\x00del\x7f",
     "tab\tnew\nline\r",
+    "bidi\u202eevil\u2066x\u061c",
+    "zero\u200bwidth\u200d\ufeff",
     "L" * 10_000,
 )
 GROUP = "[$accent]"  # a group name from the configuration file, markup-shaped
@@ -78,8 +80,11 @@ window = "PT1M"
 "evil*" = "{GROUP}"
 """
 
-# Any C0 control (tab and newline included: a cell is one line), DEL, or C1 control.
-CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+# Any C0 control (tab and newline included: a cell is one line), DEL, C1 control, or a
+# bidirectional or zero-width character (they reorder or hide what the screen shows).
+CONTROL = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060\u2066-\u2069\ufeff]"
+)
 
 
 def assert_clean(app: Any, export: bool = False) -> None:
@@ -115,6 +120,8 @@ def test_safe_mapping() -> None:
     assert plain("\x00\x07\t\n\r") == "␀␇␉␊␍"
     assert plain("\x7f") == "␡"
     assert plain("\x9b") == "\\x9b"
+    assert plain("a\u202eb\u2066c\u061c") == "a\\u202eb\\u2066c\\u061c"
+    assert plain("z\u200bw\u200dj\u2060\ufeff") == "z\\u200bw\\u200dj\\u2060\\ufeff"
     assert plain("a\\") == "a\\"
     assert plain("[/x] [$accent] [B]") == "[/x] [$accent] [B]"
     assert plain("é ✓ 漢") == "é ✓ 漢"

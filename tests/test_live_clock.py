@@ -6,7 +6,7 @@ from pathlib import Path
 
 from engine.evaluator import Evaluator
 from engine.event import Event
-from engine.timestamps import parse_time
+from engine.timestamps import US, parse_time
 from tests.conftest import config_from
 
 CONFIG = """
@@ -43,7 +43,9 @@ def process(hms: str, exe: str, device: str = "d") -> Event:
 
 
 def live(tmp: Path) -> tuple[Evaluator, object]:
-    evaluator = Evaluator(config_from(tmp, CONFIG))
+    evaluator = Evaluator(config_from(tmp, CONFIG), incremental=True)
+    # As if a hub and an agent source were configured: the wall clock completes both.
+    evaluator.watermark.wall_lateness = {"IoT Hub": 60 * US, "Agent": 60 * US}
     stream = evaluator.add_stream("s")
     stream.holding = False  # caught up: waits for more
     return evaluator, stream
@@ -85,14 +87,34 @@ def test_declared_device_alerts_by_wall_clock_without_any_event_of_its_own(tmp: 
     assert "d" not in alerts
 
 
-def test_event_in_a_window_the_wall_clock_closed_is_late(tmp: Path) -> None:
+def test_event_in_a_window_the_wall_clock_judged_amends_it(tmp: Path) -> None:
+    """Contract v2 (was: such an event was late and dropped). The wall clock judged 10:01 empty
+    (below min); an event for it arrives within the horizon: it is counted, the window judged
+    again, and the alert (same id) now says 5 > max, marked amended."""
     evaluator, stream = live(tmp)
     evaluator.process(stream, [d2c("10:00:30")])
     evaluator.advance(at("10:03:00"))
-    # Within lateness of its stream's latest time, but its window closed by the wall clock.
-    assert evaluator.process(stream, [d2c("10:01:10", weight=5)]) == [True]
-    assert evaluator.late == 1
     assert brief(evaluator) == [("d", at("10:01:00"), at("10:02:00"), [0], "open")]
+    (before,) = [a for a in evaluator.book.alerts.values() if a.is_range and a.device == "d"]
+    assert evaluator.process(stream, [d2c("10:01:10", weight=5)]) == 0
+    assert evaluator.expired == 0
+    assert brief(evaluator) == [("d", at("10:01:00"), at("10:02:00"), [5], "open")]
+    (after,) = [a for a in evaluator.book.alerts.values() if a.is_range and a.device == "d"]
+    assert after is before and after.amended
+    assert evaluator.book.amendments == [(after.id, at("10:03:00"), at("10:01:00"), 0, 5)]
+
+
+def test_event_older_than_wall_clock_minus_horizon_is_expired(tmp: Path) -> None:
+    evaluator, stream = live(tmp)
+    evaluator.process(stream, [d2c("10:00:30")])
+    evaluator.advance(at("11:00:00"))
+    alerts = brief(evaluator)
+    # horizon P1D by default; shrink it to an hour and an event from 09:59 is expired.
+    evaluator.horizon = 3600 * US
+    assert evaluator.process(stream, [d2c("09:59:59", weight=9, device="e")]) == 1
+    assert evaluator.process(stream, [d2c("10:00:00", weight=9)]) == 0
+    assert evaluator.devices["e"].first is None
+    assert brief(evaluator) != alerts  # d's 10:00 window now holds 10
 
 
 def test_a_backlog_stream_holds_windows_open_by_its_event_time(tmp: Path) -> None:

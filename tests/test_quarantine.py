@@ -179,11 +179,11 @@ CASES: dict[str, Case] = {
         line({**log("10:04:00", "x", "DirectMethods", "send"), "time": "2026-13-45T99:00:00Z"}),
         "time",
     ),
-    "count-letters": Case("hub-events", line({**GOOD_D2C, "count": "abc"}), "type"),
+    "count-letters": Case("hub-events", line({**GOOD_D2C, "count": "abc"}), "count"),
     "hitcount-x": Case(
         "security-messages",
         line(proc("a", "10:16:00", "/bin/evil", ExtraDetails={"HitCount": "x"})),
-        "type",
+        "hitcount",
     ),
     "properties-not-object": Case(
         "hub-log",
@@ -228,7 +228,7 @@ def stored(db: Path) -> dict[str, Any]:
         events = Counter(
             conn.execute(
                 "SELECT s.name, e.time_us, d.name, e.name, e.rule, e.unauthorized, e.allow, e.value,"
-                " e.weight, e.late FROM events e JOIN devices d ON d.id = e.device"
+                " e.weight, e.expired FROM events e JOIN devices d ON d.id = e.device"
                 " JOIN streams s ON s.id = e.stream"
             ).fetchall()
         )
@@ -239,7 +239,7 @@ def stored(db: Path) -> dict[str, Any]:
         streams = {
             name: (events_n, late, quarantined)
             for name, events_n, late, quarantined in conn.execute(
-                "SELECT name, events, late, quarantined FROM streams"
+                "SELECT name, events, expired, quarantined FROM streams"
             )
         }
         alerts = conn.execute("SELECT count(*) FROM alerts").fetchone()[0]
@@ -260,7 +260,11 @@ def assert_only_quarantine_differs(
     c_alerts, c_sum, c_db = clean
     b_alerts, b_sum, b_db = bad
     assert b_alerts == c_alerts
-    assert (b_sum.events, b_sum.late, b_sum.alerts) == (c_sum.events, c_sum.late, c_sum.alerts)
+    assert (b_sum.events, b_sum.expired, b_sum.alerts) == (
+        c_sum.events,
+        c_sum.expired,
+        c_sum.alerts,
+    )
     assert sum(c_sum.quarantined.values()) == 0
     assert sum(b_sum.quarantined.values()) == n
     assert b_sum.records == c_sum.records + n  # a bad record is a record read

@@ -24,6 +24,6 @@ def test_sample_session_replays_to_the_expected_alerts() -> None:
     assert {a["rule"] for a in alerts} == {r.name for r in RULE_TYPES}
     first = (SAMPLE / "expected-summary.txt").read_text().splitlines()[0]
     assert first == (
-        f"records {summary.records}, events {summary.events}, late {summary.late}, "
+        f"records {summary.records}, events {summary.events}, expired {summary.expired}, "
         f"quarantined {sum(summary.quarantined.values())}, alerts {len(alerts)}"
     )

@@ -14,8 +14,10 @@ from typing import Any
 import orjson
 
 from engine.alert import AlertBook
+from engine.catalogue import D2C_UNKNOWN
 from engine.evaluator import Evaluator
 from engine.jsonstream import JsonStream
+from engine.timestamps import US, parse_time
 from tests.conftest import (
     agent_event,
     config_from,
@@ -77,10 +79,15 @@ def allow(name: str, values: list[str], group: str = "default") -> str:
 
 
 def conf(
-    tmp: Path, *tables: str, lateness: str = "PT1M", quiet: str = "PT10M", devices: str = ""
+    tmp: Path,
+    *tables: str,
+    lateness: str = "PT1M",
+    horizon: str = "P1D",
+    quiet: str = "PT10M",
+    devices: str = "",
 ) -> Any:
     """A configuration with ``[engine]``, an optional ``[devices]`` body and rule tables."""
-    text = f'[engine]\nlateness = "{lateness}"\nquiet = "{quiet}"\n'
+    text = f'[engine]\nlateness = "{lateness}"\nhorizon = "{horizon}"\nquiet = "{quiet}"\n'
     if devices:
         text += "\n[devices]\n" + devices + "\n"
     return config_from(tmp, text + "\n" + "\n".join(tables))
@@ -133,54 +140,74 @@ def db_rows(db: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         return conn.execute(sql, args).fetchall()
 
 
-# --- §4 Late events --------------------------------------------------------------------------------
+# --- §4 Expired events (contract v2: every device keeps its own clock) -----------------------------
+# Version 1 judged lateness per stream with ``lateness``; these tests were changed on purpose to
+# version 2's per-device ``horizon``.
 
 
-def test_late_event_is_stored_not_counted(tmp: Path) -> None:
-    """lateness PT1M; the stream reaches 10:10, so 10:09:00 is on time and 10:08:59 is late."""
-    cfg = conf(tmp, rule(MQTT_D2C, 0, 2))
+def test_expired_event_is_stored_not_counted(tmp: Path) -> None:
+    """horizon PT1M; a's time in the stream reaches 10:10, so 10:09:00 counts and 10:08:59 is
+    expired."""
+    cfg = conf(tmp, rule(MQTT_D2C, 0, 2), horizon="PT1M")
     hub = write_lines(
         tmp / "hub.jsonl",
         [
             d2c("10:05", "a"),
             d2c("10:10", "a"),
-            d2c("10:09:00", "a"),  # == latest − lateness: not late
-            d2c("10:08:59", "a", count=10),  # < latest − lateness: late, stored, not counted
+            d2c("10:09:00", "a"),  # == a's latest − horizon: counted
+            d2c("10:08:59", "a", count=10),  # < a's latest − horizon: expired, stored
         ],
     )
-    db = tmp / "late.db"
+    db = tmp / "expired.db"
     alerts, summary = run_replay(cfg, [hub], db=str(db))
     # Window 10:00 holds 1 + 1 + 1 = 3 > max 2; it contains T_last (10:10): incomplete → open.
     assert brief(alerts) == [(MQTT_D2C, "a", None, "10:00", "10:15", [3], "open")]
-    assert (summary.events, summary.late) == (4, 1)
+    assert (summary.events, summary.expired) == (4, 1)
     rows = db_rows(
-        db, "SELECT time_us % 3600000000 / 1000000, weight, late FROM events ORDER BY id"
+        db, "SELECT time_us % 3600000000 / 1000000, weight, expired FROM events ORDER BY id"
     )
     assert rows == [(300, 1, 0), (600, 1, 0), (540, 1, 0), (539, 10, 1)]
 
 
-def test_late_is_per_stream_not_across_streams(tmp: Path) -> None:
-    """An event is late only against its own stream's latest time."""
-    cfg = conf(tmp, rule(MQTT_D2C, 0, 0))
+def test_expiry_is_per_device_two_devices_one_skewed_both_counted(tmp: Path) -> None:
+    """Two identical devices in one feed, b's clock three minutes behind a's: with horizon PT1M
+    nothing of b is expired (b is compared with b only), so both alert alike."""
+    cfg = conf(tmp, rule(MQTT_D2C, 0, 1), horizon="PT1M")
+    records = []
+    for minute in range(0, 30, 2):
+        records.append(d2c(f"10:{minute + 3:02d}", "a"))
+        records.append(d2c(f"10:{minute:02d}", "b"))
+    hub = write_lines(tmp / "hub.jsonl", records)
+    alerts, summary = run_replay(cfg, [hub])
+    assert summary.expired == 0
+    by_device = {a["device"]: a["counts"] for a in alerts}
+    assert by_device == {"a": [6, 8], "b": [8, 7]}
+
+
+def test_expiry_is_per_stream_and_device(tmp: Path) -> None:
+    """Streams do not expire each other's events; within one stream, one device's own past
+    does."""
+    cfg = conf(tmp, rule(MQTT_D2C, 0, 0), horizon="PT1M")
     ahead = write_lines(tmp / "ahead.jsonl", [d2c("10:20", "a")])
     behind = write_lines(tmp / "behind.jsonl", [d2c("10:05", "a")])
     for order in ([ahead, behind], [behind, ahead]):
         alerts, summary = run_replay(cfg, order)
-        # Neither is late: windows 10:00 and 10:15 each hold 1 > max 0 → one run, 10:15 is
+        # Neither is expired: windows 10:00 and 10:15 each hold 1 > max 0 → one run, 10:15 is
         # incomplete (T_last 10:20) → open.
         assert brief(alerts) == [(MQTT_D2C, "a", None, "10:00", "10:30", [1, 1], "open")]
-        assert summary.late == 0
-    # The same two records in one stream: 10:05 < 10:20 − 1 min is late.
+        assert summary.expired == 0
+    # The same two records in one stream: 10:05 < 10:20 − 1 min is expired.
     one = write_lines(tmp / "one.jsonl", [d2c("10:20", "a"), d2c("10:05", "a")])
     alerts, summary = run_replay(cfg, [one])
     assert brief(alerts) == [(MQTT_D2C, "a", None, "10:15", "10:30", [1], "open")]
-    assert summary.late == 1
+    assert summary.expired == 1
 
 
-def test_late_detection_takes_a_message_events_in_order(tmp: Path) -> None:
-    """Within one security message the events are the stream's order: 10:00 after 10:30 is late."""
+def test_expiry_takes_a_message_events_in_order(tmp: Path) -> None:
+    """Within one security message the events are the stream's order: 10:00 after 10:30 is
+    expired."""
     active = "ActiveConnectionsNotInAllowedRange"
-    cfg = conf(tmp, rule(active))
+    cfg = conf(tmp, rule(active), horizon="PT1M")
     item = {"Direction": "Out", "RemoteAddress": "10.0.0.1"}
     sec = write_lines(
         tmp / "sec.jsonl",
@@ -189,13 +216,36 @@ def test_late_detection_takes_a_message_events_in_order(tmp: Path) -> None:
                 "a",
                 agent_event("ConnectionCreate", t("10:30"), item),
                 agent_event("ConnectionCreate", t("10:00"), item, item),
-                agent_event("ConnectionCreate", t("10:29"), item),  # within lateness
+                agent_event("ConnectionCreate", t("10:29"), item),  # within the horizon
             )
         ],
     )
     alerts, summary = run_replay(cfg, [sec])
-    assert summary.late == 2  # both payload items of the 10:00 event
+    assert summary.expired == 2  # both payload items of the 10:00 event
     assert brief(alerts) == [(active, "a", None, "10:15", "10:45", [1, 1], "open")]
+
+
+def test_late_event_within_the_horizon_is_counted(tmp: Path) -> None:
+    """An agent's hourly aggregate sent five hours later (SPEC §4 "Why"): with the default
+    horizon P1D it counts into its own window, however late it arrives."""
+    active = "ActiveConnectionsNotInAllowedRange"
+    cfg = conf(tmp, rule(active, 0, 30, "PT1H"))
+    item = {"Direction": "Out", "RemoteAddress": "10.0.0.1", "ExtraDetails": {"HitCount": 40}}
+    login = {"UserName": "root", "Result": "Success"}
+    sec = write_lines(
+        tmp / "sec.jsonl",
+        [security_message("a", agent_event("Login", t(f"{h:02d}:30"), login)) for h in (9, 14)]
+        + [
+            security_message(
+                "a", agent_event("ConnectionCreate", t(f"{h:02d}:00"), item, category="Aggregated")
+            )
+            for h in range(9, 14)
+        ],
+    )
+    alerts, summary = run_replay(cfg, [sec])
+    assert summary.expired == 0
+    # The 14:00 window holds T_last(Agent) (14:30): incomplete, so the alert is still open.
+    assert brief(alerts) == [(active, "a", None, "09:00", "14:00", [40] * 5, "open")]
 
 
 # --- §4 Windows ------------------------------------------------------------------------------------
@@ -292,35 +342,36 @@ def test_declared_device_known_from_t_first_before_its_own_events(tmp: Path) -> 
     assert brief(alerts) == [(MQTT_D2C, "d", None, "10:15", "10:45", [0, 0], "resolved")]
 
 
-def test_t_first_ignores_late_events(tmp: Path) -> None:
-    """T_first is the earliest non-late time: a late 10:00 does not make a declared device known
-    from 10:00. Known from 10:30, the silent device's first window 10:30 is partial."""
-    cfg = conf(tmp, rule(MQTT_D2C, 1, 5), devices='"silent" = "default"')
+def test_t_first_ignores_expired_events(tmp: Path) -> None:
+    """T_first is the earliest non-expired time: an expired 10:00 does not make a declared device
+    known from 10:00. Known from 10:30, the silent device's first window 10:30 is partial."""
+    cfg = conf(tmp, rule(MQTT_D2C, 1, 5), devices='"silent" = "default"', horizon="PT1M")
     hub = write_lines(
         tmp / "hub.jsonl",
         [d2c("10:30", "a"), d2c("10:00", "a"), d2c("10:50", "a"), d2c("11:05", "a")],
     )
     alerts, summary = run_replay(cfg, [hub])
-    assert summary.late == 1
+    assert summary.expired == 1
     assert brief(alerts) == [(MQTT_D2C, "silent", None, "10:45", "11:00", [0], "open")]
 
 
-def test_device_seen_only_in_late_events_is_not_known(tmp: Path) -> None:
-    """b appears only in late events: it is never known, so it has no empty windows."""
-    cfg = conf(tmp, rule(MQTT_D2C, 1, 5))
-    hub = write_lines(
-        tmp / "hub.jsonl",
-        [
-            d2c("10:30", "a"),
-            d2c("10:00", "b"),
-            d2c("10:45", "a"),
-            d2c("11:00", "a"),
-            d2c("11:15", "a"),
-        ],
-    )
-    alerts, summary = run_replay(cfg, [hub])
-    assert summary.late == 1
-    assert alerts == []
+def test_device_seen_only_in_expired_events_is_not_known(tmp: Path) -> None:
+    """Live, b's only event is older than the wall clock minus the horizon: expired, so b is
+    never known and has no empty windows. (In a replay a device's first event in a stream is
+    never expired: it has no earlier time of its own to be compared with.)"""
+    cfg = conf(tmp, rule(MQTT_D2C, 1, 5), horizon="PT10M")
+    ev = Evaluator(cfg, incremental=True)
+    ev.watermark.wall_lateness = {"IoT Hub": 60 * US}  # a hub source is configured
+    clock = ev.add_stream("hub", "hub-events")
+    clock.holding = False
+    ev.advance(parse_time(t("10:31")))
+    for hms, device in (("10:30", "a"), ("10:00", "b")):
+        stream = JsonStream("hub-events")
+        stream.feed(orjson.dumps(d2c(hms, device)) + b"\n")
+        assert ev.process(clock, stream.take()[0]) == (device == "b")
+    ev.advance(parse_time(t("11:20")))
+    assert ev.devices["b"].first is None and ev.expired == 1
+    assert {a.device for a in ev.book.alerts.values()} == {"a"}
 
 
 # --- §4 Watermark / completeness ------------------------------------------------------------------
@@ -344,6 +395,84 @@ def test_incomplete_last_window_only_above_max(tmp: Path) -> None:
     )
     alerts, _ = run_replay(cfg, [hub])
     assert brief(alerts) == [(MQTT_D2C, "b", None, "10:45", "11:00", [4], "open")]
+
+
+ACTIVE = "ActiveConnectionsNotInAllowedRange"
+
+
+def out_conn(device: str, hms: str) -> dict[str, Any]:
+    """A security message holding one outbound ConnectionCreate."""
+    item = {"Direction": "Out", "RemoteAddress": "10.0.0.1"}
+    return security_message(device, agent_event("ConnectionCreate", t(hms), item))
+
+
+def test_completeness_is_per_data_source_hub_input_ending_early(tmp: Path) -> None:
+    """The hub input ends at 10:20, the agent input goes on to 12:00. IoT Hub windows are
+    complete only up to T_last(IoT Hub) = 10:20, so the declared silent device has no below-min
+    hub alert after it; its Agent windows are complete up to T_last(Agent) = 12:00."""
+    cfg = conf(tmp, rule(MQTT_D2C, 1, 9), rule(ACTIVE, 1, 9), devices='"silent" = "default"')
+    hub = write_lines(tmp / "hub.jsonl", [d2c("10:05", "a"), d2c("10:20", "a")])
+    sec = write_lines(
+        tmp / "sec.jsonl", [out_conn("a", f"{10 + m // 60}:{m % 60:02d}") for m in range(5, 121, 5)]
+    )
+    alerts, _ = run_replay(cfg, [hub, sec])
+    assert brief(alerts) == [(ACTIVE, "silent", None, "10:15", "12:00", [0] * 7, "open")]
+
+
+def test_a_data_source_with_no_stream_judges_nothing(tmp: Path) -> None:
+    """Only hub input: no Agent window is ever complete, so no below-min Agent alert, and an
+    allow-list alert (Agent) is never resolved by the end of the input."""
+    cfg = conf(
+        tmp,
+        rule(MQTT_D2C, 0, 9),
+        rule(ACTIVE, 1, 9),
+        allow(PROCESS, ["ok"]),
+        devices='"silent" = "default"',
+    )
+    hub = write_lines(tmp / "hub.jsonl", [d2c(f"{h}:05", "a") for h in (10, 11, 12)])
+    alerts, _ = run_replay(cfg, [hub])
+    assert alerts == []
+    # The same with an agent input that only ever reports one violation at 10:00.
+    sec = write_lines(tmp / "sec.jsonl", [proc("a", "10:00", "/bin/bad")])
+    alerts, _ = run_replay(cfg, [hub, sec])
+    # T_last(Agent) = 10:00: windows of the Agent data source end later; 10:00 + quiet > 10:00.
+    assert brief(alerts) == [(PROCESS, "a", "/bin/bad", "10:00", "10:00", 1, "open")]
+
+
+def test_each_source_waits_its_own_lateness(tmp: Path) -> None:
+    """Live: a hub source with the default lateness PT1M and an agent source with PT6H. The wall
+    clock completes IoT Hub windows a minute after their end and Agent windows six hours after."""
+    text = (
+        '[engine]\nlateness = "PT1M"\n\n[devices]\n"silent" = "default"\n\n'
+        '[[sources]]\ntype = "hub-events"\npath = "hub/*"\n\n'
+        '[[sources]]\ntype = "security-messages"\npath = "agent/*"\nlateness = "PT6H"\n\n'
+        + rule(MQTT_D2C, 1, 9)
+        + rule(ACTIVE, 1, 9)
+    )
+    cfg = config_from(tmp, text)
+    ev = Evaluator(cfg, incremental=True)
+    ev.configure_sources(cfg)
+    hub = ev.add_stream("hub", "hub-events", None)
+    agent = ev.add_stream("agent", "security-messages", 6 * 3600)
+    hub.holding = agent.holding = False
+    stream = JsonStream("hub-events")
+    stream.feed(orjson.dumps(d2c("10:00", "a")) + b"\n")
+    ev.process(hub, stream.take()[0])
+
+    def silent() -> dict[str, list[int]]:
+        return {a.rule.name: a.counts for a in ev.book.alerts.values() if a.device == "silent"}
+
+    ev.advance(parse_time(t("11:01")))
+    assert silent() == {MQTT_D2C: [0] * 3}  # 10:15, 10:30, 10:45 (10:00 is its first window)
+    ev.advance(parse_time(t("16:29")))
+    assert ACTIVE not in silent()  # 10:15 ended at 10:30: not six hours ago yet
+    ev.advance(parse_time(t("16:31")))
+    assert silent()[ACTIVE] == [0]
+    # A backlog (holding) agent stream holds Agent windows by its own time minus PT6H.
+    agent.holding = True
+    agent.latest = parse_time(t("16:45"))
+    ev.advance(parse_time(t("23:00")))
+    assert silent()[ACTIVE] == [0, 0]  # only up to 10:45 = 16:45 − 6 h
 
 
 def test_window_ending_exactly_at_t_last_is_complete(tmp: Path) -> None:
@@ -496,16 +625,16 @@ def test_allowlist_resolved_when_end_plus_quiet_le_t_last(tmp: Path) -> None:
         assert brief(alerts) == [(PROCESS, "a", "/bin/bad", "10:00", "10:00", 1, state)], last
 
 
-def test_late_events_still_raise_allowlist_alerts(tmp: Path) -> None:
-    """A late violation (10:00 after the stream reached 10:30) is not counted into windows but
-    still raises its allow-list alert; it does not move T_last (10:30)."""
-    cfg = conf(tmp, allow(PROCESS, ["ok"]))
+def test_expired_event_still_raises_its_allowlist_alert(tmp: Path) -> None:
+    """An expired violation (10:00 after a reached 10:30, horizon PT1M) is not counted into
+    windows but still raises its allow-list alert; it does not move T_last (10:30)."""
+    cfg = conf(tmp, allow(PROCESS, ["ok"]), horizon="PT1M")
     sec = write_lines(
         tmp / "sec.jsonl",
         [
             proc("a", "10:30", "/usr/bin/ok"),
             proc("a", "10:00", "/bin/bad"),
-            proc("a", "10:22", "/bin/bad"),  # late as well (10:22 < 10:29)
+            proc("a", "10:22", "/bin/bad"),  # expired as well (10:22 < 10:29)
         ],
     )
     alerts, summary = run_replay(cfg, [sec])
@@ -515,16 +644,17 @@ def test_late_events_still_raise_allowlist_alerts(tmp: Path) -> None:
         (PROCESS, "a", "/bin/bad", "10:00", "10:00", 1, "resolved"),
         (PROCESS, "a", "/bin/bad", "10:22", "10:22", 1, "open"),
     ]
-    assert summary.late == 2
+    assert summary.expired == 2
 
 
 def test_early_fire_above_max_in_incomplete_window(tmp: Path) -> None:
-    """The alert exists as soon as the count crosses max, before the window ends (fed straight to
-    the evaluator, one event at a time)."""
+    """Live, the alert exists as soon as the count crosses max, before the window ends (fed
+    straight to the incremental evaluator, one event at a time). A replay reports final
+    episodes only, so it needs no early alert."""
     cfg = conf(tmp, rule(MQTT_D2C, 0, 2))
     changes: list[tuple[str, list[int]]] = []
     book = AlertBook(listener=lambda change, alert: changes.append((change, list(alert.counts))))
-    ev = Evaluator(cfg, book)
+    ev = Evaluator(cfg, book, incremental=True)
     clock = ev.add_stream("hub")
     seen: list[int] = []
     for hms in ("10:01", "10:02", "10:03", "10:04"):
@@ -864,7 +994,9 @@ def test_hub_log_device_telemetry_ingress_with_protocol(tmp: Path) -> None:
             hub_log("10:01", "a", "DeviceTelemetry", "ingress", protocol="MqttWs"),
             hub_log("10:02", "a", "DeviceTelemetry", "ingress", protocol="Https"),
             hub_log("10:03", "a", "DeviceTelemetry", "ingress", protocol="Https"),
-            hub_log("10:04", "b", "DeviceTelemetry", "ingress"),  # no protocol: not counted
+            # No protocol, and no connect to take one from: stored as a message of unknown
+            # protocol (the pseudo rule id D2C_UNKNOWN), counted by no rule.
+            hub_log("10:04", "b", "DeviceTelemetry", "ingress"),
         ],
     )
     db = tmp / "t.db"
@@ -877,7 +1009,7 @@ def test_hub_log_device_telemetry_ingress_with_protocol(tmp: Path) -> None:
         db,
         "SELECT d.name, e.rule FROM events e JOIN devices d ON d.id = e.device WHERE d.name = 'b'",
     )
-    assert stored == [("b", None)]
+    assert stored == [("b", D2C_UNKNOWN)]
 
 
 def test_hub_log_connections_register_device(tmp: Path) -> None:
@@ -1123,7 +1255,7 @@ def test_time_zone_offsets_are_converted_and_no_zone_is_utc(tmp: Path) -> None:
         ],
     )
     alerts, summary = run_replay(cfg, [hub])
-    assert summary.late == 0
+    assert summary.expired == 0
     assert brief(alerts) == [(MQTT_D2C, "a", None, "10:00", "10:45", [1, 2, 3], "open")]
 
 
@@ -1155,3 +1287,59 @@ def test_hub_events_all_seven_ops(tmp: Path) -> None:
     )
     assert brief(alerts) == expected
     assert {a["source"] for a in alerts} == {"IoT Hub"}
+
+
+def test_a_host_timed_event_does_not_move_its_device_clock(tmp: Path) -> None:
+    """A clock-less board's first frame has no time: it is timed by the host (the capture's
+    mtime, 10:30). That is not the device's clock, so the board's own times that follow
+    (10:00-10:29) are not expired against it (issue: 612 of 613 events were dropped)."""
+    import os
+
+    from engine.formats.serial import encode_frame
+
+    cfg = conf(tmp, rule("ActiveConnectionsNotInAllowedRange", 0, 1000, "PT1H"), horizon="PT1M")
+    item = {"Direction": "Out", "RemoteAddress": "10.0.0.1"}
+
+    def frame(stamp: str | None) -> bytes:
+        event: dict[str, Any] = {"Name": "ConnectionCreate", "Payload": [item]}
+        if stamp is not None:
+            event["TimestampUTC"] = stamp
+        return encode_frame({"DeviceId": "board", "Events": [event]})
+
+    data = frame(None) + b"".join(frame(t(f"10:{m:02d}")) for m in range(30))
+    path = tmp / "board.capture"
+    path.write_bytes(data)
+    stamp = parse_time(t("10:30")) / 1_000_000
+    os.utime(path, (stamp, stamp))
+    db = tmp / "board.db"
+    _, summary = run_replay(cfg, [f"serial-capture:{path}"], db=str(db))
+    assert (summary.events, summary.expired) == (31, 0)
+    assert db_rows(db, "SELECT count(*) FROM events WHERE host_timed = 1") == [(1,)]
+
+
+def test_a_capture_whose_console_lines_make_hub_events_feeds_the_iot_hub_data_source(
+    tmp: Path,
+) -> None:
+    """Console patterns turn a board's lines into IoT Hub events, so its capture is a stream of
+    the IoT Hub data source too: T_last(IoT Hub) is its last line (10:05:10), and the empty
+    windows before it — the board's own and the declared silent device's — are complete."""
+    conf(tmp, rule(MQTT_D2C, 1, 9, "PT1M"), devices='"silent" = "default"')
+    cfg_path = tmp / "iotwatch.toml"
+    cfg_path.write_text(
+        cfg_path.read_text()
+        + '\n[[sources]]\ntype = "serial"\nport = "/dev/null"\n'
+        + '[[sources.patterns]]\nmatch = "^(?P<time>\\\\S+) sent"\nop = "d2c"\nprotocol = "mqtt"\n'
+    )
+    from engine.config import load_config
+
+    cfg = load_config(cfg_path)
+    capture = tmp / "board.txt"
+    capture.write_text(
+        "".join(f"{t(f'10:0{m}:10')} sent\n" for m in (0, 5)) + "booting\n", encoding="utf-8"
+    )
+    alerts, summary = run_replay(cfg, [f"serial-capture:{capture}"])
+    assert summary.events == 2
+    assert brief(alerts) == [
+        (MQTT_D2C, device, None, "10:01", "10:05", [0, 0, 0, 0], "open")
+        for device in ("board", "silent")
+    ]

@@ -241,7 +241,8 @@ def test_serial_valid_crc_bad_msgpack_is_quarantined_with_reason():
         (b"\xc1", "msgpack: FormatError"),
         (msgpack.packb({"a": 1}) + b"\x01", "msgpack: unpack(b) received extra data."),
         (msgpack.packb([1, 2]), "msgpack: not a map (list)"),
-        (b"\x81\xa1a\xa2\xff\xfe", "msgpack: 'utf-8' codec can't decode"),
+        (b"\x81\xa1a\xa2\xff\xfe", "msgpack: invalid UTF-8"),
+        (b"\x91" * 2000 + b"\xc0", "msgpack: nested too deeply"),
     ],
 )
 def test_serial_valid_crc_that_is_not_a_msgpack_map_is_quarantined(payload, reason):

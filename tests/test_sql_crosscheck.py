@@ -2,8 +2,9 @@
 
 A seeded dataset (a few hundred devices, three streams, thousands of events, some late, declared
 devices of which some are silent) is replayed into a database. Then, from the ``events`` table
-alone: late flags are recomputed per stream, windows counted with ``GROUP BY device, time_us /
-size``, and a little Python forms runs of out-of-range windows per SPEC §4.
+alone: expired flags are recomputed per (stream, device) with a window function, windows counted
+with ``GROUP BY device, time_us / size``, ``T_last`` taken per data source, and a little Python
+forms runs of out-of-range windows per SPEC §4 (contract version 2).
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from tests.conftest import config_from, run_replay, write_lines
 
 US = 1_000_000
 LATENESS_S = 60
+HORIZON_S = 60
 START = int(datetime(2026, 11, 28, 10, 0, 3, tzinfo=UTC).timestamp()) * US
 SPAN_S = 2 * 3600
 DEVICES = [f"dev-{i:03}" for i in range(300)]
 DECLARED = [*DEVICES[:8], "silent-0", "silent-1", "silent-2"]
 
+AGENT_RULES = ("ActiveConnectionsNotInAllowedRange", "FailedLocalLoginsNotInAllowedRange")
 # name -> (min, max, window seconds)
 RANGE_RULES: dict[str, tuple[int, int, int]] = {
     "MqttD2CMessagesNotInAllowedRange": (1, 6, 300),
@@ -35,7 +38,8 @@ RANGE_RULES: dict[str, tuple[int, int, int]] = {
 
 
 def config_text() -> str:
-    text = f'[engine]\nlateness = "PT{LATENESS_S}S"\nquiet = "PT10M"\n\n[devices]\n'
+    text = f'[engine]\nlateness = "PT{LATENESS_S}S"\nhorizon = "PT{HORIZON_S}S"\nquiet = "PT10M"\n'
+    text += "\n[devices]\n"
     text += "".join(f'"{d}" = "default"\n' for d in DECLARED)
     for name, (lo, hi, size) in RANGE_RULES.items():
         text += f'\n[groups.default.rules.{name}]\nmin = {lo}\nmax = {hi}\nwindow = "PT{size}S"\n'
@@ -48,7 +52,7 @@ def iso(us: int) -> str:
 
 def event_times(rng: random.Random, n: int) -> list[int]:
     """``n`` times in stream order: a clock moving forward, 20 % of events a little behind it
-    (within lateness), 4 % far behind it (late)."""
+    (within the horizon), 4 % far behind it (expired when the device was seen near the clock)."""
     clock = START
     out = []
     step = SPAN_S * US // n
@@ -56,9 +60,9 @@ def event_times(rng: random.Random, n: int) -> list[int]:
         clock += rng.randint(0, 2 * step)
         r = rng.random()
         if r < 0.04:
-            t = clock - rng.randint(LATENESS_S + 1, 900) * US
+            t = clock - rng.randint(HORIZON_S + 1, 900) * US
         elif r < 0.24:
-            t = clock - rng.randint(0, LATENESS_S) * US
+            t = clock - rng.randint(0, HORIZON_S) * US
         else:
             t = clock
         out.append(t)
@@ -138,13 +142,17 @@ def episodes(
 
 def recompute(conn: sqlite3.Connection) -> set[tuple[str, str, int, int, tuple[int, ...], str]]:
     """Range alerts (rule, device, start_us, end_us, counts, state) from the events table."""
-    (t_first, t_last) = conn.execute(
-        "SELECT MIN(time_us), MAX(time_us) FROM events WHERE late = 0"
-    ).fetchone()
+    (t_first,) = conn.execute("SELECT MIN(time_us) FROM events WHERE expired = 0").fetchone()
+    t_last = dict(
+        conn.execute(
+            "SELECT s.format, MAX(e.time_us) FROM events e JOIN streams s ON s.id = e.stream"
+            " WHERE e.expired = 0 GROUP BY s.format"
+        ).fetchall()
+    )
     first: dict[str, int] = dict(
         conn.execute(
             "SELECT d.name, MIN(e.time_us) FROM events e JOIN devices d ON d.id = e.device"
-            " WHERE e.late = 0 GROUP BY d.name"
+            " WHERE e.expired = 0 GROUP BY d.name"
         ).fetchall()
     )
     for name in DECLARED:
@@ -152,6 +160,7 @@ def recompute(conn: sqlite3.Connection) -> set[tuple[str, str, int, int, tuple[i
     alerts = set()
     for rule, (lo, hi, size_s) in RANGE_RULES.items():
         size = size_s * US
+        last = t_last["security-messages" if rule in AGENT_RULES else "hub-events"]
         (rule_id,) = conn.execute("SELECT id FROM rule_types WHERE name = ?", (rule,)).fetchone()
         where = "e.unauthorized = 1" if rule.startswith("Unauthorized") else "e.rule = ?"
         args = () if rule.startswith("Unauthorized") else (rule_id,)
@@ -159,15 +168,15 @@ def recompute(conn: sqlite3.Connection) -> set[tuple[str, str, int, int, tuple[i
             (dev, w): n
             for dev, w, n in conn.execute(
                 f"SELECT d.name, e.time_us / {size} AS w, SUM(e.weight) FROM events e"
-                f" JOIN devices d ON d.id = e.device WHERE e.late = 0 AND {where}"
+                f" JOIN devices d ON d.id = e.device WHERE e.expired = 0 AND {where}"
                 " GROUP BY d.name, w",
                 args,
             )
         }
         for dev, known in first.items():
             f = known // size
-            n = [counts.get((dev, w), 0) for w in range(f, t_last // size + 1)]
-            for w0, w1, state in episodes(n, f, size, t_last, lo, hi):
+            n = [counts.get((dev, w), 0) for w in range(f, last // size + 1)]
+            for w0, w1, state in episodes(n, f, size, last, lo, hi):
                 run = tuple(n[w0 - f : w1 - f])
                 alerts.add((rule, dev, w0 * size, w1 * size, run, state))
     return alerts
@@ -179,16 +188,17 @@ def test_range_alerts_equal_plain_sql_recomputation(tmp: Path) -> None:
     records, summary = run_replay(cfg, make_inputs(tmp), db=str(db))
     conn = sqlite3.connect(db)
     try:
-        # Late flags: earlier than the stream's latest time so far minus lateness.
+        # Expired: earlier than the device's latest time so far in its stream minus the horizon.
         mismatched = conn.execute(
-            "SELECT count(*) FROM (SELECT late, time_us < COALESCE(MAX(time_us) OVER ("
-            " PARTITION BY stream ORDER BY id ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),"
-            f" time_us) - {LATENESS_S * US} AS mine FROM events) WHERE late != mine"
+            "SELECT count(*) FROM (SELECT expired, time_us < COALESCE(MAX(time_us) OVER ("
+            " PARTITION BY stream, device ORDER BY id"
+            " ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),"
+            f" time_us) - {HORIZON_S * US} AS mine FROM events) WHERE expired != mine"
         ).fetchone()[0]
         assert mismatched == 0
-        (n_events, n_late) = conn.execute("SELECT count(*), SUM(late) FROM events").fetchone()
-        assert (summary.events, summary.late) == (n_events, n_late)
-        assert n_events > 6000 and 100 < n_late < n_events // 10
+        (n_events, n_expired) = conn.execute("SELECT count(*), SUM(expired) FROM events").fetchone()
+        assert (summary.events, summary.expired) == (n_events, n_expired)
+        assert n_events > 6000 and 20 < n_expired < n_events // 10
 
         expected = recompute(conn)
         rule_names = dict(conn.execute("SELECT id, name FROM rule_types"))
@@ -211,7 +221,7 @@ def test_range_alerts_equal_plain_sql_recomputation(tmp: Path) -> None:
         assert stored == returned
 
         # The devices table agrees on when each device became known.
-        t_first = conn.execute("SELECT MIN(time_us) FROM events WHERE late = 0").fetchone()[0]
+        t_first = conn.execute("SELECT MIN(time_us) FROM events WHERE expired = 0").fetchone()[0]
         for name, first_us in conn.execute("SELECT name, first_us FROM devices"):
             if name in DECLARED:
                 assert first_us == t_first, name
@@ -233,7 +243,7 @@ def _us(stamp: str) -> int:
 
 def test_per_device_counts_group_by_window(tmp: Path) -> None:
     """A tiny hand check of the SQL window arithmetic itself: 10:04:59.999999 and 10:05:00 fall in
-    different PT5M windows, and late rows are excluded."""
+    different PT5M windows, and expired rows are excluded."""
     cfg = config_from(tmp, config_text())
     path = write_lines(
         tmp / "h.jsonl",
@@ -259,6 +269,6 @@ def test_per_device_counts_group_by_window(tmp: Path) -> None:
     with sqlite3.connect(db) as conn:
         rows = conn.execute(
             f"SELECT (time_us / {300 * US}) * 300 % 3600, SUM(weight) FROM events"
-            " WHERE late = 0 GROUP BY time_us / 300000000 ORDER BY 1"
+            " WHERE expired = 0 GROUP BY time_us / 300000000 ORDER BY 1"
         ).fetchall()
     assert rows == [(0, 1), (300, 2)]

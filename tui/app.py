@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
@@ -104,6 +105,15 @@ class EngineLog(Message):
         super().__init__()
         self.level = level
         self.text = text
+
+
+class EngineFailed(Message):
+    """The session stopped on its own (a fatal store error): the console exits with status 1
+    and the reason is printed after the screen is restored."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__()
+        self.reason = reason
 
 
 class _ToApp(logging.Handler):
@@ -275,6 +285,7 @@ class IotwatchApp(App[int]):
     def on_mount(self) -> None:
         self._update_subtitle()
         self.bridge.on_alerts = self._engine_alerts
+        self.bridge.on_failure = lambda reason: self.post_message(EngineFailed(reason))
         boards = self._panes.get("boards")
         if hasattr(boards, "post_lines"):  # console lines, from the engine's thread
             self.bridge.on_console = boards.post_lines
@@ -290,6 +301,7 @@ class IotwatchApp(App[int]):
     def on_unmount(self) -> None:
         self.bridge.on_alerts = None
         self.bridge.on_console = None
+        self.bridge.on_failure = None
         if self._log_handler is not None:
             logging.getLogger("iotwatch").removeHandler(self._log_handler)
         for cancel in self._export_cancels.values():  # quitting: a running export stops
@@ -444,6 +456,10 @@ class IotwatchApp(App[int]):
             )
         if len(opened) > NOTIFY_NEW:
             self.notify(f"… and {len(opened) - NOTIFY_NEW} more new alerts", markup=False)
+
+    @on(EngineFailed)
+    def _engine_failed(self, message: EngineFailed) -> None:
+        self.exit(return_code=1)
 
     @on(EngineLog)
     def _engine_log(self, message: EngineLog) -> None:
@@ -738,10 +754,14 @@ def run_console(
     try:
         # The engine's restored state, the modules, the widgets and the style sheet stay: the
         # collector walks them no more once the first data is on screen (engine.collector).
-        return run_app(IotwatchApp(bridge, title=title, on_first_data=collector.settle))
+        status = run_app(IotwatchApp(bridge, title=title, on_first_data=collector.settle))
     finally:
         stopper = threading.Thread(target=bridge.stop, daemon=True)
         stopper.start()
         stopper.join(15)
         for stop in on_stop:
             stop()
+    if bridge.failure is not None:  # the engine stopped on its own: one line, status 1
+        print(f"iotwatch: {bridge.failure}", file=sys.stderr)
+        return 1
+    return status

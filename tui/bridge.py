@@ -9,6 +9,7 @@ console's callbacks must hand them over with ``App.call_from_thread`` or ``post_
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import sqlite3
 import threading
@@ -18,10 +19,12 @@ from typing import Any, TypeVar
 from engine import operator
 from engine.alert import Alert
 from engine.config import Config
+from engine.event import ConsoleLine
 from engine.session import HISTORY, Clock, Session, Snapshot, wall_clock
 from engine.store import Store
 
 T = TypeVar("T")
+EARLY_LINES = 5000  # console lines kept per board while no console listens
 
 
 class Bridge:
@@ -34,7 +37,15 @@ class Bridge:
         self.session: Session | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.on_alerts: Callable[[list[tuple[str, dict[str, Any]]]], None] | None = None
-        self.on_console: Callable[[str, list[str]], None] | None = None
+        # Console lines of a board (``ConsoleLine``: text, receive time, pattern mark); see
+        # ``on_console``. Until a listener is set they wait here, the last EARLY_LINES a board.
+        self._on_console: Callable[[str, list[ConsoleLine]], None] | None = None
+        self._early: dict[str, collections.deque[ConsoleLine]] = {}
+        self._console_lock = threading.Lock()
+        # The session stopped on its own (a fatal store error): its one-line reason, handed
+        # to ``on_failure`` on the session's thread.
+        self.on_failure: Callable[[str], None] | None = None
+        self.failure: str | None = None
         self.error: BaseException | None = None
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
@@ -82,6 +93,10 @@ class Bridge:
         finally:
             await session.close()
             await store.close()
+        if session.failure is not None:
+            self.failure = session.failure
+            if self.on_failure is not None:
+                self.on_failure(session.failure)
 
     def _alerts(self, changes: list[tuple[str, Alert]]) -> None:
         if self.on_alerts is not None:
@@ -90,9 +105,35 @@ class Bridge:
                 [(change, {**alert.to_record(), "id": alert.id}) for change, alert in changes]
             )
 
-    def _console(self, port: str, lines: list[str]) -> None:
-        if self.on_console is not None:
-            self.on_console(port, lines)
+    @property
+    def on_console(self) -> Callable[[str, list[ConsoleLine]], None] | None:
+        """Hears every console line, on the session's thread: ``on_console(port, lines)``.
+
+        Lines printed while no listener is set are kept (the last ``EARLY_LINES`` of each board)
+        and handed to the next listener first, in order: a console that starts listening after
+        the engine started misses nothing (the boards pane tells them from the history it reads
+        by their position and time)."""
+        return self._on_console
+
+    @on_console.setter
+    def on_console(self, listener: Callable[[str, list[ConsoleLine]], None] | None) -> None:
+        with self._console_lock:
+            self._on_console = listener
+            if listener is not None:
+                early, self._early = self._early, {}
+                for port, lines in early.items():
+                    listener(port, list(lines))
+
+    def _console(self, port: str, lines: list[ConsoleLine]) -> None:
+        with self._console_lock:
+            listener = self._on_console
+            if listener is None:
+                waiting = self._early.get(port)
+                if waiting is None:
+                    waiting = self._early[port] = collections.deque(maxlen=EARLY_LINES)
+                waiting.extend(lines)
+            else:
+                listener(port, lines)
 
     # -- calls ----------------------------------------------------------------------------------
 

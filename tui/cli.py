@@ -13,10 +13,11 @@ from pathlib import Path
 
 import orjson
 
+from engine import jsonline
 from engine.azure_groups import dump_azure_groups, groups_to_toml, load_azure_groups, merge_groups
 from engine.config import Config, ConfigError, load_config
 from engine.replay import InputError, InputSpec, replay
-from engine.store import StoreError
+from engine.store import StoreError, StoreFault
 from tui import run_cmd, simulate_cmd
 
 DEFAULT_CONFIG = "iotwatch.toml"
@@ -57,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
         "inputs",
         nargs="+",
         metavar="INPUT",
-        help="a file, or FORMAT:PATH (hub-log, hub-events, security-messages, serial-capture)",
+        help="a file, or FORMAT:PATH (hub-log, hub-events, hub-messages, security-messages, "
+        "serial-capture)",
     )
 
     xp = sub.add_parser(
@@ -147,7 +149,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         sys.stderr.write("\r\033[K")
     out = sys.stdout.buffer
     for alert in alerts:
-        out.write(orjson.dumps(alert.to_record()) + b"\n")
+        out.write(jsonline.dumps(alert.to_record()))
     out.flush()
     for line in summary.lines():
         print(line, file=sys.stderr)
@@ -268,6 +270,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"iotwatch: {exc}" if not str(exc).startswith("iotwatch") else str(exc), file=sys.stderr
         )
         return 2
+    except StoreFault as exc:  # the database failed while in use (replay --db's writer)
+        print(f"iotwatch: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

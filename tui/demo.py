@@ -8,8 +8,11 @@ windows, so the counters visibly move.
 
 Devices are put in one group per protocol they speak (``mqtt``, ``amqp``, ``http``) so that each
 group can expect D2C traffic of its own protocol — a silent device then falls below ``min``; the
-board is in group ``bench`` (agent rules only). The allow-lists are the values the simulators'
-normal traffic uses (``engine.simulators.fleet.ALLOWED``, which covers the board's too).
+board is in group ``bench``: the agent rules, and the hub rules its console tells about (it
+prints the getting-started firmware's lines, which the built-in console patterns count: a
+telemetry line a D2C message, a direct method, a twin update; its telemetry bursts go over
+``max``). The allow-lists are the values the simulators' normal traffic uses
+(``engine.simulators.fleet.ALLOWED``, which covers the board's too).
 """
 
 from __future__ import annotations
@@ -65,13 +68,21 @@ def demo_groups() -> dict[str, Group]:
             for name, values in ALLOWED.items()
         }
         groups[proto] = Group(proto, rules, allow)
-    # The serial board sends security messages only: agent rules, no hub traffic expected.
-    agent = ("ActiveConnectionsNotInAllowedRange", "FailedLocalLoginsNotInAllowedRange")
+    # The serial board: security messages (agent rules), and what its console says it sent
+    # and received (a telemetry line every 5 s: 12 a minute; a burst resends 30 to 45).
+    kept = (
+        "ActiveConnectionsNotInAllowedRange",
+        "FailedLocalLoginsNotInAllowedRange",
+        "DirectMethodInvokesNotInAllowedRange",
+        "TwinUpdatesNotInAllowedRange",
+    )
     bench = {
         name: RangeRule(name, True, low, high, WINDOW, SEVERITY.get(name, "Low"))
         for name, low, high in COMMON
-        if name in agent
+        if name in kept
     }
+    d2c = "MqttD2CMessagesNotInAllowedRange"
+    bench[d2c] = RangeRule(d2c, True, 3, 30, WINDOW, "Medium")
     allow = {
         name: AllowRule(name, True, values, SEVERITY.get(name, "Low"))
         for name, values in ALLOWED.items()

@@ -9,12 +9,10 @@ import signal
 import sys
 from collections.abc import Callable
 
-import orjson
-
-from engine import collector
+from engine import collector, jsonline
 from engine.alert import Alert
 from engine.config import Config
-from engine.session import Session, wall_clock
+from engine.session import Session, SessionFailed, wall_clock
 from engine.store import Store
 from engine.timestamps import parse_time
 
@@ -48,7 +46,9 @@ def alert_line(change: str, alert: Alert) -> bytes:
     record = alert.to_record()
     record["event"] = change
     record["id"] = alert.id
-    return orjson.dumps(record) + b"\n"
+    if alert.into is not None:
+        record["into"] = alert.into
+    return jsonline.dumps(record)
 
 
 async def run_headless(config: Config, db: str, clock: Callable[[], int]) -> int:
@@ -68,6 +68,9 @@ async def run_headless(config: Config, db: str, clock: Callable[[], int]) -> int
         loop.add_signal_handler(sig, session.stop)
     try:
         await session.run(started=collector.settle)
+    except SessionFailed as exc:  # one line, exit status 1: never a silent stop
+        print(f"iotwatch: {exc}", file=sys.stderr)
+        return 1
     finally:
         await store.close()
     return 0

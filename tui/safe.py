@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from rich.text import Text
 
+from engine.jsonline import UNSAFE
+
 ELLIPSIS = "…"
 
 
@@ -23,12 +25,13 @@ def _visible(ch: str) -> str:
         return "␡"
     if 0x80 <= code <= 0x9F:
         return f"\\x{code:02x}"
-    if code in (0x2028, 0x2029, 0x85):  # line/paragraph separators
+    if code in UNSAFE:  # line/paragraph separators, bidirectional and zero-width characters
         return f"\\u{code:04x}"
     return ch
 
 
-_TABLE = {c: _visible(chr(c)) for c in [*range(0x20), 0x7F, *range(0x80, 0xA0), 0x2028, 0x2029]}
+# Every character that JSON output escapes is made visible on the console too.
+_TABLE = {c: _visible(chr(c)) for c in [*range(0x20), *UNSAFE]}
 
 
 def plain(text: object, limit: int = 500) -> str:

@@ -1,14 +1,50 @@
-"""Helpers shared by the JSON decoders: field checks that raise ``BadRecord`` with a reason."""
+"""Helpers shared by the JSON decoders: field checks that raise ``BadRecord`` with a reason.
+
+Reasons name the field, never its value: quarantine reasons are counted by their text, and a
+value (a hostile one: deeply nested, huge) has no place there.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from engine.timestamps import parse_time
+from engine.timestamps import TimeOutOfRange, parse_event_time
+
+# A weight (``count``, ``HitCount``) is an integer from 0 to this bound, the same as the rules'
+# thresholds (Azure's int32): far beyond any real aggregate, and sums stay within SQLite's int64.
+MAX_WEIGHT = 2**31 - 1
+_MAX_DIGITS = len(str(MAX_WEIGHT))
 
 
 class BadRecord(Exception):
     """A record lacks what its format requires; the message is the quarantine reason."""
+
+
+def poison_reason(exc: BaseException) -> str:
+    """The quarantine reason for a record that made a decoder fail unexpectedly (any exception
+    but :class:`BadRecord`): its kind, never its message, which may quote the record."""
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return f"undecodable record ({type(exc).__name__})"
+
+
+def type_name(value: Any) -> str:
+    """The JSON (or MessagePack) name of a value's type, for reasons."""
+    if value is None:
+        return "null"
+    return _TYPE_NAMES.get(type(value), "an unknown type")
+
+
+_TYPE_NAMES: dict[type, str] = {
+    bool: "a boolean",
+    int: "a number",
+    float: "a number",
+    str: "a string",
+    list: "an array",
+    tuple: "an array",
+    dict: "an object",
+    bytes: "binary",
+}
 
 
 def need_str(obj: dict[str, Any], key: str, what: str | None = None) -> str:
@@ -16,34 +52,60 @@ def need_str(obj: dict[str, Any], key: str, what: str | None = None) -> str:
     if value is None:
         raise BadRecord(f"missing {what or key}")
     if not isinstance(value, str):
-        raise BadRecord(f"wrong type: {key} is {type(value).__name__}, not a string")
+        raise BadRecord(f"wrong type: {key} is {type_name(value)}, not a string")
     if not value:
         raise BadRecord(f"missing {what or key}")
     return value
 
 
 def need_time(obj: dict[str, Any], key: str) -> int:
-    text = need_str(obj, key, "time")
+    """The event time at ``key``: an RFC 3339 string within the plausible range
+    (:func:`engine.timestamps.parse_event_time`)."""
     try:
-        return parse_time(text)
+        return parse_event_time(obj.get(key))  # type: ignore[arg-type]
     except ValueError:
-        raise BadRecord(f"bad time: {key} {text[:40]!r}") from None
+        return event_time(need_str(obj, key, "time"), key)  # raises with the reason
+
+
+def event_time(text: str, key: str) -> int:
+    """``text`` as an event time; BadRecord ``bad time`` or ``time out of range``."""
+    try:
+        return parse_event_time(text)
+    except TimeOutOfRange:
+        raise BadRecord(f"time out of range: {key}") from None
+    except ValueError:
+        raise BadRecord(f"bad time: {key}") from None
 
 
 def weight_of(value: Any, key: str) -> int:
-    """A weight: a non-negative int or a numeric string (bools are refused)."""
+    """A weight: an integer from 0 to :data:`MAX_WEIGHT`, as a number (a whole float too) or a
+    string of ASCII digits; bools are refused."""
     if isinstance(value, bool):
         raise BadRecord(f"wrong type: {key} is a boolean")
     if isinstance(value, int):
         w = value
-    elif (isinstance(value, str) and value.strip().isdigit() and value.isascii()) or (
-        isinstance(value, float) and value.is_integer()
-    ):
+    elif isinstance(value, str):
+        digits = value.strip()
+        if not (digits.isdigit() and digits.isascii()):
+            raise BadRecord(f"bad value: {key} is not a whole number")
+        # int() of thousands of digits is slow (and refused past 4,300): look at the length.
+        if len(digits.lstrip("0")) > _MAX_DIGITS:
+            raise BadRecord(f"weight out of range: {key}")
+        w = int(digits)
+    elif isinstance(value, float):
+        if not value.is_integer():  # also NaN and the infinities
+            raise BadRecord(f"bad value: {key} is not a whole number")
+        if not 0 <= value <= MAX_WEIGHT:
+            raise BadRecord(
+                f"weight out of range: {key}" if value > 0 else f"bad value: {key} is negative"
+            )
         w = int(value)
     else:
-        raise BadRecord(f"wrong type: {key} is {value!r:.40}, not a count")
+        raise BadRecord(f"wrong type: {key} is {type_name(value)}, not a count")
     if w < 0:
         raise BadRecord(f"bad value: {key} is negative")
+    if w > MAX_WEIGHT:
+        raise BadRecord(f"weight out of range: {key}")
     return w
 
 
@@ -83,7 +145,10 @@ def fold_protocol(value: Any) -> str | None:
 
 
 def is_unauthorized(value: Any) -> bool:
-    """401 or a 401xxx code, as an int or a string."""
-    if value is None or isinstance(value, bool):
-        return False
-    return str(value).strip().startswith("401")
+    """401 or a 401xxx code, as a number or a string (anything else is not a status)."""
+    kind = type(value)
+    if kind is str:
+        return value.strip().startswith("401")
+    if kind is int or kind is float:
+        return str(value).startswith("401")
+    return False

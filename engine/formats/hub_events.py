@@ -10,6 +10,7 @@ from typing import Any
 from engine import catalogue as c
 from engine.event import Event, new_event
 from engine.formats.common import (
+    MAX_WEIGHT,
     BadRecord,
     fold_protocol,
     is_unauthorized,
@@ -17,7 +18,7 @@ from engine.formats.common import (
     need_time,
     weight_of,
 )
-from engine.timestamps import parse_time
+from engine.timestamps import parse_event_time
 
 NAME = "hub-events"
 
@@ -50,15 +51,19 @@ def decode(obj: Any, pos: int, out: list[Event]) -> None:
         protocol = fold_protocol(get("protocol"))
         if protocol is None:
             raw = get("protocol")
-            raise BadRecord("missing protocol" if raw is None else f"unknown protocol {raw!r:.40}")
+            if raw is None:
+                raise BadRecord("missing protocol")
+            if type(raw) is not str:
+                raise BadRecord("wrong type: protocol is not a string")
+            raise BadRecord("unknown protocol")
         rule = by_protocol[protocol]
     else:
         rule = _OPS.get(op)
         if rule is None:
-            raise BadRecord(f"unknown op {op!r:.40}")
+            raise BadRecord("unknown op")
     stamp = get("time")
     try:
-        time = parse_time(stamp)  # type: ignore[arg-type]
+        time = parse_event_time(stamp)  # type: ignore[arg-type]
     except (ValueError, TypeError):
         time = need_time(obj, "time")  # raises with the precise reason
     device = get("deviceId")
@@ -67,7 +72,7 @@ def decode(obj: Any, pos: int, out: list[Event]) -> None:
     count = get("count")
     if count is None:
         weight = 1
-    elif type(count) is int and count >= 0:
+    elif type(count) is int and 0 <= count <= MAX_WEIGHT:
         weight = count
     else:
         weight = weight_of(count, "count")

@@ -13,8 +13,8 @@ import orjson
 
 from engine import catalogue as c
 from engine.event import Event, new_event
-from engine.formats.common import BadRecord, weight_of
-from engine.timestamps import US, parse_time
+from engine.formats.common import BadRecord, event_time, poison_reason, weight_of
+from engine.timestamps import US, parse_event_time, parse_time
 
 NAME = "security-messages"
 
@@ -75,7 +75,8 @@ def decode_message(
 ) -> None:
     """Append one event per payload item of every event of ``message``.
 
-    A broken event is reported in ``bad`` as (index, reason) and the others are kept.
+    A broken event is reported in ``bad`` as (index, reason) and the others are kept; the reason
+    does not name the index, so that reasons group by cause.
     ``host_now`` is given for serial boards: a time that is missing, unreadable, before 2020 or
     more than five minutes ahead of it is replaced by it and the event marked host-timed.
     """
@@ -88,7 +89,9 @@ def decode_message(
         try:
             _decode_event(ev, device, pos, out, host_now)
         except BadRecord as exc:
-            bad.append((index, f"Events[{index}]: {exc}"))
+            bad.append((index, str(exc)))
+        except Exception as exc:  # a poison event: quarantined, the message's others are kept
+            bad.append((index, poison_reason(exc)))
 
 
 def _decode_event(ev: Any, device: str, pos: int, out: list[Event], host_now: int | None) -> None:
@@ -105,12 +108,12 @@ def _decode_event(ev: Any, device: str, pos: int, out: list[Event], host_now: in
     if host_now is None:
         if stamp is None:
             raise BadRecord("missing TimestampUTC")
-        if not isinstance(stamp, str):
-            raise BadRecord("wrong type: TimestampUTC")
         try:
-            time = parse_time(stamp)
+            time = parse_event_time(stamp)
         except ValueError:
-            raise BadRecord(f"bad time: TimestampUTC {stamp[:40]!r}") from None
+            if not isinstance(stamp, str):
+                raise BadRecord("wrong type: TimestampUTC") from None
+            time = event_time(stamp, "TimestampUTC")  # raises with the reason
     else:
         time = _board_time(stamp, host_now)
         if time is None:
@@ -125,7 +128,7 @@ def _decode_event(ev: Any, device: str, pos: int, out: list[Event], host_now: in
     try:
         for item in payload:
             out.append(_item_event(name, item, time, device, pos, host_timed))
-    except BadRecord:
+    except Exception:  # BadRecord, or a poison item
         del out[start:]
         raise
 
@@ -159,10 +162,10 @@ def _item_event(name: str, item: Any, time: int, device: str, pos: int, host: bo
             elif d.startswith("in"):
                 allow = c.CONNECTION_FROM_IP
         address = item.get("RemoteAddress")
-        if not isinstance(address, str):
-            address = None if address is None else str(address)
         if address is None:
             allow = 0
+        elif type(address) is not str:
+            address = _text(address, "RemoteAddress")
         return new_event(
             (time, device, name, c.ACTIVE_CONNECTIONS, False, allow, address, weight, host, pos)
         )
@@ -175,8 +178,8 @@ def _item_event(name: str, item: Any, time: int, device: str, pos: int, host: bo
             )
         if result in ("success", "succeeded"):
             user = item.get("UserName") or item.get("UserId")
-            if user is not None and not isinstance(user, str):
-                user = str(user)
+            if user is not None and type(user) is not str:
+                user = _text(user, "UserName" if item.get("UserName") else "UserId")
             return new_event(
                 (
                     time,
@@ -200,3 +203,11 @@ def _item_event(name: str, item: Any, time: int, device: str, pos: int, host: bo
             (time, device, name, 0, False, c.PROCESS if exe else 0, exe or None, weight, host, pos)
         )
     return new_event((time, device, name, 0, False, 0, None, weight, host, pos))
+
+
+def _text(value: Any, key: str) -> str:
+    """A value that is not a string, checked as text: a number (or a boolean) as its text; an
+    array, an object or binary data is no name or address (BadRecord)."""
+    if type(value) in (int, float, bool):
+        return str(value)
+    raise BadRecord(f"wrong type: {key}")

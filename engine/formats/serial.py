@@ -11,29 +11,34 @@ is a frame; every other chunk is console text. The end of the input delimits its
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
 from cobs import cobs
 
 from engine.event import MAX_RAW, Bad, ConsoleLine
+from engine.formats import rtos_security
 
 MAX_FRAME = 64 * 1024  # payload + CRC, before COBS
 MAX_CHUNK = 2 * MAX_FRAME + (2 * MAX_FRAME) // 254 + 1  # COBS size of a frame of twice MAX_FRAME
 MAX_CONSOLE_LINE = 4096  # bytes; a longer console line is cut into pieces of at most this size
 
 _CRC = 4
+_MAP_MARKERS = frozenset([*range(0x80, 0x90), 0xDE, 0xDF])  # fixmap, map 16, map 32
 # Bytes that never occur in console text a board prints (C0 controls but tab, LF, CR; DEL).
 _CONTROL = bytes([*range(0x01, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
 
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """A security message decoded from a frame that starts at byte ``pos`` of the stream."""
+    """A security message decoded from a frame that starts at byte ``pos`` of the stream: a
+    MessagePack map, or the verified bytes of an Azure RTOS FlatBuffers ``Message``. ``payload``
+    is a MessagePack frame's payload as it came (what a quarantine keeps of it)."""
 
     pos: int
-    message: dict[Any, Any]
+    message: dict[Any, Any] | bytes
+    payload: bytes = field(default=b"", compare=False, repr=False)
 
 
 SerialItem = Frame | ConsoleLine | Bad
@@ -53,6 +58,16 @@ def split(data: bytes, pos: int = 0) -> list[SerialItem]:
     """Split a whole capture (its end delimits the last chunk)."""
     splitter = FrameSplitter(pos)
     return splitter.feed(data) + splitter.flush()
+
+
+def _msgpack_reason(e: Exception) -> str:
+    """Why a payload did not unpack, without the values or positions some messages quote
+    (reasons are counted by their text)."""
+    if isinstance(e, UnicodeDecodeError):
+        return "invalid UTF-8"
+    if isinstance(e, msgpack.StackError | RecursionError):
+        return "nested too deeply"
+    return str(e) or type(e).__name__
 
 
 def _looks_binary(chunk: bytes) -> bool:
@@ -216,14 +231,21 @@ class FrameSplitter:
     def _frame(self, chunk: bytes, body: bytes, size: int, pos: int) -> Frame | Bad:
         if size > MAX_FRAME:
             return self._bad(pos, "frame over 64 KiB", chunk)
+        flat = ""
+        if body[0] not in _MAP_MARKERS:  # not MessagePack: an Azure RTOS FlatBuffers message?
+            reason = rtos_security.verify(body)
+            if reason is None:
+                self.frames += 1
+                return Frame(pos, body)
+            flat = f"; {reason}"
         try:
             message = msgpack.unpackb(body, raw=False, strict_map_key=False)
         except Exception as e:  # msgpack raises several unrelated types on malformed input
-            return self._bad(pos, f"msgpack: {str(e) or type(e).__name__}", chunk)
+            return self._bad(pos, f"msgpack: {_msgpack_reason(e)}{flat}", chunk)
         if not isinstance(message, dict):
-            return self._bad(pos, f"msgpack: not a map ({type(message).__name__})", chunk)
+            return self._bad(pos, f"msgpack: not a map ({type(message).__name__}){flat}", chunk)
         self.frames += 1
-        return Frame(pos, message)
+        return Frame(pos, message, body)
 
     def _bad(self, pos: int, reason: str, chunk: bytes) -> Bad:
         self.bad += 1

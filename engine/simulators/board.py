@@ -1,10 +1,18 @@
 """A simulated Azure RTOS board: the bytes it writes to its UART, console text and frames.
 
-The board boots (printing a banner), then every ``TICK_US`` prints a telemetry line and, every
-other tick, sends the security events of the last ticks as one framed security message. Event
+The board boots (printing what the Azure RTOS getting-started firmware prints: Wi-Fi, DHCP, DNS,
+SNTP, the hub connection, the twin it fetches and the properties it reports), then every
+``TICK_US`` prints a telemetry line and, every other tick, sends the security events of the last
+ticks as one framed security message. Its console also shows, in the firmware's own words,
+direct methods (``Receive direct method: setLedState``), desired-property updates and the
+reported properties it sends back, MQTT reconnections, and now and then a telemetry burst (a
+firmware bug resending its ring buffer) — what iotwatch's built-in console patterns count. Event
 times follow the board's clock: real time with ``clock="rtc"``, uptime since 1970 (or nothing)
 with ``clock="none"``. The output is a function of the seed and of the time reached only: it does
 not depend on how often ``next_chunk`` is called. No I/O happens here.
+
+The console's extra chatter draws from a random generator of its own, so the security events
+(and the frames) of a seed stay what they were before the board learnt to talk.
 
 Addresses come from documentation ranges: the LAN is 10.0.0.0/24, the IoT hub is
 ``HUB_ADDRESS`` (198.51.100.0/24), unknown public peers are in 203.0.113.0/24.
@@ -40,6 +48,13 @@ _WARNINGS = (
     "WARNING: MQTT keep-alive timeout; reconnecting",
 )
 _RECONNECT = 2  # index in _WARNINGS
+# Ticks (of 5 s) to the first direct method and between them: within the first minute and a
+# half, then every 3 to 7 minutes; to the first telemetry burst and between them: within the
+# first 3 minutes (a demo shows its alert soon), then every 10 to 15 minutes.
+METHOD_TICKS = ((6, 18), (36, 84))
+BURST_TICKS = ((18, 36), (120, 180))
+BURST = (30, 45)  # telemetry messages resent in a burst
+MODEL_ID = "dtmi:azurertos:devkit:gsg;2"
 
 
 def _utc(us: int) -> datetime:
@@ -76,6 +91,14 @@ class BoardSimulator:
         self._tick = 0
         self._reconnecting = False
         self._pending: list[dict[str, Any]] = []  # events for the next security message
+        self._chatter = random.Random(f"{seed}:console")  # the console's own choices
+        self._next_method = self._chatter.randint(*METHOD_TICKS[0])
+        self._next_burst = self._chatter.randint(*BURST_TICKS[0])
+        self._led = False
+        self._interval = TICK_US // US
+        self._rid = 1  # request id of the next reported-property update
+        self._legacy = 0  # length of the tick's first line as this board used to print it
+        self._version = 1  # desired-properties version
 
     def next_chunk(self, now_us: int) -> bytes:
         """The bytes the board wrote after the previous call, up to and including ``now_us``."""
@@ -99,9 +122,15 @@ class BoardSimulator:
             "Azure RTOS ThreadX 6.4.1 (Cortex-M4/GNU) booting",
             "Starting Azure thread",
             "",
-            "Initializing Wi-Fi",
+            "",
+            "Initializing WiFi",
+            f"\tMAC address: {self._mac()}",
+            "SUCCESS: WiFi initialized",
+            "",
+            "Connecting WiFi",
             "\tConnecting to SSID 'bench-lab'",
-            "SUCCESS: Wi-Fi connected",
+            "\tAttempt 1...",
+            "SUCCESS: WiFi connected",
             "",
             "Initializing NetX Duo 6.4.1 IP stack",
             "Initializing DHCP",
@@ -111,7 +140,7 @@ class BoardSimulator:
             "SUCCESS: DHCP initialized",
             "",
             "Initializing DNS client",
-            f"\tDNS address 1: {GATEWAY}",
+            f"\tDNS address: {GATEWAY}",
             "SUCCESS: DNS client initialized",
             "",
             "Initializing SNTP time sync",
@@ -125,33 +154,97 @@ class BoardSimulator:
         lines += ["", "Initializing Azure IoT Hub client", f"\tHub hostname: {HUB_HOST}"]
         if self.device is not None:
             lines.append(f"\tDevice id: {self.device}")
-        lines += [
-            "\tModel id: dtmi:azurertos:devkit:gsg;2",
-            "SUCCESS: Connected to IoT Hub",
-            "",
-            "Starting Defender for IoT security module",
-            "Starting Main loop",
-        ]
+        lines += [f"\tModel id: {MODEL_ID}", "SUCCESS: Connected to IoT Hub", ""]
+        # The twin it fetches, then the properties it reports (printed with their MQTT topic).
+        info = (
+            '{"deviceInformation":{"__t":"c","manufacturer":"Azure RTOS","model":"bench-sim",'
+            '"swVersion":"1.4.2","osName":"Azure RTOS","processorArchitecture":"Arm Cortex M4",'
+            '"totalStorage":1024,"totalMemory":256}}'
+        )
+        lines.append(
+            'Receive properties: {"desired":{"$version":1},"reported":'
+            f'{{"ledState":false,"telemetryInterval":{{"ac":200,"av":1,"value":{self._interval}}},'
+            '"$version":3}}'
+        )
+        lines.append(self._reported(info))
+        lines.append(self._reported('{"ledState":false}'))
+        lines.append(self._reported(self._interval_json()))
+        lines += ["", "Starting Defender for IoT security module", "", "Starting Main loop"]
         out += "".join(line + "\r\n" for line in lines).encode()
         self._pending.append(self._system_information(self.start_us))
 
+    def _mac(self) -> str:
+        return ":".join(f"{b:02X}" for b in [0x02, 0x1A, *self._chatter.randbytes(4)])
+
+    def _reported(self, body: str) -> str:
+        """The line the firmware prints as it reports properties (a twin update)."""
+        rid, self._rid = self._rid, self._rid + 2
+        return f"Sending property: $iothub/twin/PATCH/properties/reported/?$rid={rid}{body}"
+
+    def _interval_json(self) -> str:
+        return f'{{"telemetryInterval":{{"ac":200,"av":{self._version},"value":{self._interval}}}}}'
+
+    def _chatter_lines(self) -> list[str]:
+        """What else the console says this tick: a direct method and the twin update it makes,
+        or a telemetry burst (from the console's own random generator)."""
+        rng = self._chatter
+        lines: list[str] = []
+        if self._tick >= self._next_method:
+            self._next_method = self._tick + rng.randint(*METHOD_TICKS[1])
+            self._led = not self._led
+            state = "true" if self._led else "false"
+            lines += [
+                "Receive direct method: setLedState",
+                f"\tPayload: {state}",
+                f"LED is turned {'ON' if self._led else 'OFF'}",
+                f'Device twin property sent: {{"ledState":{state}}}',
+            ]
+        if self._tick >= self._next_burst:
+            self._next_burst = self._tick + rng.randint(*BURST_TICKS[1])
+            lines.append("WARNING: telemetry ring buffer replayed after a watchdog reset")
+            for _ in range(rng.randint(*BURST)):
+                lines.append(self._telemetry(rng.uniform(-0.05, 0.05)))
+        return lines
+
+    def _telemetry(self, jitter: float = 0.0) -> str:
+        return (
+            f'Telemetry message sent: {{"temperature":{self._temperature + jitter:.2f},'
+            f'"humidity":{self._humidity:.2f}}}.'
+        )
+
     def _console_line(self) -> str | None:
+        """The tick's console text. Its draws from the board's generator are those it always
+        made (the events and frames of a seed depend on them); its words are the firmware's."""
         rng = self._rng
         if self._reconnecting:
             self._reconnecting = False
+            self._legacy = 29  # len("SUCCESS: Connected to IoT Hub")
             return "SUCCESS: Connected to IoT Hub"
         if rng.random() < 0.015:
             i = rng.randrange(len(_WARNINGS))
             self._reconnecting = i == _RECONNECT
-            return _WARNINGS[i].format(rssi=rng.randint(-90, -80), pct=rng.randint(75, 95))
+            line = _WARNINGS[i].format(rssi=rng.randint(-90, -80), pct=rng.randint(75, 95))
+            self._legacy = len(line)
+            return f"{line}\r\nDisconnected from IoT Hub" if self._reconnecting else line
         if rng.random() < 0.01:
-            return f"Received writable property: telemetryInterval = {TICK_US // US}"
+            self._legacy = len(f"Received writable property: telemetryInterval = {TICK_US // US}")
+            # The operator changes the telemetry interval: a desired-property update, and the
+            # board's answer (both twin updates).
+            self._version += 1
+            self._interval = 10 if self._interval == TICK_US // US else TICK_US // US
+            return "\r\n".join(
+                [
+                    f'Receive properties: {{"telemetryInterval":{self._interval},'
+                    f'"$version":{self._version}}}',
+                    f"\tUpdating telemetryInterval to {self._interval}",
+                    self._reported(self._interval_json()),
+                ]
+            )
         self._temperature += rng.uniform(-0.2, 0.2)
         self._humidity += rng.uniform(-0.5, 0.5)
-        return (
-            f'Telemetry message sent: {{"temperature":{self._temperature:.2f},'
-            f'"humidity":{self._humidity:.2f}}}.'
-        )
+        line = self._telemetry()
+        self._legacy = len(line)
+        return line
 
     # --- one tick ------------------------------------------------------------------------
 
@@ -159,6 +252,9 @@ class BoardSimulator:
         rng = self._rng
         self._happen(t - TICK_US, t)
         line = self._console_line()
+        chatter = self._chatter_lines()
+        if chatter:
+            line = "\r\n".join([*([line] if line is not None else []), *chatter])
         frame = b""
         if self._tick % MESSAGE_TICKS == 0:
             if self._tick % HEARTBEAT_TICKS == 0:
@@ -172,8 +268,10 @@ class BoardSimulator:
                 self.frames_sent += 1
         text = (line + "\r\n").encode() if line is not None else b""
         if frame and text and rng.random() < 0.2:
-            # The security module's frame lands in the middle of a printf.
-            k = rng.randrange(1, len(text) - 2)
+            # The security module's frame lands in the middle of a printf. (Drawn over the
+            # length of the one line this board printed before it learnt to talk, so that the
+            # generator, and every event after, stays the same.)
+            k = rng.randrange(1, self._legacy)
             out += text[:k] + frame + text[k:]
         else:
             out += text + frame

@@ -2,7 +2,9 @@
 
 Rows come from the database (the engine writes an alert before it tells the console), so the
 operator's own columns — acknowledged, closed by hand, silenced, notes — are shown beside the
-evaluated state. ``Enter`` opens the detail; ``a``/``r``/``n``/``s`` act on the selected alert.
+evaluated state. Withdrawn alerts (late data left nothing out of range, or another alert took
+them over) stay in the list, dimmed and struck through; amended ones carry a ``±`` flag.
+``Enter`` opens the detail; ``a``/``r``/``n``/``s`` act on the selected alert.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ ALERT_LIMIT = 5000  # the newest alerts the pane keeps in view
 ALERT_SQL = """
 SELECT a.id, a.rule, a.device, a.grp, a.value, a.start_us, a.end_us, a.state, a.severity,
        a.window_s, a.min, a.max, a.counts, a.occurrences, a.acknowledged_us, a.closed_by_hand_us,
-       a.silenced, (SELECT count(*) FROM alert_notes n WHERE n.alert = a.id)
+       a.silenced, (SELECT count(*) FROM alert_notes n WHERE n.alert = a.id), a.amended,
+       a.merged_into
 FROM alerts a
 """
 
@@ -41,6 +44,9 @@ STATES: tuple[tuple[str, str], ...] = (
     ("acknowledged", "acked"),
     ("closed by hand", "closed"),
     ("silenced", "silenced"),
+    ("amended", "amended"),
+    ("withdrawn", "withdrawn"),
+    ("any state but withdrawn", "current"),
 )
 SEVERITIES = ("High", "Medium", "Low", "Informational")
 SEVERITY_STYLE = {"High": "bold red", "Medium": "yellow", "Low": "", "Informational": "dim"}
@@ -68,6 +74,8 @@ class AlertRow:
     closed: int | None
     silenced: bool
     notes: int
+    amended: bool = False
+    merged_into: int | None = None
 
     @classmethod
     def from_db(cls, row: tuple[Any, ...]) -> AlertRow:
@@ -96,6 +104,8 @@ class AlertRow:
             row[15],
             bool(row[16]),
             int(row[17]),
+            bool(row[18]),
+            None if row[19] is None else int(row[19]),
         )
 
     @property
@@ -113,9 +123,16 @@ class AlertRow:
         """Open and not closed by hand."""
         return self.state == "open" and self.closed is None
 
+    @property
+    def withdrawn(self) -> bool:
+        return self.state == "withdrawn"
+
     def state_cell(self) -> Text:
-        """The state and the operator's flags: A acknowledged, S silenced, N notes."""
-        if self.closed is not None:
+        """The state and the flags: A acknowledged, S silenced, N notes, ± amended."""
+        if self.withdrawn:
+            text = cell("⊘ withdrawn", "dim strike")
+            text.append(" ")
+        elif self.closed is not None:
             text = cell("✔ closed   ", "dim")
         elif self.state == "open":
             text = cell("● open     ", "bold red" if self.acknowledged is None else "yellow")
@@ -124,6 +141,7 @@ class AlertRow:
         text.append("A" if self.acknowledged is not None else "·", style="cyan")
         text.append("S" if self.silenced else "·", style="magenta")
         text.append("N" if self.notes else "·", style="blue")
+        text.append("±" if self.amended else "·", style="yellow")
         return text
 
     def severity_cell(self) -> Text:
@@ -132,6 +150,8 @@ class AlertRow:
 
     def amount_cell(self) -> Text:
         """``counts`` of a range alert (against its range), or ``×occurrences``."""
+        if self.withdrawn:
+            return cell(f"into #{self.merged_into}" if self.merged_into else "—", "dim")
         if not self.is_range:
             return cell(f"×{self.occurrences or 0}")
         text = Text(no_wrap=True, end="")
@@ -157,6 +177,12 @@ class AlertRow:
         if s == "closed" and self.closed is None:
             return False
         if s == "silenced" and not self.silenced:
+            return False
+        if s == "amended" and not self.amended:
+            return False
+        if s == "withdrawn" and not self.withdrawn:
+            return False
+        if s == "current" and self.withdrawn:
             return False
         if flt.severity and self.severity != flt.severity:
             return False
@@ -184,14 +210,14 @@ def load_alerts(bridge: Bridge, limit: int = ALERT_LIMIT) -> list[AlertRow]:
 
 
 def load_alert(bridge: Bridge, alert_id: int) -> AlertRow | None:
-    """One alert, or None when it is gone (merged into another)."""
+    """One alert, or None when there is none of that id."""
     rows = bridge.query(ALERT_SQL + " WHERE a.id = ?", (alert_id,))
     return AlertRow.from_db(rows[0]) if rows else None
 
 
 COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("id", "#", 4),
-    ("state", "State  ASN", 14),
+    ("state", "State      ASN±", 16),
     ("severity", "Sev", 4),
     ("rule", "Rule", 23),
     ("device", "Device", 14),
@@ -329,10 +355,12 @@ class AlertsPane(LivePane):
         self.rows = {str(a.id): a for a in shown}
         self.query_one(AlertsTable).set_rows(table_rows)
         active = sum(1 for a in alerts if a.active)
+        withdrawn = sum(1 for a in alerts if a.withdrawn)
         self.query_one("#alert-summary", Static).update(
             f"{len(shown)} shown of {len(alerts)}"
             + (f" (the newest {ALERT_LIMIT})" if len(alerts) >= ALERT_LIMIT else "")
             + f" · {active} open"
+            + (f" · {withdrawn} withdrawn" if withdrawn else "")
         )
 
     # -- actions ------------------------------------------------------------------------------

@@ -1,21 +1,31 @@
 """Board consoles: the console text of every serial board, its connection and frame counters.
 
-One console per serial source of the configuration (and per serial port the database remembers,
-for its history). Lines arrive from the engine (:meth:`BoardsPane.add_lines` on the UI thread, or
-:meth:`BoardsPane.post_lines` from any thread) and are written in batches, only while the pane is
-visible: a hidden pane just keeps the last :data:`MAX_LINES` lines it was given.
+One console per serial board: each port of the configuration, each board a glob port finds, and
+each serial port the database remembers (for its history). Lines arrive from the engine
+(:meth:`BoardsPane.add_lines` on the UI thread, or :meth:`BoardsPane.post_lines` from any thread)
+as ``ConsoleLine`` (text, receive time, what a console pattern made of it) or plain strings, and
+are written in batches, only while the pane is visible: a hidden pane just keeps the last
+:data:`MAX_LINES` lines it was given.
 
 Scrolling up pauses the console (Toolong's way): new lines no longer move the view, a badge counts
 them, and ``End``/``G`` (or scrolling back to the bottom) shows them and follows again.
 
+For bench work: ``t`` shows each line's receive time (UTC, to the millisecond), ``/`` searches the
+log (``n`` the next match down, ``N`` up; both wrap), lines with WARNING or ERROR words are
+coloured, a line a console pattern turned into an event ends with ``◂`` and that event
+(``d2c mqtt``, ``method`` …), and ``s`` saves the log as shown to a file. With one board the
+board list is hidden.
+
 Every console line is device data: tabs are expanded, control characters made visible
-(``tui.safe.plain``) and the ``Log`` widget never interprets markup.
+(``tui.safe.plain``) and the ``Log`` widget never interprets markup; styles are applied by
+position, never by markup in the text.
 
 Counters come from the session on its own loop (``bridge.call`` of :func:`read_board_stats`):
 the frame splitter's ``frames``, ``crc_errors`` and ``bad`` of the stream (since this process
-started) and the source's ``SourceStatus`` (state, error, events). Frames per second are the
-rate over the last samples the console took. The pane follows the app's refresh protocol
-(``gather_args``/``gather``/``show``); :meth:`BoardsPane.refresh_stats` does the same by itself.
+started) and the source's ``SourceStatus`` (state, error, events; for a glob port, each board's
+in ``extra["boards"]``). Frames per second are the rate over the last samples the console
+took. The pane follows the app's refresh protocol (``gather_args``/``gather``/``show``);
+:meth:`BoardsPane.refresh_stats` does the same by itself.
 """
 
 from __future__ import annotations
@@ -23,27 +33,39 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import fnmatch
+import os
+import re
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, NamedTuple
 
+from rich.style import Style
 from rich.text import Text
-from textual import on, work
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal
+from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.message import Message
+from textual.strip import Strip
 from textual.timer import Timer
 from textual.widget import Widget
-from textual.widgets import ContentSwitcher, Label, Log, OptionList, Static
+from textual.widgets import Button, ContentSwitcher, Input, Label, Log, OptionList, Static
 from textual.widgets.option_list import Option
 
+from engine.config import is_port_glob
+from engine.event import ConsoleLine
+from engine.formats.console import BUILTIN, ConsolePatterns, mark_of
 from tui.bridge import Bridge
 from tui.safe import plain, safe
+from tui.screens.dialogs import DIALOG_CSS, Dialog
 
 MAX_LINES = 5000  # lines kept per console (shown, held while paused, waiting while hidden)
 LINE_LIMIT = 1000  # characters shown of one console line
+MARK_LIMIT = 60  # characters shown of a pattern's mark
 FLUSH_DELAY = 0.1  # seconds: lines arriving meanwhile are written together
 RATE_SAMPLES = 10  # samples of the frame counter that the frames/s rate spans
 CALL_TIMEOUT = 10.0
@@ -53,6 +75,7 @@ STATE_STYLE = {
     "opening": "yellow",
     "starting": "yellow",
     "reconnecting": "bold yellow",
+    "unplugged": "bold yellow",
     "error": "bold red",
     "closed": "red",
     "stopped": "red",
@@ -60,17 +83,29 @@ STATE_STYLE = {
 }
 
 _HISTORY_SQL = """
-SELECT line FROM (
-    SELECT c.id, c.line FROM console c JOIN streams s ON s.id = c.stream
-    WHERE s.kind = 'serial' AND s.name = ? AND c.time_us < ?
+SELECT pos, time_us, line FROM (
+    SELECT c.id, c.pos, c.time_us, c.line FROM console c JOIN streams s ON s.id = c.stream
+    WHERE s.kind = 'serial' AND s.name = ?
     ORDER BY c.id DESC LIMIT ?
 ) ORDER BY id
 """
 _PORTS_SQL = "SELECT name FROM streams WHERE kind = 'serial' ORDER BY id"
 
+# Levels of a console line: the words firmware puts in front of its complaints.
+NORMAL, WARNING, ERROR = 0, 1, 2
+_ERROR_WORDS = re.compile(
+    r"\b(?:ERROR|Error|FATAL|Fatal|FAIL|FAILED|Fail|Failed|failed|[Ff]ailure)\b"
+)
+_WARNING_WORDS = re.compile(r"\b(?:WARNING|Warning|WARN)\b")
+TIME_WIDTH = 12  # HH:MM:SS.mmm
+NO_TIME = "--:--:--.---"
+MARK_SEP = "  ◂ "
+_FILE_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
 
 async def read_board_stats(bridge: Bridge) -> dict[str, dict[str, Any]]:
-    """On the session's loop: per serial port, the splitter's counters and the source status.
+    """On the session's loop: per serial board (by port), the splitter's counters and the
+    source status (for a board of a glob port, its own state from ``extra["boards"]``).
 
     A read-only look at ``session.streams`` and ``session.status`` (the engine exposes no
     accessor for these yet).
@@ -82,22 +117,40 @@ async def read_board_stats(bridge: Bridge) -> dict[str, dict[str, Any]]:
     for handle in list(session.streams.values()):
         if handle.kind != "serial":
             continue
-        splitter = getattr(handle.decoder, "splitter", None)
+        decoder = handle.decoder
+        splitter = getattr(decoder, "splitter", None)
         out[handle.name] = {
             "frames": getattr(splitter, "frames", 0),
             "crc_errors": getattr(splitter, "crc_errors", 0),
             "bad": getattr(splitter, "bad", 0),
             "console_lines": getattr(splitter, "console_lines", 0),
+            "patterned": getattr(decoder, "patterned", 0),
             "quarantined": handle.quarantined,
         }
     for status in session.status:
-        if status.kind == "serial":
-            out.setdefault(status.target, {}).update(
-                state=status.state,
-                error=status.error,
-                events=status.events,
-                last_event=status.last_event,
-            )
+        if status.kind != "serial":
+            continue
+        boards = status.extra.get("boards")
+        if boards is None and is_port_glob(status.target):
+            continue  # a glob whose boards are not looked for yet
+        if isinstance(boards, dict):
+            for port, info in list(boards.items()):
+                entry = out.setdefault(port, {})
+                entry.update(
+                    state=info.get("state"),
+                    error=info.get("error"),
+                    events=info.get("events", 0),
+                    device=info.get("device"),
+                    unplugged=bool(info.get("unplugged")),
+                )
+            continue
+        out.setdefault(status.target, {}).update(
+            state=status.state,
+            error=status.error,
+            events=status.events,
+            last_event=status.last_event,
+            unplugged=bool(status.extra.get("unplugged")),
+        )
     return out
 
 
@@ -106,17 +159,81 @@ def console_text(line: str) -> str:
     return plain(line.expandtabs(8), LINE_LIMIT) or " "
 
 
+def level_of(text: str) -> int:
+    """``ERROR`` for a line with an error word (ERROR, Error, FAIL, Failed …), ``WARNING`` for
+    one with WARNING or WARN, else ``NORMAL``."""
+    if _ERROR_WORDS.search(text):
+        return ERROR
+    if _WARNING_WORDS.search(text):
+        return WARNING
+    return NORMAL
+
+
+class Entry(NamedTuple):
+    """A console line as a console keeps it: shown text, receive time (µs; 0: unknown), level,
+    and the event a pattern made of it (shown text; None: none)."""
+
+    text: str
+    time: int
+    level: int
+    mark: str | None
+
+
+def entry_of(line: ConsoleLine) -> Entry:
+    text = console_text(line.text)
+    mark = plain(line.event, MARK_LIMIT) if line.event else None
+    return Entry(text, line.time, level_of(text), mark)
+
+
+def line_time(us: int) -> str:
+    """``HH:MM:SS.mmm`` (UTC) of a receive time; dashes when unknown."""
+    if us <= 0:
+        return NO_TIME
+    return time.strftime("%H:%M:%S", time.gmtime(us // 1_000_000)) + f".{us // 1000 % 1000:03d}"
+
+
+def display(entry: Entry, times: bool) -> str:
+    """The row of ``entry`` in the log: [time ]text[  ◂ mark]."""
+    text = f"{line_time(entry.time)} {entry.text}" if times else entry.text
+    return f"{text}{MARK_SEP}{entry.mark}" if entry.mark else text
+
+
 class ConsoleLog(Log):
-    """The scrolling text of one board; End/G follows, Home/g goes to the top (pausing)."""
+    """The scrolling text of one board; End/G follows, Home/g goes to the top (pausing).
+
+    Keeps an :class:`Entry` per row beside ``Log``'s text and styles rows by position: the
+    time dim, WARNING and ERROR lines coloured, a pattern's mark in the accent colour, search
+    matches highlighted (the current one more)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("end,G", "follow", "Follow", key_display="End/G", id="boards.follow"),
         Binding("home,g", "top", "Top", key_display="Home/g", show=False, id="boards.top"),
     ]
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "console-log--time",
+        "console-log--warning",
+        "console-log--error",
+        "console-log--mark",
+        "console-log--match",
+        "console-log--current",
+    }
+    DEFAULT_CSS = """
+    ConsoleLog > .console-log--time { color: $text-muted; }
+    ConsoleLog > .console-log--warning { color: $text-warning; }
+    ConsoleLog > .console-log--error { color: $text-error; text-style: bold; }
+    ConsoleLog > .console-log--mark { color: $text-accent; text-style: bold; }
+    ConsoleLog > .console-log--match { background: $warning 50%; }
+    ConsoleLog > .console-log--current { background: $accent; color: $text; text-style: bold; }
+    """
 
     def __init__(self, console: BoardConsole, **kwargs: Any) -> None:
         super().__init__(max_lines=MAX_LINES, auto_scroll=False, **kwargs)
         self.console = console
+        self.entries: list[Entry] = []  # one per row of ``lines``
+        self.times = False  # rows start with their receive time
+        self.query = ""  # the search, lower-cased ("" none)
+        self.current: int | None = None  # the row of the current match
+        self._styles: dict[str, Style] | None = None
 
     def action_follow(self) -> None:
         self.console.follow()
@@ -124,9 +241,134 @@ class ConsoleLog(Log):
     def action_top(self) -> None:
         self.scroll_home(animate=False)
 
+    # -- rows ---------------------------------------------------------------------------------
+
+    def write_entries(self, entries: list[Entry]) -> None:
+        """Append rows (``Log`` prunes the oldest beyond ``MAX_LINES``; so does this)."""
+        times = self.times
+        self.entries.extend(entries)
+        self.write_lines([display(e, times) for e in entries], scroll_end=False)
+
+    def _prune_max_lines(self) -> None:
+        remove = len(self._lines) - (self.max_lines or len(self._lines))
+        super()._prune_max_lines()
+        if remove > 0:
+            del self.entries[:remove]
+            if self.current is not None:
+                self.current = self.current - remove if self.current >= remove else None
+
+    def clear(self) -> ConsoleLog:
+        super().clear()
+        self.entries = []
+        self.current = None
+        return self
+
+    def rewrite(self) -> None:
+        """Write every row again (the time column was switched on or off)."""
+        entries = self.entries
+        current = self.current
+        self.clear()
+        self.write_entries(entries)
+        self.current = current
+        self.refresh()
+
+    # -- search -------------------------------------------------------------------------------
+
+    def matches(self) -> list[int]:
+        """The rows holding the search text."""
+        query = self.query
+        if not query:
+            return []
+        return [y for y, line in enumerate(self._lines) if query in line.lower()]
+
+    def find(self, start: int, step: int) -> int | None:
+        """The first row after ``start`` (``step`` 1: down, -1: up, wrapping; ``start`` itself
+        last) that holds the search text."""
+        n = len(self._lines)
+        query = self.query
+        if not query or not n:
+            return None
+        for k in range(1, n + 1):
+            y = (start + step * k) % n
+            if query in self._lines[y].lower():
+                return y
+        return None
+
+    def set_search(self, query: str, current: int | None) -> None:
+        self.query = query.lower()
+        self.current = current
+        self.refresh()
+
+    # -- rendering ----------------------------------------------------------------------------
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._styles = None
+
+    def _style(self, name: str) -> Style:
+        if self._styles is None:
+            self._styles = {
+                c: self.get_component_rich_style(c, partial=True) for c in self.COMPONENT_CLASSES
+            }
+        return self._styles[name]
+
+    def _render_line_strip(self, y: int, rich_style: Style) -> Strip:
+        """``Log``'s row, styled by position (the text itself is never markup)."""
+        selection = self.text_selection
+        line = self._process_line(self._lines[y])
+        text = Text(line, no_wrap=True)
+        text.stylize(rich_style)
+        entry = self.entries[y] if y < len(self.entries) else None
+        if entry is not None:
+            start = 0
+            if self.times:
+                text.stylize(self._style("console-log--time"), 0, TIME_WIDTH)
+                start = TIME_WIDTH + 1
+            end = start + len(entry.text)
+            if entry.level == ERROR:
+                text.stylize(self._style("console-log--error"), start, end)
+            elif entry.level == WARNING:
+                text.stylize(self._style("console-log--warning"), start, end)
+            if entry.mark:
+                text.stylize(self._style("console-log--mark"), end, len(line))
+        if self.query:
+            style = self._style(
+                "console-log--current" if y == self.current else "console-log--match"
+            )
+            lower = line.lower()
+            size = len(self.query)
+            at = lower.find(self.query)
+            while at >= 0:
+                text.stylize(style, at, at + size)
+                at = lower.find(self.query, at + size)
+        if selection is not None and (span := selection.get_span(y - self._clear_y)) is not None:
+            begin, stop = span
+            if stop == -1:
+                stop = len(text)
+            text.stylize(self.screen.get_component_rich_style("screen--selection"), begin, stop)
+        return Strip(text.render(self.app.console), text.cell_len)
+
+
+class SearchInput(Input):
+    """The search box of a console: Enter searches, Escape (or leaving it) closes it."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "close", "Close", show=False, id="boards.search.close"),
+    ]
+
+    def __init__(self, console: BoardConsole, **kwargs: Any) -> None:
+        super().__init__(placeholder="search this board's log (Enter; Escape closes)", **kwargs)
+        self.console = console
+
+    def action_close(self) -> None:
+        self.console.close_search()
+
+    def on_blur(self, event: events.Blur) -> None:
+        self.console.close_search(focus=False)
+
 
 class BoardConsole(Widget):
-    """One board: a status line, its console log and a footer with the new-lines badge."""
+    """One board: a status line, its console log, a search box and a footer with the badge."""
 
     DEFAULT_CSS = """
     BoardConsole {
@@ -140,6 +382,13 @@ class BoardConsole(Widget):
     }
     BoardConsole > ConsoleLog {
         height: 1fr;
+    }
+    BoardConsole > #search {
+        display: none;
+        height: 3;
+    }
+    BoardConsole.-searching > #search {
+        display: block;
     }
     BoardConsole > #footer {
         height: 1;
@@ -162,21 +411,27 @@ class BoardConsole(Widget):
         self.new_lines = 0  # lines that arrived while paused
         self.received = 0  # lines given to this console
         self._arrived = 0  # lines given since the last flush
-        self._history: list[str] = []  # read before the console was mounted
+        self._history: list[Entry] = []  # read before the console was mounted
         self.history_done = False
+        self._history_keys: set[tuple[int, int]] | None = None  # (pos, time) of history lines
+        self._history_last = 0  # the newest receive time in the history
         self.stats: dict[str, Any] = {}
         self.rate: float | None = None
-        self._incoming: collections.deque[str] = collections.deque(maxlen=MAX_LINES)
-        self._held: collections.deque[str] = collections.deque(maxlen=MAX_LINES)
+        self.times = False  # shown once mounted
+        self.search_text = ""  # as typed
+        self._incoming: collections.deque[ConsoleLine] = collections.deque(maxlen=MAX_LINES)
+        self._held: collections.deque[Entry] = collections.deque(maxlen=MAX_LINES)
         self._samples: collections.deque[tuple[float, int]] = collections.deque(maxlen=RATE_SAMPLES)
 
     def compose(self) -> ComposeResult:
         yield Static(self._status_text(), id="status")
         yield ConsoleLog(self, id="log")
+        yield SearchInput(self, id="search")
         yield Label(self._footer_text(), id="footer")
 
     def on_mount(self) -> None:
         self.watch(self.log_widget, "scroll_y", self._scrolled, init=False)
+        self.log_widget.times = self.times
         self._write_history()
 
     @property
@@ -190,21 +445,55 @@ class BoardConsole(Widget):
 
     # -- lines ------------------------------------------------------------------------------------
 
-    def add_lines(self, lines: Iterable[str]) -> None:
-        """Queue raw console lines (cheap: nothing is rendered until :meth:`flush`)."""
-        lines = list(lines)
-        self.received += len(lines)
-        self._arrived += len(lines)  # the inbox keeps the last MAX_LINES of them
-        self._incoming.extend(lines)
+    def add_lines(self, lines: Iterable[str | ConsoleLine]) -> None:
+        """Queue console lines (cheap: nothing is rendered until :meth:`flush`). A plain string
+        is a line received now. A line the history already showed is dropped (see
+        :meth:`set_history`)."""
+        now = time.time_ns() // 1000
+        items = [
+            line if isinstance(line, ConsoleLine) else ConsoleLine(0, str(line), now)
+            for line in lines
+        ]
+        if self._history_keys is not None:
+            items = self._new(items)
+        self.received += len(items)
+        self._arrived += len(items)  # the inbox keeps the last MAX_LINES of them
+        self._incoming.extend(items)
 
-    def set_history(self, lines: Sequence[str]) -> None:
-        """The lines the database held before this console started, shown first."""
+    def set_history(self, lines: Sequence[str | ConsoleLine]) -> None:
+        """The last lines the database holds for this board, shown first.
+
+        Lines may reach the console both ways (stored before the history was read, and heard
+        live — what the engine printed before the console listened comes late): a live line
+        with the position and receive time of a history line is that line, and is dropped,
+        until a line newer than the whole history arrives."""
         if not self.history_done:
             self.history_done = True
             if lines:
-                self._history = [console_text(line) for line in lines[-MAX_LINES:]]
+                history = [
+                    line if isinstance(line, ConsoleLine) else ConsoleLine(0, line)
+                    for line in lines[-MAX_LINES:]
+                ]
+                self._history_keys = {(ln.pos, ln.time) for ln in history if ln.time}
+                self._history_last = max((ln.time for ln in history), default=0)
+                kept = self._new(list(self._incoming))
+                self._arrived -= len(self._incoming) - len(kept)
+                self.received -= len(self._incoming) - len(kept)
+                self._incoming.clear()
+                self._incoming.extend(kept)
+                self._history = [entry_of(line) for line in history]
                 if self.is_mounted:
                     self._write_history()
+
+    def _new(self, items: list[ConsoleLine]) -> list[ConsoleLine]:
+        """``items`` without the lines the history holds."""
+        keys = self._history_keys
+        if keys is None:
+            return items
+        kept = [ln for ln in items if (ln.pos, ln.time) not in keys]
+        if any(ln.time > self._history_last for ln in kept):
+            self._history_keys = None  # lines come in order: none older follows
+        return kept
 
     def _write_history(self) -> None:
         history, self._history = self._history, []
@@ -215,19 +504,19 @@ class BoardConsole(Widget):
         """Write the queued lines (following) or hold them and count them (paused)."""
         if not self._incoming or not self.is_mounted:
             return
-        lines = [console_text(line) for line in self._incoming]
+        entries = [entry_of(line) for line in self._incoming]
         arrived, self._arrived = self._arrived, 0
         self._incoming.clear()
         if self.paused:
-            self._held.extend(lines)
+            self._held.extend(entries)
             self.new_lines += arrived
             self._update_footer()
         else:
-            self._write(lines)
+            self._write(entries)
 
-    def _write(self, lines: list[str]) -> None:
+    def _write(self, entries: list[Entry]) -> None:
         log = self.log_widget
-        log.write_lines(lines, scroll_end=False)
+        log.write_entries(entries)
         if not self.paused:
             log.scroll_end(animate=False, immediate=True, x_axis=False)
         self._update_footer()
@@ -252,6 +541,78 @@ class BoardConsole(Widget):
             self.add_class("-paused")
             self._update_footer()
 
+    # -- bench tools ------------------------------------------------------------------------------
+
+    def set_times(self, on: bool) -> None:
+        """Show (or hide) each line's receive time."""
+        self.times = on
+        if self.is_mounted:
+            log = self.log_widget
+            log.times = on
+            top = log.scroll_y
+            log.rewrite()
+            if self.paused:
+                log.scroll_to(y=top, animate=False, immediate=True)
+            else:
+                log.scroll_end(animate=False, immediate=True, x_axis=False)
+
+    def open_search(self) -> None:
+        """Show the search box, holding the last search."""
+        box = self.query_one(SearchInput)
+        box.value = self.search_text
+        self.add_class("-searching")
+        box.focus()
+
+    def close_search(self, focus: bool = True) -> None:
+        if not self.has_class("-searching"):
+            return
+        self.remove_class("-searching")
+        if focus and self.is_mounted:
+            self.log_widget.focus()
+
+    @on(Input.Submitted, "#search")
+    def _search_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.close_search()
+        self.search(event.value)
+
+    def search(self, text: str) -> int | None:
+        """Search for ``text`` (case-insensitive): the newest match on or above the last row on
+        screen becomes current and is shown. Returns its row (None: no match)."""
+        self.search_text = text
+        log = self.log_widget
+        log.set_search(text, None)
+        if not text:
+            self._update_footer()
+            return None
+        bottom = min(int(log.scroll_y) + log.scrollable_content_region.height, len(log.lines))
+        return self._go(log.find(bottom, -1))
+
+    def next_match(self, step: int) -> int | None:
+        """The next match down (``step`` 1) or up (-1), wrapping; None when there is none."""
+        log = self.log_widget
+        if not log.query:
+            return None
+        start = log.current
+        if start is None:
+            start = int(log.scroll_y) - 1 if step > 0 else int(log.scroll_y) + 1
+        return self._go(log.find(start, step))
+
+    def _go(self, row: int | None) -> int | None:
+        log = self.log_widget
+        log.current = row
+        if row is not None:
+            height = log.scrollable_content_region.height
+            if not int(log.scroll_y) <= row < int(log.scroll_y) + height:
+                log.scroll_to(y=max(0, row - height // 2), animate=False, immediate=True)
+        log.refresh()
+        self._update_footer()
+        return row
+
+    def visible_text(self) -> str:
+        """The log as shown (times and marks included), one line per row."""
+        return "".join(line + "\n" for line in self.log_widget.lines)
+
     # -- status -----------------------------------------------------------------------------------
 
     def update_stats(self, stats: dict[str, Any], now: float | None = None) -> None:
@@ -265,12 +626,19 @@ class BoardConsole(Widget):
             (t0, f0), (t1, f1) = self._samples[0], self._samples[-1]
             self.rate = (f1 - f0) / (t1 - t0) if t1 > t0 else None
         self.stats = stats
+        device = stats.get("device")
+        if isinstance(device, str) and device:
+            self.device = device
         if self.is_mounted:
             self.query_one("#status", Static).update(self._status_text())
 
     def state(self) -> str:
-        """The source's state (``following``, ``reconnecting`` …), ``starting`` before any."""
-        return str(self.stats.get("state") or "starting")
+        """The source's state (``following``, ``unplugged``, ``reconnecting`` …), ``starting``
+        before any."""
+        state = str(self.stats.get("state") or "starting")
+        if state == "reconnecting" and self.stats.get("unplugged"):
+            return "unplugged"
+        return state
 
     def _status_text(self) -> Text:
         s = self.stats
@@ -297,26 +665,95 @@ class BoardConsole(Widget):
                     "  │  ",
                     f"bad frames {int(s.get('bad', 0)):,}",
                     "  │  ",
-                    f"events {int(s.get('events', 0)):,}",
+                    f"events {int(s.get('events', 0) or 0):,}",
                     "  │  ",
                     f"lines {int(s.get('console_lines', 0)):,}",
+                    "  │  ",
+                    f"patterned {int(s.get('patterned', 0)):,}",
                 )
             )
         return text
 
     def _footer_text(self) -> Text:
         if self.paused:
-            return Text(f"▼ {self.new_lines:,} new lines  (End/G: show them and follow)")
-        count = self.log_widget.line_count if self.is_mounted else 0
-        return Text(f"following · {count:,} lines (last {MAX_LINES:,} kept) · scroll up to pause")
+            text = Text(f"▼ {self.new_lines:,} new lines  (End/G: show them and follow)")
+        else:
+            count = self.log_widget.line_count if self.is_mounted else 0
+            text = Text(
+                f"following · {count:,} lines (last {MAX_LINES:,} kept) · scroll up to pause"
+            )
+        if self.search_text and self.is_mounted:
+            log = self.log_widget
+            found = log.matches()
+            text.append(" · search ")
+            text.append_text(safe(self.search_text, 40, "bold"))
+            if not found:
+                text.append(": not found")
+            elif log.current in found:
+                text.append(f": {found.index(log.current) + 1} of {len(found)} (n/N)")
+            else:
+                text.append(f": {len(found)} matches (n/N)")
+        return text
 
     def _update_footer(self) -> None:
         if self.is_mounted:
             self.query_one("#footer", Label).update(self._footer_text())
 
 
+def default_log_name(console: BoardConsole, now: float | None = None) -> str:
+    """A file name for a saved console: its device (or port) and the UTC time, e.g.
+    ``bench-board-1-console-20261128T100000Z.log``; only letters, digits, ``.``, ``_``, ``-``."""
+    who = console.device or os.path.basename(console.port.rstrip("/")) or "board"
+    who = _FILE_NAME_UNSAFE.sub("_", who).strip("._-")[:60] or "board"
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
+    return f"{who}-console-{stamp}.log"
+
+
+class SaveLogDialog(Dialog):
+    """Asks where to save a console's log; answers the path (an existing file is refused)."""
+
+    DEFAULT_CSS = DIALOG_CSS.format(name="SaveLogDialog")
+
+    def __init__(self, port: str, lines: int, path: str) -> None:
+        super().__init__()
+        self.port, self.lines, self.path = port, lines, path
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            title = Text(f"Save {self.lines:,} lines of ", style="bold")
+            title.append_text(safe(self.port, 120))
+            yield Static(title, classes="title")
+            yield Input(self.path, id="save-path")
+            yield Static(
+                "As shown: receive times and pattern marks included.", classes="hint", markup=False
+            )
+            yield Static("", classes="error", id="save-error", markup=False)
+            with Horizontal(classes="buttons"):
+                yield Button("Cancel", id="cancel")
+                yield Button("Save", variant="primary", id="ok")
+
+    @on(Input.Submitted)
+    @on(Button.Pressed, "#ok")
+    def _ok(self) -> None:
+        text = self.query_one("#save-path", Input).value.strip()
+        error = self.query_one("#save-error", Static)
+        if not text:
+            error.update("A file name, please.")
+            return
+        path = Path(os.path.expanduser(text))
+        if path.exists():
+            error.update(f"{plain(str(path), 200)} exists: choose another name.")
+            return
+        self.dismiss(str(path))
+
+    @on(Button.Pressed, "#cancel")
+    def _cancel(self) -> None:
+        self.dismiss(None)
+
+
 class BoardsPane(Widget):
-    """The consoles of the serial boards, one at a time, with a list of boards on the left."""
+    """The consoles of the serial boards, one at a time, with a list of boards on the left (none
+    while there is only one board: its status line names it)."""
 
     DEFAULT_CSS = """
     BoardsPane {
@@ -329,6 +766,9 @@ class BoardsPane(Widget):
         width: 34;
         height: 1fr;
     }
+    BoardsPane.-single #board-list {
+        display: none;
+    }
     BoardsPane #consoles {
         width: 1fr;
         height: 1fr;
@@ -340,6 +780,14 @@ class BoardsPane(Widget):
     """
 
     needs_snapshot: ClassVar[bool] = False
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("slash", "search", "Search", key_display="/", id="boards.search"),
+        Binding("n", "next_match", "Next match", id="boards.next_match"),
+        Binding("N", "previous_match", "Previous match", id="boards.previous_match"),
+        Binding("t", "toggle_times", "Times", id="boards.times"),
+        Binding("s", "save", "Save log", id="boards.save"),
+    ]
 
     class _Inbox(Message):
         """Lines wait in the pane's inbox (posted from the engine's thread; coalesces)."""
@@ -357,19 +805,29 @@ class BoardsPane(Widget):
     ) -> None:
         super().__init__(name=name, id=id, classes=classes)
         self.bridge = bridge
-        self.started = bridge.clock()  # console history is what the database held before this
         self.shown = False
+        self.times = False  # every console shows its lines' receive times
         self._consoles: dict[str, BoardConsole] = {}
-        self._inbox: collections.deque[tuple[str, list[str]]] = collections.deque()
+        self._inbox: collections.deque[tuple[str, list[str | ConsoleLine]]] = collections.deque()
         self._flush_timer: Timer | None = None
         self._history_started = False
         self._history_loaded = False
         for source in bridge.config.sources:
-            if source.type == "serial" and source.port and source.port not in self._consoles:
-                self._consoles[source.port] = self._new_console(source.port, source.device)
+            port = source.port
+            # A glob's boards get their consoles as they are found.
+            if (
+                source.type == "serial"
+                and port
+                and not source.is_glob
+                and port not in self._consoles
+            ):
+                self._consoles[port] = self._new_console(port, source.device)
+        self.set_class(len(self._consoles) == 1, "-single")
 
     def _new_console(self, port: str, device: str | None = None) -> BoardConsole:
-        return BoardConsole(port, device=device, id=f"board-{len(self._consoles)}")
+        console = BoardConsole(port, device=device, id=f"board-{len(self._consoles)}")
+        console.times = self.times
+        return console
 
     def compose(self) -> ComposeResult:
         with Horizontal():
@@ -418,7 +876,7 @@ class BoardsPane(Widget):
 
     # -- lines ------------------------------------------------------------------------------------
 
-    def add_lines(self, port: str, lines: list[str]) -> None:
+    def add_lines(self, port: str, lines: Sequence[str | ConsoleLine]) -> None:
         """Console ``lines`` of the board on ``port`` (UI thread). Cheap while hidden."""
         console = self._consoles.get(port)
         if console is None:
@@ -426,7 +884,7 @@ class BoardsPane(Widget):
         console.add_lines(lines)
         self._schedule_flush()
 
-    def post_lines(self, port: str, lines: list[str]) -> None:
+    def post_lines(self, port: str, lines: Sequence[str | ConsoleLine]) -> None:
         """Like :meth:`add_lines`, from any thread (the engine's ``on_console``); never blocks."""
         self._inbox.append((port, list(lines)))
         self.post_message(self._Inbox())
@@ -439,10 +897,12 @@ class BoardsPane(Widget):
 
     def _add_console(self, port: str, device: str | None = None) -> BoardConsole:
         console = self._consoles[port] = self._new_console(port, device)
+        self.set_class(len(self._consoles) == 1, "-single")
         if self._history_loaded:
             console.history_done = True  # the database had nothing for it when it was read
         if self.is_mounted:
             switcher = self.query_one("#consoles", ContentSwitcher)
+            console.display = False  # the switcher shows one console: the current one
             switcher.mount(console)
             self.call_after_refresh(self._schedule_flush)
             self.query_one("#board-list", OptionList).add_option(
@@ -495,17 +955,31 @@ class BoardsPane(Widget):
         self._history_loaded = True
         self._schedule_flush()
 
-    def _read_history(self, ports: list[str]) -> dict[str, list[str]]:
+    def _read_history(self, ports: list[str]) -> dict[str, list[ConsoleLine]]:
         """Worker thread: the last console lines of every serial port the database knows."""
-        out: dict[str, list[str]] = {}
+        out: dict[str, list[ConsoleLine]] = {}
         try:
             known = [str(row[0]) for row in self.bridge.query(_PORTS_SQL)]
             for port in dict.fromkeys([*ports, *known]):
-                rows = self.bridge.query(_HISTORY_SQL, (port, self.started, MAX_LINES))
-                out[port] = [str(row[0]) for row in rows]
+                rows = self.bridge.query(_HISTORY_SQL, (port, MAX_LINES))
+                patterns = self._patterns(port)
+                out[port] = [
+                    ConsoleLine(int(pos), str(line), int(at or 0), mark_of(patterns, str(line)))
+                    for pos, at, line in rows
+                ]
         except (sqlite3.Error, AssertionError):
             pass  # no database to read (in memory, not created yet): no history
         return out
+
+    def _patterns(self, port: str) -> ConsolePatterns | None:
+        """The console patterns of the source that reads ``port`` (the built-in ones for a port
+        the configuration no longer names)."""
+        for source in self.bridge.config.sources:
+            if source.type != "serial" or not source.port:
+                continue
+            if source.port == port or (source.is_glob and fnmatch.fnmatchcase(port, source.port)):
+                return source.console_patterns()
+        return BUILTIN
 
     # -- counters (the app's refresh protocol) ----------------------------------------------------
 
@@ -521,7 +995,10 @@ class BoardsPane(Widget):
     def show(self, data: dict[str, dict[str, Any]]) -> None:
         """UI thread: show the counters and connection states."""
         now = time.monotonic()
-        board_list = self.query_one("#board-list", OptionList)
+        try:
+            board_list = self.query_one("#board-list", OptionList)
+        except NoMatches:  # the console is closing: its widgets are going away
+            return
         for port, stats in data.items():
             console = self._consoles.get(port)
             if console is None:
@@ -540,9 +1017,73 @@ class BoardsPane(Widget):
 
     def _label(self, console: BoardConsole) -> Text:
         state = console.state()
-        return Text.assemble(
-            ("● ", STATE_STYLE.get(state, "")),
-            safe(console.port, 60),
-            "\n  ",
-            (state, "dim"),
-        )
+        port = console.port
+        name = os.path.basename(port) if port.startswith("/") else port
+        text = Text.assemble(("● ", STATE_STYLE.get(state, "")), safe(name, 60), "\n  ")
+        text.append(state, "dim")
+        if console.device:
+            text.append_text(Text.assemble((" → ", "dim"), safe(console.device, 40, "dim")))
+        return text
+
+    # -- bench tools ------------------------------------------------------------------------------
+
+    def action_search(self) -> None:
+        """``/``: search the log of the board on show."""
+        console = self.current()
+        if console is None:
+            self.app.bell()
+            return
+        console.open_search()
+
+    def action_next_match(self) -> None:
+        """``n``: the next match down (wrapping)."""
+        self._step(1)
+
+    def action_previous_match(self) -> None:
+        """``N``: the next match up (wrapping)."""
+        self._step(-1)
+
+    def _step(self, step: int) -> None:
+        console = self.current()
+        if console is None or not console.search_text:
+            self.app.bell()
+            return
+        if console.next_match(step) is None:
+            self.app.bell()
+
+    def action_toggle_times(self) -> None:
+        """``t``: show or hide every line's receive time, on every board."""
+        self.times = not self.times
+        for console in self._consoles.values():
+            console.set_times(self.times)
+
+    def action_save(self) -> None:
+        """``s``: save the log of the board on show, as shown, to a file."""
+        console = self.current()
+        if console is None or not console.is_mounted:
+            self.app.bell()
+            return
+        lines = console.log_widget.line_count
+        dialog = SaveLogDialog(console.port, lines, default_log_name(console))
+        self.app.push_screen(dialog, lambda path: self._save(console, path))
+
+    def _save(self, console: BoardConsole, path: str | None) -> None:
+        if path is not None:
+            self._write_log(path, console.visible_text(), console.log_widget.line_count)
+
+    @work(group="boards-save", exit_on_error=False)
+    async def _write_log(self, path: str, text: str, lines: int) -> None:
+        def write() -> None:
+            with open(path, "x", encoding="utf-8") as f:  # never replaces a file
+                f.write(text)
+
+        try:
+            await asyncio.to_thread(write)
+        except OSError as exc:
+            self.notify(
+                f"Not saved: {plain(path, 200)}: {exc.strerror or exc}",
+                severity="error",
+                markup=False,
+            )
+            return
+        self.notify(f"Saved {lines:,} lines to {plain(path, 200)}", markup=False)

@@ -51,6 +51,7 @@ STATE_STYLE = {
     "opening": ("◌", "yellow"),
     "starting": ("◌", "yellow"),
     "reconnecting": ("↻", "yellow"),
+    "paused": ("‖", "bold yellow"),  # the database is busy or full: reading waits
     "error": ("✖", "bold red"),
     "closed": ("■", "dim"),
     "stopped": ("■", "dim"),

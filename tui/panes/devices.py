@@ -117,7 +117,7 @@ class DevicesPane(LivePane):
         # Incremental event counts: the last event id counted, and counts by (device, format).
         self._counted_to = 0
         self._counts: dict[tuple[str, str], int] = {}
-        self._last: dict[str, int] = {}  # latest non-late event time by device
+        self._last: dict[str, int] = {}  # latest non-expired event time by device
         self._stream_format: dict[int, str] = {}
 
     def compose(self) -> ComposeResult:
@@ -149,7 +149,7 @@ class DevicesPane(LivePane):
         (top,) = q("SELECT coalesce(max(id), 0) FROM events")[0]
         if top > self._counted_to:
             for name, stream, n, last in q(
-                "SELECT d.name, e.stream, count(*), max(CASE WHEN e.late = 0 THEN e.time_us END)"
+                "SELECT d.name, e.stream, count(*), max(CASE WHEN e.expired = 0 THEN e.time_us END)"
                 " FROM events e JOIN devices d ON d.id = e.device"
                 " WHERE e.id > ? AND e.id <= ? GROUP BY d.name, e.stream",
                 (self._counted_to, top),

@@ -13,7 +13,8 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 from textual.worker import Worker, WorkerState
 
-from engine.catalogue import BY_ID, UNAUTHORIZED
+from engine.catalogue import BY_ID, BY_PROTOCOL, UNAUTHORIZED
+from engine.export import protocol_of_sql
 from engine.timestamps import format_duration
 from tui.bridge import Bridge
 from tui.panes import cell, fmt_full_time, fmt_time
@@ -21,6 +22,13 @@ from tui.panes.alerts import AlertRow, load_alert
 from tui.safe import safe
 
 EVIDENCE_LIMIT = 500
+# per-protocol rule id -> (pseudo rule id of its messages without a protocol, the protocol)
+_UNKNOWN_OF = {
+    rule: (pseudo, protocol)
+    for pseudo, rules in BY_PROTOCOL.items()
+    for protocol, rule in rules.items()
+}
+AMENDMENT_LIMIT = 50  # the newest amendments the detail lists
 
 EVIDENCE_COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("time", "Time (UTC)", 15),
@@ -45,12 +53,18 @@ def evidence(bridge: Bridge, alert: AlertRow) -> tuple[list[tuple[Any, ...]], in
         params: tuple[Any, ...] = (alert.device, alert.start, alert.end)
         if alert.rule_id != UNAUTHORIZED:
             params += (alert.rule_id,)
+        kind = _UNKNOWN_OF.get(alert.rule_id)
+        if kind is not None:  # messages without a protocol that count under this one
+            pseudo, protocol = kind
+            where = where[: -len("e.rule = ?")] + (
+                f"(e.rule = ? OR (e.rule = {pseudo} AND ({protocol_of_sql('e')}) = '{protocol}'))"
+            )
     else:
         where = "d.name = ? AND e.time_us >= ? AND e.time_us <= ? AND e.allow = ? AND e.value = ?"
         params = (alert.device, alert.start, alert.end, alert.rule_id, alert.value)
     base = "FROM events e JOIN devices d ON d.id = e.device JOIN streams s ON s.id = e.stream"
     rows = bridge.query(
-        f"SELECT e.time_us, e.name, e.value, e.weight, e.late, e.host_timed, s.name {base}"
+        f"SELECT e.time_us, e.name, e.value, e.weight, e.expired, e.host_timed, s.name {base}"
         f" WHERE {where} ORDER BY e.time_us, e.id LIMIT ?",
         (*params, EVIDENCE_LIMIT),
     )
@@ -67,7 +81,22 @@ def notes(bridge: Bridge, alert_id: int) -> list[tuple[int, str]]:
     ]
 
 
-def describe(a: AlertRow, notes_: list[tuple[int, str]]) -> Text:
+def amendments(bridge: Bridge, alert_id: int) -> tuple[list[tuple[int, int, int, int]], int]:
+    """The newest ``AMENDMENT_LIMIT`` amendments of an alert, oldest first, and how many."""
+    rows = bridge.query(
+        "SELECT at_us, window_us, count_before, count_after FROM amendments WHERE alert = ?"
+        " ORDER BY id DESC LIMIT ?",
+        (alert_id, AMENDMENT_LIMIT),
+    )
+    (total,) = bridge.query("SELECT count(*) FROM amendments WHERE alert = ?", (alert_id,))[0]
+    return [tuple(int(x) for x in r) for r in reversed(rows)], int(total)  # type: ignore[misc]
+
+
+def describe(
+    a: AlertRow,
+    notes_: list[tuple[int, str]],
+    amended: tuple[list[tuple[int, int, int, int]], int] = ([], 0),
+) -> Text:
     """The alert's fields, literal where they came from devices or files."""
     rule = BY_ID.get(a.rule_id)
     t = Text(end="")
@@ -83,7 +112,18 @@ def describe(a: AlertRow, notes_: list[tuple[int, str]]) -> Text:
     field("Group", safe(a.group, 200))
     if a.value is not None:
         field("Value", safe(a.value, 500))
-    state = Text(a.state, style="red" if a.state == "open" else "green")
+    if a.withdrawn:
+        state = Text("withdrawn", style="dim strike")
+        why = (
+            f" — merged into alert #{a.merged_into}"
+            if a.merged_into
+            else " — late data left no window of it out of range"
+        )
+        state.append(why, style="dim")
+    else:
+        state = Text(a.state, style="red" if a.state == "open" else "green")
+    if a.amended:
+        state.append("  · amended by late data", style="yellow")
     if a.acknowledged is not None:
         state.append(f"  · acknowledged {fmt_full_time(a.acknowledged)}", style="cyan")
     if a.closed is not None:
@@ -112,6 +152,19 @@ def describe(a: AlertRow, notes_: list[tuple[int, str]]) -> Text:
         t.append(rule.description + "\n")
         t.append("\nWhat to do\n", style="bold underline")
         t.append(rule.remediation + "\n")
+    rows, total = amended
+    if rows:
+        t.append("\nAmendments\n", style="bold underline")
+        if total > len(rows):
+            t.append(f"the newest {len(rows)} of {total}\n", style="dim")
+        for at, window, before, after in rows:
+            t.append(f"{fmt_full_time(at)}  ", style="dim")
+            if not a.is_range:
+                t.append(f"a violation at {fmt_full_time(window)} arrived out of order\n")
+            elif before == after:
+                t.append(f"window {fmt_time(window)} judged again (the device is known earlier)\n")
+            else:
+                t.append(f"window {fmt_time(window)}: {before} → {after}\n")
     if notes_:
         t.append("\nNotes\n", style="bold underline")
         for at, text in notes_:
@@ -177,27 +230,29 @@ class AlertDetail(ModalScreen[None]):
     def _load(self) -> Any:
         alert = load_alert(self.bridge, self.alert_id)
         if alert is None:
-            return None, [], None
+            return None, [], ([], 0), None
         rows = None if self._evidence_loaded else evidence(self.bridge, alert)
-        return alert, notes(self.bridge, self.alert_id), rows
+        return alert, notes(self.bridge, self.alert_id), amendments(self.bridge, alert.id), rows
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.name != "detail" or event.state != WorkerState.SUCCESS:
             return  # errors: the app's handler tells the operator
         event.stop()
-        alert, notes_, ev = event.worker.result
+        alert, notes_, amended, ev = event.worker.result
         text = self.query_one("#detail-text", Static)
         if alert is None:
-            text.update(f"Alert #{self.alert_id} no longer exists (merged into another).")
+            text.update(f"Alert #{self.alert_id} does not exist.")
             return
         self.alert = alert
-        text.update(describe(alert, notes_))
+        text.update(describe(alert, notes_, amended))
         if ev is not None:
             self._evidence_loaded = True
             rows, total = ev
             table = self.query_one("#evidence", DataTable)
-            for i, (at, name, value, weight, late, host_timed, stream) in enumerate(rows):
-                flags = " ".join(f for f, on in (("late", late), ("host-timed", host_timed)) if on)
+            for i, (at, name, value, weight, expired, host_timed, stream) in enumerate(rows):
+                flags = " ".join(
+                    f for f, on in (("expired", expired), ("host-timed", host_timed)) if on
+                )
                 table.add_row(
                     cell(fmt_time(at)),
                     safe(name, 80),
