@@ -45,7 +45,7 @@ MQTT_D2C = "MqttD2CMessagesNotInAllowedRange"
 OUT_IPS = "ConnectionToIpNotAllowed"
 
 CONFIG = """\
-# a comment that write_config does not keep
+# a comment that console edits keep
 [engine]
 lateness = "PT1M"
 quiet = "PT5M"
@@ -206,7 +206,8 @@ async def test_valid_cidr_reaches_the_engine_and_the_file(
     assert path.with_name(path.name + ".bak").read_text() == CONFIG
     text = path.read_text()
     assert 'path = "hub-*.jsonl"' in text and 'path = "iotwatch.db"' in text
-    assert "a comment" not in text  # documented: comments are not kept
+    # Only the edited line changed: the comment, order and [[sources]] table stay.
+    assert text == CONFIG.replace('allow = ["10.0.0.0/8"]', 'allow = ["10.0.0.0/8", "192.168.0.0/16"]')
 
 
 async def test_edit_and_remove_entries_with_keys(
