@@ -997,6 +997,13 @@ class Session:
         self._silences.append(entry)
         return entry
 
+    async def unsilence(self, silence_id: int) -> bool:
+        """Lift silence ``silence_id`` now: alerts that change from now on are not marked, and
+        its open alerts lose the mark; False when it was not in force."""
+        now = self.clock()
+        self._silences = [s for s in self._silences if s.id != silence_id]
+        return await operator.unsilence(self.store, silence_id, now, self._silences)
+
     # -- alert changes ----------------------------------------------------------------------------
 
     def _on_change(self, change: str, alert: Alert) -> None:

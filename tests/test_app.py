@@ -33,6 +33,7 @@ from tui.panes.devices import DevicesPane, DevicesTable
 from tui.panes.rules import RulesPane
 from tui.screens.detail import AlertDetail
 from tui.screens.dialogs import ErrorDialog, GroupDialog, HelpDialog, NoteDialog, SilenceDialog
+from tui.widgets.filter import FilterInput
 from tui.widgets.virtual_table import VirtualTable
 
 SIZE = (120, 36)
@@ -340,12 +341,12 @@ async def test_acknowledge_resolve_note_silence(engine: tuple[Bridge, Path]) -> 
         await wait_for(pilot, lambda: "resolved by hand" in screen_text(app), what="shown")
         await pilot.press("escape")
         await refreshed(pilot)
-        assert "✔ closed" in table.get_row(str(alert.id))[1].plain
-        # Filters: the closed alert is not open any more.
+        assert "✔ by hand" in table.get_row(str(alert.id))[1].plain
+        # Filters: the alert resolved by hand is not open any more.
         app.query_one("#alert-state", Select).value = "open"
         await refreshed(pilot)
         assert table.row_count == 1 and pane.selected().value == "/bin/other"  # type: ignore[union-attr]
-        app.query_one("#alert-state", Select).value = "closed"
+        app.query_one("#alert-state", Select).value = "byhand"
         await refreshed(pilot)
         assert table.row_count == 1
         app.query_one("#alert-text", Input).value = "d:nobody"
@@ -574,7 +575,7 @@ async def test_the_footer_is_not_composed_again_when_its_keys_stay_the_same(
         await pilot.pause()
         await pilot.pause()
         assert set(app.query(FooterKey)) == keys
-        app.query_one("#counter-filter", Input).focus()  # an input: other keys
+        app.query_one("#counter-filter", FilterInput).summon()  # an input: other keys
         await pilot.pause()
         await pilot.pause()
         assert set(app.query(FooterKey)) != keys

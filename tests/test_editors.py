@@ -36,6 +36,7 @@ from engine.session import Session
 from tui.bridge import Bridge
 from tui.panes.allowlists import AllowlistsPane, ConfirmAddValue
 from tui.panes.rules import RulesPane
+from tui.screens.dialogs import ConfirmDialog
 from tui.widgets import TextPrompt
 from tui.widgets.kv_editor import ListEditor
 
@@ -207,7 +208,9 @@ async def test_valid_cidr_reaches_the_engine_and_the_file(
     text = path.read_text()
     assert 'path = "hub-*.jsonl"' in text and 'path = "iotwatch.db"' in text
     # Only the edited line changed: the comment, order and [[sources]] table stay.
-    assert text == CONFIG.replace('allow = ["10.0.0.0/8"]', 'allow = ["10.0.0.0/8", "192.168.0.0/16"]')
+    assert text == CONFIG.replace(
+        'allow = ["10.0.0.0/8"]', 'allow = ["10.0.0.0/8", "192.168.0.0/16"]'
+    )
 
 
 async def test_edit_and_remove_entries_with_keys(
@@ -230,8 +233,23 @@ async def test_edit_and_remove_entries_with_keys(
     assert lab.values == ("sh", "/opt/agent") and lab.severity == "High"
     assert editor.editing is None
 
+    # d asks first: Escape (or n) keeps the entry, y removes it.
     editor.table.focus()
     await pilot.press("up", "d")
+    assert isinstance(pane.app.screen, ConfirmDialog)
+    assert "sh" in pane.app.screen.body.plain
+    await pilot.press("escape")
+    await settle(pilot)
+    assert bridge.config.group("lab").allow_rules["ProcessNotAllowed"].values == (
+        "sh",
+        "/opt/agent",
+    )
+    await pilot.press("d")
+    assert isinstance(pane.app.screen, ConfirmDialog)
+    await pilot.press("enter")  # the focus starts on Cancel: enter keeps the entry
+    await settle(pilot)
+    assert editor.values == ("sh", "/opt/agent")
+    await pilot.press("d", "y")
     await settle(pilot)
     assert bridge.config.group("lab").allow_rules["ProcessNotAllowed"].values == ("/opt/agent",)
     assert editor.values == ("/opt/agent",)

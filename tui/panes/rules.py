@@ -44,6 +44,7 @@ from engine.timestamps import format_duration
 from tui.bridge import Bridge
 from tui.safe import plain, safe
 from tui.widgets import Outcome, TextPrompt, apply_edit, error_text, group_name, group_options
+from tui.widgets.kv_editor import RowTable
 
 EXPORT_NAME = "device-security-groups.json"
 _INT = re.compile(r"[+-]?\d+")
@@ -184,8 +185,7 @@ class RulesPane(Widget):
                 "changes apply from each rule's next window · a rule without a table is off",
                 id="rl-hint",
             )
-        table: DataTable[Any] = DataTable(id="rl-table", cursor_type="row", zebra_stripes=True)
-        yield table
+        yield RowTable(id="rl-table", zebra_stripes=True)  # Home/End: first/last rule
         yield Label("", id="rl-title")
         with Horizontal(id="rl-form"):
             yield Checkbox("Enabled", id="rl-enabled")

@@ -195,6 +195,7 @@ class AlertDetail(ModalScreen[None]):
         Binding("r", "act('resolve')", "Resolve", id="detail.resolve"),
         Binding("n", "act('note')", "Note", id="detail.note"),
         Binding("s", "act('silence')", "Silence", id="detail.silence"),
+        Binding("u", "act('unsilence')", "Unsilence", show=False, id="detail.unsilence"),
         Binding("v", "act('allow')", "Allow value", id="detail.allow"),
     ]
 
@@ -215,7 +216,8 @@ class AlertDetail(ModalScreen[None]):
                     table.add_column(label, key=key, width=width)
                 yield table
             yield Static(
-                "a acknowledge · r resolve · n note · s silence · v allow the value · Esc close",
+                "a acknowledge/un-acknowledge · r resolve by hand/reopen · n note · s silence · "
+                "u unsilence · v allow the value · Esc close",
                 id="detail-keys",
                 markup=False,
             )
