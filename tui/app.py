@@ -205,8 +205,8 @@ class IotwatchApp(App[int]):
     Screen { layers: base; }
     TabbedContent { height: 1fr; }
     TabPane { padding: 0; }
-    /* Over a dialog, notifications go to the top: its buttons are at the bottom. */
-    ModalScreen > ToastRack { dock: top; align: right top; margin-bottom: 0; }
+    /* Over a dialog, notifications keep to the top third: its buttons are at its bottom. */
+    ModalScreen > ToastRack { dock: top; align: right top; margin-bottom: 0; max-height: 30%; }
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [

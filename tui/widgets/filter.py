@@ -27,9 +27,15 @@ class FilterInput(Input):
         self._summoned = False
 
     def allow_focus(self) -> bool:
-        # Not in the Tab order: focused when asked for (``/``), when clicked (the pointer is
-        # over it as the press arrives), or while it has the focus already.
-        return self.can_focus and (self._summoned or self.has_focus or self.is_mouse_over)
+        # Not in the Tab order: focused when asked for (``/``), when clicked (a button is down
+        # and the pointer is over it: the screen focuses what is clicked), or while it has the
+        # focus already. A pointer merely resting over it lets Tab pass.
+        if not self.can_focus:
+            return False
+        if self._summoned or self.has_focus:
+            return True
+        pressed = getattr(self.screen, "_mouse_down_offset", None) is not None
+        return pressed and self.is_mouse_over
 
     def summon(self) -> None:
         """Put the cursor in the filter (the ``/`` key)."""
