@@ -20,6 +20,7 @@ from tui.bridge import Bridge
 from tui.panes import cell, fmt_full_time, fmt_time
 from tui.panes.alerts import AlertRow, load_alert
 from tui.safe import safe
+from tui.widgets.kv_editor import RowTable
 
 EVIDENCE_LIMIT = 500
 # per-protocol rule id -> (pseudo rule id of its messages without a protocol, the protocol)
@@ -211,7 +212,7 @@ class AlertDetail(ModalScreen[None]):
             with VerticalScroll(id="detail-body"):
                 yield Static(f"Alert #{self.alert_id}: loading…", id="detail-text", markup=False)
                 yield Static("Evidence", id="evidence-title", markup=False)
-                table = DataTable(id="evidence", cursor_type="row", zebra_stripes=True)
+                table = RowTable(id="evidence", zebra_stripes=True)  # Home/End: first/last
                 for key, label, width in EVIDENCE_COLUMNS:
                     table.add_column(label, key=key, width=width)
                 yield table
