@@ -376,7 +376,11 @@ async def test_devices_move_and_declare(engine: tuple[Bridge, Path]) -> None:
         )
         await wait_for(pilot, lambda: pane.rows["sensor-1"].group == "lab", what="shown moved")
         # The file says so too (it was rewritten, its previous text kept beside it).
-        assert load_config(folder / "iotwatch.toml").devices.group_of("sensor-1") == "lab"
+        await wait_for(
+            pilot,
+            lambda: load_config(folder / "iotwatch.toml").devices.group_of("sensor-1") == "lab",
+            what="the file written",
+        )
         assert (folder / "iotwatch.toml.bak").exists()
 
         await pilot.press("e")
@@ -481,8 +485,12 @@ async def test_allow_the_offending_value_from_an_alert(engine: tuple[Bridge, Pat
             ),
             what="the value allowed",
         )
-        text = (folder / "iotwatch.toml").read_text()
-        assert "/usr/bin/helper" in text  # persisted
+        # Persisted (the file is written after the engine took the edit).
+        await wait_for(
+            pilot,
+            lambda: "/usr/bin/helper" in (folder / "iotwatch.toml").read_text(),
+            what="the file written",
+        )
         # The engine allows it from the next event: no new alert.
         append(folder / "agent.jsonl", [process("sensor-9", now_us(), "/usr/bin/helper")])
         await pilot.pause(0.6)
