@@ -557,7 +557,15 @@ def edit_toml(text: str, config: Config, path: str) -> str | None:
         _edit_engine(doc, old, config)
         _edit_groups(doc, old, config)
         _edit_devices(doc, old, config)
-    except (KeyError, TypeError, ValueError, AssertionError, tomlkit.exceptions.TOMLKitError):
+    except (
+        KeyError,
+        IndexError,
+        TypeError,
+        ValueError,
+        AttributeError,
+        AssertionError,
+        tomlkit.exceptions.TOMLKitError,
+    ):
         return None  # a layout this editor does not follow; the file is written afresh
     return tomlkit.dumps(doc)
 

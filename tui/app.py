@@ -725,14 +725,6 @@ class IotwatchApp(App[int]):
 
     # -- device actions -----------------------------------------------------------------------
 
-    def action_move_device(self) -> None:
-        pane = self._panes.get("devices")
-        device = pane.selected() if isinstance(pane, DevicesPane) else None
-        if device is None:
-            self.notify("Select a device on the Devices tab first", severity="warning")
-            return
-        self.move_device(device.name, device.group)
-
     def move_device(self, device: str, current: str) -> None:
         def chosen(answer: tuple[str, str] | None) -> None:
             if answer is not None and answer[1] != current:

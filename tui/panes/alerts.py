@@ -277,7 +277,7 @@ class AlertsPane(LivePane):
         Binding("n", "act('note')", "Note", id="alerts.note"),
         Binding("s", "act('silence')", "Silence", id="alerts.silence"),
         Binding("u", "act('unsilence')", "Unsilence", show=False, id="alerts.unsilence"),
-        Binding("S", "silences", "Silences", id="alerts.silences"),
+        Binding("S", "silences", "Silences", show=False, id="alerts.silences"),
         Binding("v", "act('allow')", "Allow value", id="alerts.allow"),
         Binding("slash", "focus_filter", "Filter", id="alerts.filter"),
     ]

@@ -217,8 +217,8 @@ class AlertDetail(ModalScreen[None]):
                     table.add_column(label, key=key, width=width)
                 yield table
             yield Static(
-                "a acknowledge/un-acknowledge · r resolve by hand/reopen · n note · s silence · "
-                "u unsilence · v allow the value · Esc close",
+                "a acknowledge · r resolve by hand (again: undo) · n note · s silence · "
+                "u unsilence · v allow · Esc close",
                 id="detail-keys",
                 markup=False,
             )
