@@ -18,10 +18,12 @@ from textual.widgets._toast import Toast
 from engine.catalogue import RANGE_RULES
 from tests.test_app import (
     SIZE,
+    US,
     append,
     console,
     d2c,
     db_rows,
+    early_in_minute,
     engine,  # noqa: F401 - the fixture
     now_us,
     process,
@@ -32,12 +34,14 @@ from tests.test_app import (
 from tui.bridge import Bridge
 from tui.panes.alerts import STATES, AlertsPane, AlertsTable
 from tui.panes.allowlists import AllowlistsPane
+from tui.panes.dashboard import Counters
 from tui.panes.devices import DevicesPane, DevicesTable
 from tui.panes.rules import RulesPane
 from tui.screens.detail import AlertDetail
 from tui.screens.dialogs import HELP, GroupDialog, NoteDialog, SilenceDialog, SilencesDialog
 from tui.widgets.filter import FilterInput
 
+D2C = "MqttD2CMessagesNotInAllowedRange"
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
@@ -388,3 +392,49 @@ async def test_an_alert_detail_is_the_view_for_the_palette(engine: tuple[Bridge,
         await pilot.press("enter")
         await wait_for(pilot, lambda: column(bridge.db, "acknowledged_us", alert_id), what="ack")
         assert isinstance(app.screen, AlertDetail)
+
+
+# -- the counters after a rule change --------------------------------------------------------------
+
+
+async def test_counters_show_the_window_that_is_counting_after_a_rule_change(
+    engine: tuple[Bridge, Path],  # noqa: F811
+) -> None:
+    bridge, folder = engine
+    app = console(bridge)
+    async with app.run_test(size=SIZE) as pilot:
+        t = await early_in_minute()
+        append(folder / "hub.jsonl", [d2c("sensor-1", t, 2)])
+        counters = app.query_one(Counters)
+        await wait_for(pilot, lambda: counters.row_count == 1, what="the counter")
+
+        # The rule's window goes from one minute to five, from its next window on.
+        await pilot.press("5")
+        await pilot.pause()
+        rules = app.query_one(RulesPane)
+        rules.table.focus()
+        rules.table.move_cursor(row=[r.name for r in RANGE_RULES].index(D2C))
+        await pilot.press("e")
+        window = rules.query_one("#rl-window", Input)
+        window.value = "PT5M"
+        window.focus()
+        await pilot.press("enter")
+        await wait_for(
+            pilot,
+            lambda: bridge.config.group("default").range_rules[D2C].window == 300,
+            what="the new window applied",
+        )
+
+        # Until the five-minute window starts, the one-minute window is the one counting, and
+        # the counters show it: its count, at most a minute left.
+        snapshot = bridge.snapshot().result(5)
+        (counter,) = [c for c in snapshot.counters if c.device == "sensor-1"]
+        assert counter.end - counter.start == 60 * US
+        assert counter.start <= snapshot.now < counter.end
+        assert counter.count == 2
+        await pilot.press("1")
+        await refreshed(pilot, 2)
+        row = counters.get_row_at(0)
+        assert row[3].plain.strip() == "2"
+        left = row[5].plain
+        assert left.endswith("s") and not left.startswith(("1m", "2m", "3m", "4m", "5m")), left
