@@ -125,6 +125,15 @@ async def settle(pilot: Any) -> None:
     await pilot.pause()
 
 
+async def wait_screen(pilot: Any, kind: type[T]) -> T:
+    """Let the app run until a screen of ``kind`` is on top; that screen."""
+    deadline = time.monotonic() + 10
+    while not isinstance(pilot.app.screen, kind):
+        assert time.monotonic() < deadline, f"no {kind.__name__} came up"
+        await pilot.pause(0.05)
+    return pilot.app.screen
+
+
 async def type_into(pilot: Any, widget: Input, text: str) -> None:
     widget.focus()
     widget.value = ""
@@ -518,6 +527,24 @@ async def test_azure_export_then_import_round_trips(
     await pilot.press("enter")
     await settle(pilot)
     assert orjson.loads(target.read_bytes()) == dump_azure_groups(original.values())
+    # Exporting over an existing file asks first.
+    await pilot.press("x")
+    await pilot.pause()
+    pilot.app.screen.query_one(Input).value = str(target)
+    await pilot.press("enter")
+    await wait_screen(pilot, ConfirmDialog)
+    target.write_text("kept")
+    await pilot.press("n")
+    await settle(pilot)
+    assert target.read_text() == "kept"
+    await pilot.press("x")
+    await pilot.pause()
+    pilot.app.screen.query_one(Input).value = str(target)
+    await pilot.press("enter")
+    await wait_screen(pilot, ConfirmDialog)
+    await pilot.press("y")
+    await settle(pilot)
+    assert orjson.loads(target.read_bytes()) == dump_azure_groups(original.values())
 
     # Change the running rules, then import the export: the groups come back as they were.
     pane.table.move_cursor(row=_row(MQTT_D2C))
@@ -534,6 +561,19 @@ async def test_azure_export_then_import_round_trips(
     assert isinstance(prompt, TextPrompt)
     prompt.query_one(Input).value = str(target)
     await pilot.press("enter")
+    # It would replace the changed group default: asked first; Escape keeps it as it is.
+    confirm = await wait_screen(pilot, ConfirmDialog)
+    assert "default" in confirm.body.plain and "lab" not in confirm.body.plain.lower()
+    await pilot.press("escape")
+    await settle(pilot)
+    assert bridge.config.group("default").range_rules[MQTT_D2C].max == 7
+    pane.table.focus()
+    await pilot.press("m")
+    await pilot.pause()
+    pilot.app.screen.query_one(Input).value = str(target)
+    await pilot.press("enter")
+    await wait_screen(pilot, ConfirmDialog)
+    await pilot.press("y")
     await settle(pilot)
     assert bridge.config.groups == original  # severities kept by merge_groups
     assert load_config(bridge.config.path or "").groups == original
