@@ -950,6 +950,8 @@ CONFIG = """\
 lateness = "PT1M"            # a window is judged a minute after its end...
 horizon = "P1D"              # ...and amended by anything of the device that arrives within a day
 quiet = "PT10M"
+# The hub, as Azure names it: the ResourceId of `iotwatch export --format securityalert`.
+hub = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/bench-lab/providers/Microsoft.Devices/IotHubs/bench-hub"
 
 # The serial board, when the session runs live. Its console says what it sends to the hub, but
 # the hub side of its traffic is already in hub-events.jsonl: its console lines are shown and

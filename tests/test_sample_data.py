@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import io
 import sqlite3
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import orjson
 from engine import catalogue as c
 from engine.catalogue import RULE_TYPES
 from engine.config import load_config
+from engine.export import export
 from tests.conftest import run_replay
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_data"
@@ -84,6 +86,24 @@ def test_routed_sample_replays_to_its_events_and_alerts(tmp_path: Path) -> None:
         ),
         # From the JSON message: curl is not on the lab's process allow-list.
         ("ProcessNotAllowed", "lab-01", "/usr/bin/curl", "2026-11-28T10:46:10Z", "High", "open"),
+    ]
+
+
+def test_routed_sample_exports_as_security_alerts_of_the_sample_hub(tmp_path: Path) -> None:
+    """README: the securityalert export's ResourceId is the sample configuration's hub."""
+    config = load_config(SAMPLE / "iotwatch.toml")
+    assert config.hub == (
+        "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/bench-lab"
+        "/providers/Microsoft.Devices/IotHubs/bench-hub"
+    )
+    db = tmp_path / "routed.db"
+    run_replay(config, [ROUTED], db=str(db))
+    out = io.BytesIO()
+    export(db, out, fmt="securityalert", hub=config.hub)
+    rows = [orjson.loads(line) for line in out.getvalue().splitlines()]
+    assert [(r["AlertType"], r["CompromisedEntity"], r["ResourceId"]) for r in rows] == [
+        ("IoT_CA_ConnectionToIpNotAllowed", "bench-board-2", config.hub),
+        ("IoT_CA_ProcessNotAllowed", "lab-01", config.hub),
     ]
 
 
