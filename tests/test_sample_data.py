@@ -7,6 +7,8 @@ import contextlib
 import importlib.util
 import io
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
@@ -113,3 +115,15 @@ def test_generate_reproduces_the_routed_sample() -> None:
     generate = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(generate)
     assert generate.routed_messages() == ROUTED.read_bytes()
+
+
+def test_generate_reproduces_every_committed_sample_file() -> None:
+    """Inputs, expected alerts and summary, configuration: a simulator changed without
+    regenerating the samples would leave them describing a session nobody can reproduce."""
+    run = subprocess.run(
+        [sys.executable, str(SAMPLE / "generate.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
