@@ -427,8 +427,9 @@ def _same(raw: Mapping[str, Any], key: str, path: str, config: Config) -> bool:
     return parsed.devices == config.devices
 
 
-def _timing(config: Config) -> tuple[int, int, int]:
-    return (config.lateness, config.quiet, config.horizon)
+def _timing(config: Config) -> tuple[int, int, int, str | None]:
+    """What ``[engine]`` says (the hub id too, so no write can drop it)."""
+    return (config.lateness, config.quiet, config.horizon, config.hub)
 
 
 def config_to_toml(config: Config, path: str, raw: Mapping[str, Any] | None = None) -> str:
@@ -439,12 +440,17 @@ def config_to_toml(config: Config, path: str, raw: Mapping[str, Any] | None = No
     data: dict[str, Any] = {}
     if _same(raw, "engine", path, config):
         data["engine"] = raw["engine"]
-    elif _timing(config) != (DEFAULT_LATENESS, DEFAULT_QUIET, DEFAULT_HORIZON) or "engine" in raw:
+    elif (
+        _timing(config) != (DEFAULT_LATENESS, DEFAULT_QUIET, DEFAULT_HORIZON, None)
+        or "engine" in raw
+    ):
         data["engine"] = {
             "lateness": format_duration(config.lateness),
             "horizon": format_duration(config.horizon),
             "quiet": format_duration(config.quiet),
         }
+        if config.hub is not None:
+            data["engine"]["hub"] = config.hub
     if "database" in raw:
         data["database"] = raw["database"]
     elif config.db_path is not None:
@@ -841,3 +847,8 @@ def _edit_engine(doc: Any, old: Config, new: Config) -> None:
     ):
         if before != after:
             _set_key(table, key, format_duration(after))
+    if old.hub != new.hub:
+        if new.hub is None:
+            table.pop("hub", None)
+        else:
+            _set_key(table, "hub", new.hub)

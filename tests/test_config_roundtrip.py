@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -243,3 +244,22 @@ def test_a_file_that_no_longer_reads_is_written_afresh(tmp_path: Path) -> None:
     write_config(config)
     assert load_config(path).groups == config.groups
     assert path.with_name("iotwatch.toml.bak").read_text().startswith("[groups.default.rules.Nope]")
+
+
+HUB = (
+    "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/bench"
+    "/providers/Microsoft.Devices/IotHubs/bench-hub"
+)
+
+
+def test_the_hub_id_survives_edits_in_place_and_whole_writes(tmp_path: Path) -> None:
+    path = tmp_path / "iotwatch.toml"
+    path.write_text(f'[engine]\nhub = "{HUB}"\nlateness = "PT1M"\n')
+    config = load_config(path)
+    later = replace(config, lateness=config.lateness * 5)
+    write_config(later)  # in place
+    assert load_config(path).hub == HUB
+    other = tmp_path / "copy.toml"
+    write_config(later, other)  # a new file is written whole
+    assert load_config(other).hub == HUB
+    assert load_config(other).lateness == later.lateness
