@@ -95,8 +95,6 @@ def sparkline(values: Sequence[int], low: int, high: int, width: int = 12) -> Te
         level = min(len(SPARK) - 1, (v * (len(SPARK) - 1) + top - 1) // top) if v > 0 else 0
         bad = v > high or v < low
         text.append(SPARK[level], style="bold red" if bad else "green")
-    if len(shown) < width:
-        text.append(" " * (width - len(shown)))
     return text
 
 

@@ -215,18 +215,20 @@ def load_alert(bridge: Bridge, alert_id: int) -> AlertRow | None:
     return AlertRow.from_db(rows[0]) if rows else None
 
 
-COLUMNS: tuple[tuple[str, str, int], ...] = (
-    ("id", "#", 4),
-    ("state", "State      ASN±", 16),
-    ("severity", "Sev", 4),
-    ("rule", "Rule", 23),
-    ("device", "Device", 14),
-    ("group", "Group", 8),
-    ("value", "Value", 12),
-    ("start", "Start (UTC)", 14),
-    ("amount", "Counts", 9),
+# (key, label, width, narrowest, widest, cut at the front, shrink last): see
+# tui.widgets.virtual_table.Column. A start time cut keeps its clock, not its date.
+COLUMNS: tuple[tuple[str, str, int, int, int | None, bool, bool], ...] = (
+    ("id", "#", 4, 3, 8, False, True),
+    ("state", "State      ASN±", 16, 15, 16, False, True),  # the flags are never cut
+    ("severity", "Sev", 4, 4, 4, False, True),
+    ("rule", "Rule", 23, 8, 34, False, False),
+    ("device", "Device", 14, 8, 64, False, True),
+    ("group", "Group", 8, 4, 32, False, False),
+    ("value", "Value", 12, 6, 64, False, True),
+    ("start", "Start (UTC)", 14, 9, 14, True, False),
+    ("amount", "Counts", 9, 4, 40, False, True),
 )
-COLUMN_KEYS = tuple(key for key, _, _ in COLUMNS)
+COLUMN_KEYS = tuple(c[0] for c in COLUMNS)
 
 
 def alert_cells(a: AlertRow, columns: tuple[str, ...] = COLUMN_KEYS) -> tuple[Any, ...]:
@@ -262,9 +264,9 @@ class AlertsPane(LivePane):
     DEFAULT_CSS = """
     AlertsPane { height: 1fr; }
     AlertsPane #alert-filters { height: 3; }
-    AlertsPane #alert-filters Select { width: 26; }
-    AlertsPane #alert-filters #alert-rule { width: 34; }
-    AlertsPane #alert-filters Input { width: 1fr; }
+    AlertsPane #alert-filters Select { width: 1fr; max-width: 26; min-width: 18; }
+    AlertsPane #alert-filters #alert-rule { max-width: 34; }
+    AlertsPane #alert-filters Input { width: 2fr; min-width: 12; }
     AlertsPane AlertsTable { height: 1fr; }
     AlertsPane #alert-summary { height: 1; color: $text-muted; padding: 0 1; }
     """

@@ -19,7 +19,6 @@ import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from rich.cells import cell_len
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -41,9 +40,12 @@ from tui.panes import (
 from tui.panes.alerts import ALERT_SQL, AlertRow, alert_cells
 from tui.panes.alerts import COLUMNS as ALERT_COLUMNS
 from tui.safe import safe
-from tui.widgets.virtual_table import Rows, VirtualTable
+from tui.widgets.virtual_table import Rows, VirtualTable, front_cut
 
-NEWEST = 8  # alerts beneath the counters
+NEWEST = 8  # alerts beneath the counters (fewer when the terminal is low)
+COUNTERS_MIN = 5  # counter rows shown at any height
+SOURCES_MAX = 8  # source rows before the strip scrolls
+ROOMY = 34  # a dashboard at least this high keeps its spacing and full tables
 
 STATE_STYLE = {
     "following": ("●", "green"),
@@ -63,35 +65,29 @@ TARGET_WIDTH = 28  # the strip fits 120 columns
 def tail_cut(text: str, width: int = TARGET_WIDTH) -> Text:
     """``text`` made safe and, when longer than ``width``, cut at the front: a path's end (the
     file name, a glob) is what tells sources apart."""
-    shown = safe(text, 10_000)
-    if cell_len(shown.plain) <= width:
-        return shown
-    plain, room = shown.plain, width - 1
-    start = len(plain)
-    while start > 0 and room - cell_len(plain[start - 1]) >= 0:
-        start -= 1
-        room -= cell_len(plain[start])
-    return Text("…" + plain[start:], no_wrap=True, end="")
+    return front_cut(safe(text, 10_000), width)
 
 
-SOURCE_COLUMNS: tuple[tuple[str, str, int], ...] = (
-    ("kind", "Source", 17),
-    ("target", "Path / port", TARGET_WIDTH),
-    ("state", "State", 14),
-    ("rate", "Events/s", 8),
-    ("events", "Events", 9),
-    ("last", "Last event (UTC)", 16),
-    ("quarantined", "Quarantined", 11),
+# (key, label, width, narrowest, widest, cut at the front, shrink last): see
+# tui.widgets.virtual_table.Column.
+SOURCE_COLUMNS: tuple[tuple[str, str, int, int, int | None, bool, bool], ...] = (
+    ("kind", "Source", 17, 8, 24, False, False),
+    ("target", "Path / port", TARGET_WIDTH, 12, None, True, True),
+    ("state", "State", 14, 9, 16, False, False),
+    ("rate", "Events/s", 8, 6, 12, False, True),
+    ("events", "Events", 9, 6, 16, False, True),
+    ("last", "Last event (UTC)", 16, 9, 16, True, False),
+    ("quarantined", "Quarantined", 11, 5, 14, False, False),
 )
-COUNTER_COLUMNS: tuple[tuple[str, str, int | None], ...] = (
-    ("device", "Device", 20),
-    ("group", "Group", 10),
-    ("rule", "Rule", 24),
-    ("count", "Count", 9),
-    ("range", "Range", 11),
-    ("left", "Left", 7),
-    ("history", "Last windows", 12),
-    ("alert", "Alert", 7),
+COUNTER_COLUMNS: tuple[tuple[str, str, int, int, int | None, bool, bool], ...] = (
+    ("device", "Device", 20, 8, 64, False, True),
+    ("group", "Group", 10, 5, 32, False, False),
+    ("rule", "Rule", 24, 10, 34, False, False),
+    ("count", "Count", 9, 5, 14, False, True),
+    ("range", "Range", 11, 5, 24, False, True),
+    ("left", "Left", 7, 5, 8, False, False),
+    ("history", "Last windows", 12, 6, 12, True, False),  # the front goes: newest stay
+    ("alert", "Alert", 7, 6, 7, False, False),
 )
 NEWEST_COLUMNS = ("id", "state", "severity", "rule", "device", "value", "start", "amount")
 
@@ -170,8 +166,8 @@ class NewestTable(VirtualTable):
     """The newest alerts, keyed by id, newest first; ``Enter`` opens one."""
 
     def __init__(self, **kwargs: Any) -> None:
-        widths = {k: (k, label, width) for k, label, width in ALERT_COLUMNS}
-        columns = [widths[k] for k in NEWEST_COLUMNS]
+        by_key = {c[0]: c for c in ALERT_COLUMNS}
+        columns = [by_key[k] for k in NEWEST_COLUMNS]
         super().__init__(columns, newest_cells, zebra_stripes=False, **kwargs)
 
 
@@ -189,15 +185,17 @@ class Dashboard(LivePane):
 
     DEFAULT_CSS = """
     Dashboard { height: 1fr; }
-    Dashboard #sources { height: auto; max-height: 8; }
-    Dashboard .problem { height: auto; color: $error; padding: 0 1; display: none; }
+    Dashboard #sources { height: auto; max-height: 9; }
+    Dashboard .problem { height: auto; max-height: 4; color: $error; padding: 0 1; display: none; }
     Dashboard .problem.shown { display: block; }
     Dashboard #counter-bar { height: 1; margin-top: 1; }
     Dashboard #counter-bar Static { width: auto; padding: 0 1; color: $text-muted; }
-    Dashboard #counter-filter { height: 1; border: none; width: 1fr; padding: 0 1; }
-    Dashboard Counters { height: 1fr; }
+    Dashboard #counter-filter { height: 1; border: none; width: 1fr; min-width: 12; padding: 0 1; }
+    Dashboard Counters { height: 1fr; min-height: 6; }
     Dashboard #newest-title { height: 1; padding: 0 1; color: $text-muted; margin-top: 1; }
     Dashboard #newest { height: 9; }
+    Dashboard.tight #counter-bar, Dashboard.tight #newest-title { margin-top: 0; }
+    Dashboard.tight .problem { max-height: 2; }
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -229,6 +227,37 @@ class Dashboard(LivePane):
         yield Counters(id="counters")
         yield Static("Newest alerts", id="newest-title", markup=False)
         yield NewestTable(id="newest")
+
+    # -- layout -------------------------------------------------------------------------------
+
+    def on_resize(self) -> None:
+        self._fit()
+
+    def _fit(self) -> None:
+        """Share the height: the counters get what is left, never fewer than COUNTERS_MIN rows;
+        the sources strip and the newest alerts shrink first, and go when there is no room."""
+        height = self.size.height
+        if height <= 0:
+            return
+        tight = height < ROOMY
+        self.set_class(tight, "tight")
+        margins = 0 if tight else 2
+        room = height - 1 - margins - (1 + COUNTERS_MIN)  # the counter bar, the counters
+        sources = 1 + min(len(self._sources) or 1, SOURCES_MAX)
+        if room - sources < 3:  # the strip would leave the alerts no row: shrink it
+            sources = max(0, min(sources, room // 2 + 1))
+        if sources < 2:  # a header alone says nothing
+            sources = 0
+        room -= sources
+        newest = min(NEWEST, room - 2) if room >= 3 else 0  # the title, the header, rows
+        if not tight:  # a roomy screen keeps the counters the larger part
+            newest = min(newest, max(3, (height - 2 * (1 + SOURCES_MAX)) // 3))
+        self.query_one(SourcesTable).styles.max_height = sources
+        self.query_one(SourcesTable).display = sources > 0
+        self.query_one("#newest-title").display = newest > 0
+        table = self.query_one(NewestTable)
+        table.display = newest > 0
+        table.styles.height = newest + 1
 
     @on(Input.Changed, "#counter-filter")
     def _filter_changed(self, event: Input.Changed) -> None:
@@ -297,7 +326,7 @@ class Dashboard(LivePane):
             kind = s.kind + (f" ×{s.streams}" if s.kind != "serial" and s.streams > 1 else "")
             cells = (
                 cell(kind),
-                tail_cut(s.target),
+                safe(s.target, 10_000),
                 cell(f"{symbol} {s.state}", style),
                 rate,
                 cell(f"{s.events:,}"),
@@ -309,7 +338,10 @@ class Dashboard(LivePane):
                 errors.append(Text(f"{s.kind} {i + 1}: ", style="bold"))
                 errors[-1].append_text(safe(s.error, 300))
         if rows != self._sources:  # most seconds something changed (events/s, the count)
+            refit = len(rows) != len(self._sources)
             self._sources = rows
+            if refit:
+                self._fit()
             self.query_one(SourcesTable).set_rows(Rows(rows))
         box = self.query_one("#source-errors", Static)
         if errors:

@@ -26,17 +26,19 @@ from tui.safe import safe
 from tui.widgets.virtual_table import Rows, VirtualTable
 
 FORMATS = ("hub-log", "hub-events", "security-messages", "serial")
-COLUMNS: tuple[tuple[str, str, int], ...] = (
-    ("device", "Device", 20),
-    ("group", "Group", 10),
-    ("kind", "Known", 8),
-    ("first", "First seen", 14),
-    ("last", "Last seen", 14),
-    ("hub-log", "Hub log", 7),
-    ("hub-events", "Hub ev.", 7),
-    ("security-messages", "Agent", 7),
-    ("serial", "Serial", 6),
-    ("open", "Open", 5),
+# (key, label, width, narrowest, widest, cut at the front, shrink last): see
+# tui.widgets.virtual_table.Column. A time cut keeps its clock, not its date.
+COLUMNS: tuple[tuple[str, str, int, int, int | None, bool, bool], ...] = (
+    ("device", "Device", 20, 8, 64, False, True),
+    ("group", "Group", 10, 5, 32, False, False),
+    ("kind", "Known", 8, 8, 8, False, True),
+    ("first", "First seen", 14, 9, 14, True, False),
+    ("last", "Last seen", 14, 9, 14, True, True),
+    ("hub-log", "Hub log", 7, 4, 14, False, False),
+    ("hub-events", "Hub ev.", 7, 4, 14, False, False),
+    ("security-messages", "Agent", 7, 4, 14, False, False),
+    ("serial", "Serial", 6, 4, 14, False, False),
+    ("open", "Open", 5, 4, 8, False, True),
 )
 
 

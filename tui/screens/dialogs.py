@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from rich.console import Group
+from rich.table import Table
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -22,13 +24,16 @@ from tui.safe import plain, safe
 DIALOG_CSS = """
 {name} {{ align: center middle; }}
 {name} > Vertical {{
-    width: 76; height: auto; max-height: 90%;
+    width: 76; max-width: 100%; height: auto; max-height: 90%;
     border: thick $primary; background: $surface; padding: 1 2;
 }}
+{name} > Vertical > VerticalScroll {{ height: auto; max-height: 100%; }}
 {name} .title {{ text-style: bold; margin-bottom: 1; }}
 {name} .hint {{ color: $text-muted; }}
 {name} .error {{ color: $error; height: auto; }}
-{name} Horizontal.buttons {{ height: auto; margin-top: 1; align-horizontal: right; }}
+{name} Horizontal.buttons {{
+    height: auto; margin-top: 1; align-horizontal: right; dock: bottom;
+}}
 {name} Horizontal.buttons Button {{ margin-left: 1; }}
 """
 
@@ -270,10 +275,52 @@ Everything a device or a file sent is shown literally: control characters appear
 """
 
 
+LABEL = 15  # the width of the help's left column ("Everywhere     ")
+
+
+def help_text(text: str) -> Group:
+    """``text`` (the help, laid out for 104 columns) for any width: a line with a label in its
+    first ``LABEL`` columns, and the indented lines after it, become a row of a two-column grid
+    whose right column wraps under itself; other lines are paragraphs that wrap as prose."""
+    parts: list[Any] = []
+    grid: Table | None = None
+    prose: list[str] = []
+
+    def end_prose() -> None:
+        if prose:
+            parts.append(Text(" ".join(prose)))
+            prose.clear()
+
+    for line in text.splitlines():
+        label, rest = line[:LABEL], line[LABEL:]
+        if len(line) > LABEL and rest[:1] != " " and (not label.strip() or label.endswith("  ")):
+            end_prose()
+            if grid is None:
+                grid = Table.grid(padding=(0, 1))
+                grid.add_column(width=LABEL - 1, no_wrap=True)
+                grid.add_column(ratio=1)
+                parts.append(grid)
+            if label.strip():
+                grid.add_row(Text(label.strip()), Text(rest))
+            else:  # a continuation: a line of its own under the previous one
+                grid.add_row(Text(""), Text(rest))
+            continue
+        grid = None
+        if line.strip():
+            prose.append(line.strip())
+        else:
+            end_prose()
+            parts.append(Text(""))
+    end_prose()
+    return Group(*parts)
+
+
 class HelpDialog(Dialog):
     """F1: keys and what the screens show."""
 
-    DEFAULT_CSS = DIALOG_CSS.format(name="HelpDialog") + ("HelpDialog > Vertical { width: 104; }")
+    DEFAULT_CSS = DIALOG_CSS.format(name="HelpDialog") + (
+        "HelpDialog > Vertical { width: 104; padding: 1 1 1 2; }"
+    )
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,f1,q", "cancel", "Close", id="help.close"),
@@ -282,7 +329,7 @@ class HelpDialog(Dialog):
     def compose(self) -> ComposeResult:
         with Vertical():
             with VerticalScroll():
-                yield Static(HELP, markup=False)
+                yield Static(help_text(HELP))
             with Horizontal(classes="buttons"):
                 yield Button("Close", id="ok")
 
