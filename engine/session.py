@@ -31,7 +31,7 @@ from engine.avrostream import file_decoder
 from engine.capture import CaptureStream
 from engine.config import Config, ConfigError, SourceConfig, load_config
 from engine.config_log import same_rules, text_of
-from engine.episode import NEVER
+from engine.episode import NEVER, RangeTrack
 from engine.evaluator import Evaluator
 from engine.event import Bad, ConsoleLine
 from engine.restore import Restored, StreamRow, restore
@@ -63,6 +63,7 @@ class Counter(NamedTuple):
     end: int
     history: tuple[int, ...]  # the last final windows' counts, oldest first
     alerting: bool  # an open alert of this rule and device
+    last: int | None = None  # µs: the device's latest event (None: none yet)
 
 
 @dataclass(slots=True)
@@ -85,6 +86,23 @@ class Snapshot:
     sources: list[SourceStatus]
     counters: list[Counter]
     store: StoreStatus | None = None
+
+
+def counting(newest: RangeTrack, now: int) -> RangeTrack | None:
+    """The track of ``newest``'s chain whose window holds ``now``: after a rule change the old
+    track counts until its successor's first window, and the counters show that one — not the
+    successor's window still to come. None: the rule was turned off and its last window has
+    ended. A chain with no track holding ``now`` (a clock before the device's first window)
+    shows ``newest``."""
+    track: RangeTrack | None = newest
+    while track is not None:
+        ends = track.stop * track.size if track.stop != NEVER else None
+        if track.start * track.size <= now and (ends is None or now < ends):
+            if max(now // track.size, track.next) < track.stop:
+                return track
+            break
+        track = track.previous
+    return newest if newest.stop == NEVER else None
 
 
 class SessionFailed(Exception):
@@ -941,8 +959,9 @@ class Session:
         now = self.clock()
         counters = []
         for dev in evaluator.devices.values():
-            for track in dev.tracks.values():
-                if track.stop != NEVER:
+            for newest in dev.tracks.values():
+                track = counting(newest, now)
+                if track is None:
                     continue
                 index = max(now // track.size, track.next)
                 alerts = track.alerts
@@ -958,6 +977,7 @@ class Session:
                         (index + 1) * track.size,
                         track.recent(self.history),
                         bool(alerts) and any(a.state == "open" for a in alerts),
+                        dev.last,
                     )
                 )
         sources = [copy.copy(s) for s in self.status]

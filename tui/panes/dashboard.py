@@ -29,6 +29,7 @@ from textual.widgets import Input, Static
 from engine.session import Counter, Snapshot, SourceStatus
 from tui.bridge import Bridge
 from tui.panes import (
+    US,
     LivePane,
     TextFilter,
     cell,
@@ -87,6 +88,7 @@ COUNTER_COLUMNS: tuple[tuple[str, str, int, int, int | None, bool, bool], ...] =
     ("range", "Range", 11, 5, 24, False, True),
     ("left", "Left", 7, 5, 8, False, False),
     ("history", "Last windows", 12, 6, 12, True, False),  # the front goes: newest stay
+    ("seen", "Seen", 6, 5, 9, False, False),
     ("alert", "Alert", 7, 6, 7, False, False),
 )
 NEWEST_COLUMNS = ("id", "state", "severity", "rule", "device", "value", "start", "amount")
@@ -113,33 +115,56 @@ def counter_out(c: Counter) -> int:
 
 # A counter row as the table keeps it: a plain tuple of strings and numbers, which the garbage
 # collector stops tracking (thousands of rows live a second each; see engine.collector).
-CounterRow = tuple[str, str, str, int, int, int, int, tuple[int, ...], bool]
+CounterRow = tuple[str, str, str, int, int, int, int, tuple[int, ...], bool, int, bool]
 
 
-def counter_row(c: Counter, now: int) -> CounterRow:
+def counter_row(c: Counter, now: int, stale: bool = False) -> CounterRow:
     """What the table shows of ``c`` at ``now``: device, group, rule, count, min, max, seconds
-    left in the window, history, alerting."""
-    left = (c.end - now) // 1_000_000
-    return (c.device, c.group, c.rule, c.count, c.min, c.max, left, c.history, c.alerting)
+    left in the window, history, alerting, seconds since the device's last event (-1: none),
+    whether the device is silent (see :func:`silent`)."""
+    left = (c.end - now) // US
+    seen = -1 if c.last is None else max(0, (now - c.last) // US)
+    return (
+        c.device,
+        c.group,
+        c.rule,
+        c.count,
+        c.min,
+        c.max,
+        left,
+        c.history,
+        c.alerting,
+        seen,
+        stale,
+    )
+
+
+def silent(last: int | None, now: int, shortest: int) -> bool:
+    """A device is silent (stale) when nothing came from it for longer than its shortest window
+    (``shortest`` µs): a window then ends with nothing it sent."""
+    return last is None or now - last > shortest
 
 
 def counter_cells(row: CounterRow) -> tuple[Text, ...]:
-    """The cells of one counter row."""
-    device, group, rule, count, low, high, left, history, alerting = row
+    """The cells of one counter row. In range is the text's own colour; out of range is ▲/▼
+    and a colour, so it stands out; a silent device is dimmed and marked ◌."""
+    device, group, rule, count, low, high, left, history, alerting, seen, stale = row
     if count > high:
         shown = cell(f"▲ {count}", "bold red")
     elif count < low:
         shown = cell(f"▼ {count}", "yellow")
     else:
-        shown = cell(f"  {count}", "green")
+        shown = cell(f"  {count}")
+    age = "never" if seen < 0 else fmt_span(seen)
     return (
-        safe(device, 64),
+        safe(device, 64, style="dim") if stale else safe(device, 64),
         safe(group, 64),
         cell(short_rule(rule)),
         shown,
         cell(f"{low}–{high}"),
         cell(fmt_span(left)),
         sparkline(history, low, high),
+        cell(f"◌ {age}", "yellow") if stale else cell(age, "dim"),
         cell("● open", "bold red") if alerting else cell(""),
     )
 
@@ -354,6 +379,11 @@ class Dashboard(LivePane):
         rows: list[tuple[str, CounterRow]] = []
         out_total = alerting = 0
         now = snap.now
+        shortest: dict[str, int] = {}  # device → its shortest window (µs)
+        for c in snap.counters:
+            size = c.end - c.start
+            if size < shortest.get(c.device, size + 1):
+                shortest[c.device] = size
         for c in snap.counters:
             out = counter_out(c)
             out_total += out != 0
@@ -362,7 +392,8 @@ class Dashboard(LivePane):
                 continue
             if flt and not flt.matches(device=c.device, group=c.group, rule=c.rule):
                 continue
-            rows.append((f"{c.device}\0{c.rule}", counter_row(c, now)))
+            stale = silent(c.last, now, shortest[c.device])
+            rows.append((f"{c.device}\0{c.rule}", counter_row(c, now, stale)))
         rows.sort(key=lambda r: r[0])
         summary = (
             f"{len(rows)} of {len(snap.counters)} · {out_total} out of range · {alerting} alerting"
