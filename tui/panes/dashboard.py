@@ -88,7 +88,7 @@ COUNTER_COLUMNS: tuple[tuple[str, str, int, int, int | None, bool, bool], ...] =
     ("range", "Range", 11, 5, 24, False, True),
     ("left", "Left", 7, 5, 8, False, False),
     ("history", "Last windows", 12, 6, 12, True, False),  # the front goes: newest stay
-    ("seen", "Seen", 6, 5, 9, False, False),
+    ("seen", "Seen", 6, 5, 9, False, True),
     ("alert", "Alert", 7, 6, 7, False, False),
 )
 NEWEST_COLUMNS = ("id", "state", "severity", "rule", "device", "value", "start", "amount")
@@ -218,7 +218,7 @@ class Dashboard(LivePane):
     Dashboard #counter-filter { height: 1; border: none; width: 1fr; min-width: 12; padding: 0 1; }
     Dashboard Counters { height: 1fr; min-height: 6; }
     Dashboard #newest-title { height: 1; padding: 0 1; color: $text-muted; margin-top: 1; }
-    Dashboard #newest { height: 9; }
+    Dashboard #newest { height: auto; max-height: 9; }
     Dashboard.tight #counter-bar, Dashboard.tight #newest-title { margin-top: 0; }
     Dashboard.tight .problem { max-height: 2; }
     """
@@ -282,7 +282,7 @@ class Dashboard(LivePane):
         self.query_one("#newest-title").display = newest > 0
         table = self.query_one(NewestTable)
         table.display = newest > 0
-        table.styles.height = newest + 1
+        table.styles.max_height = newest + 1  # fewer alerts: the counters take the rest
 
     @on(Input.Changed, "#counter-filter")
     def _filter_changed(self, event: Input.Changed) -> None:

@@ -10,7 +10,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import DataTable, Static
+from textual.widgets import Static
 from textual.worker import Worker, WorkerState
 
 from engine.catalogue import BY_ID, BY_PROTOCOL, UNAUTHORIZED
@@ -20,6 +20,7 @@ from tui.bridge import Bridge
 from tui.panes import cell, fmt_full_time, fmt_time
 from tui.panes.alerts import AlertRow, load_alert
 from tui.safe import safe
+from tui.widgets.virtual_table import Rows, VirtualTable
 
 EVIDENCE_LIMIT = 500
 # per-protocol rule id -> (pseudo rule id of its messages without a protocol, the protocol)
@@ -30,14 +31,33 @@ _UNKNOWN_OF = {
 }
 AMENDMENT_LIMIT = 50  # the newest amendments the detail lists
 
-EVIDENCE_COLUMNS: tuple[tuple[str, str, int], ...] = (
-    ("time", "Time (UTC)", 15),
-    ("event", "Event", 26),
-    ("value", "Value", 30),
-    ("weight", "Weight", 6),
-    ("flags", "Flags", 12),
-    ("stream", "Stream", 30),
+# (key, label, width, narrowest, widest, cut at the front, shrink last): see
+# tui.widgets.virtual_table.Column. A stream is a file path: cut, it keeps its file name.
+EVIDENCE_COLUMNS: tuple[tuple[str, str, int, int, int | None, bool, bool], ...] = (
+    ("time", "Time (UTC)", 14, 9, 14, True, False),
+    ("event", "Event", 26, 8, 40, False, False),
+    ("value", "Value", 30, 8, 80, False, True),
+    ("weight", "Weight", 6, 4, 8, False, False),
+    ("flags", "Flags", 12, 5, 20, False, False),
+    ("stream", "Stream", 30, 12, None, True, True),
 )
+
+EvidenceRow = tuple[int, str, str | None, int, int, int, str]
+
+
+def evidence_cells(row: EvidenceRow) -> tuple[Text, ...]:
+    """The cells of one stored event behind an alert; names, values and streams are device or
+    file data, so literal."""
+    at, name, value, weight, expired, host_timed, stream = row
+    flags = " ".join(f for f, on in (("expired", expired), ("host-timed", host_timed)) if on)
+    return (
+        cell(fmt_time(at)),
+        safe(name, 80),
+        safe(value or "", 200),
+        cell(weight),
+        cell(flags, "yellow"),
+        safe(stream, 500),
+    )
 
 
 def evidence(bridge: Bridge, alert: AlertRow) -> tuple[list[tuple[Any, ...]], int]:
@@ -186,7 +206,7 @@ class AlertDetail(ModalScreen[None]):
     AlertDetail #detail-text { height: auto; }
     AlertDetail #evidence-title { margin-top: 1; text-style: bold; }
     AlertDetail #evidence { height: auto; max-height: 16; }
-    AlertDetail #detail-keys { height: 1; color: $text-muted; }
+    AlertDetail #detail-keys { height: auto; color: $text-muted; }
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -210,10 +230,7 @@ class AlertDetail(ModalScreen[None]):
             with VerticalScroll(id="detail-body"):
                 yield Static(f"Alert #{self.alert_id}: loading…", id="detail-text", markup=False)
                 yield Static("Evidence", id="evidence-title", markup=False)
-                table = DataTable(id="evidence", cursor_type="row", zebra_stripes=True)
-                for key, label, width in EVIDENCE_COLUMNS:
-                    table.add_column(label, key=key, width=width)
-                yield table
+                yield VirtualTable(EVIDENCE_COLUMNS, evidence_cells, id="evidence")
             yield Static(
                 "a acknowledge · r resolve · n note · s silence · v allow the value · Esc close",
                 id="detail-keys",
@@ -248,20 +265,8 @@ class AlertDetail(ModalScreen[None]):
         if ev is not None:
             self._evidence_loaded = True
             rows, total = ev
-            table = self.query_one("#evidence", DataTable)
-            for i, (at, name, value, weight, expired, host_timed, stream) in enumerate(rows):
-                flags = " ".join(
-                    f for f, on in (("expired", expired), ("host-timed", host_timed)) if on
-                )
-                table.add_row(
-                    cell(fmt_time(at)),
-                    safe(name, 80),
-                    safe(value or "", 200),
-                    cell(weight),
-                    cell(flags, "yellow"),
-                    safe(stream, 200),
-                    key=str(i),
-                )
+            table = self.query_one("#evidence", VirtualTable)
+            table.set_rows(Rows([(str(i), tuple(row)) for i, row in enumerate(rows)]))
             shown = f"{len(rows)} of {total}" if total > len(rows) else str(total)
             self.query_one("#evidence-title", Static).update(
                 f"Evidence: {shown} stored event{'s' if total != 1 else ''}"
