@@ -194,6 +194,14 @@ def test_columns_too_wide_together_shrink_in_proportion_keep_columns_last() -> N
     assert sum(widths) + 4 == 30 and widths[0] > widths[1]  # in proportion to what each has
 
 
+def test_an_optional_column_goes_before_a_kept_one_is_cut() -> None:
+    columns = [col("device", 20, 8, keep=True), col("group", 10, 5, optional=True)]
+    assert fit_widths(columns, [20, 10], 40) == [20, 10]  # room for both
+    assert fit_widths(columns, [20, 10], 30) == [20, 6]  # the group gives up what it can
+    assert fit_widths(columns, [20, 10], 26) == [20, 0]  # the device would be cut: no group
+    assert fit_widths(columns, [20, 10], 16) == [14, 0]  # too narrow even alone: cut
+
+
 def test_a_front_column_keeps_the_end_of_its_value() -> None:
     cut = front_cut(Text("/dev/serial/by-id/usb-board-1", style="bold"), 20)
     assert (cut.plain, cut.style) == ("…l/by-id/usb-board-1", "bold")

@@ -41,10 +41,11 @@ from tui.panes import (
 from tui.panes.alerts import ALERT_SQL, AlertRow, alert_cells
 from tui.panes.alerts import COLUMNS as ALERT_COLUMNS
 from tui.safe import safe
-from tui.widgets.virtual_table import Rows, VirtualTable, front_cut
+from tui.widgets.virtual_table import Column, Rows, VirtualTable, front_cut
 
 NEWEST = 8  # alerts beneath the counters (fewer when the terminal is low)
 COUNTERS_MIN = 5  # counter rows shown at any height
+NEWEST_LOW = 3  # newest alerts shown when the dashboard is low
 SOURCES_MAX = 8  # source rows before the strip scrolls
 ROOMY = 34  # a dashboard at least this high keeps its spacing and full tables
 
@@ -69,27 +70,27 @@ def tail_cut(text: str, width: int = TARGET_WIDTH) -> Text:
     return front_cut(safe(text, 10_000), width)
 
 
-# (key, label, width, narrowest, widest, cut at the front, shrink last): see
-# tui.widgets.virtual_table.Column.
-SOURCE_COLUMNS: tuple[tuple[str, str, int, int, int | None, bool, bool], ...] = (
-    ("kind", "Source", 17, 8, 24, False, False),
-    ("target", "Path / port", TARGET_WIDTH, 12, None, True, True),
-    ("state", "State", 14, 9, 16, False, False),
-    ("rate", "Events/s", 8, 6, 12, False, True),
-    ("events", "Events", 9, 6, 16, False, True),
-    ("last", "Last event (UTC)", 16, 9, 16, True, False),
-    ("quarantined", "Quarantined", 11, 5, 14, False, False),
+# Sizes and cuts: see tui.widgets.virtual_table.Column.
+SOURCE_COLUMNS: tuple[Column, ...] = (
+    Column("kind", "Source", 17, min_width=8, max_width=24),
+    Column("target", "Path / port", TARGET_WIDTH, min_width=12, front=True, keep=True),
+    Column("state", "State", 14, min_width=9, max_width=16),
+    Column("rate", "Events/s", 8, min_width=6, max_width=12, keep=True),
+    Column("events", "Events", 9, min_width=6, max_width=16, keep=True),
+    Column("last", "Last event (UTC)", 16, min_width=9, max_width=16, front=True),
+    Column("quarantined", "Quarantined", 11, min_width=5, max_width=14),
 )
-COUNTER_COLUMNS: tuple[tuple[str, str, int, int, int | None, bool, bool], ...] = (
-    ("device", "Device", 20, 8, 64, False, True),
-    ("group", "Group", 10, 5, 32, False, False),
-    ("rule", "Rule", 24, 10, 34, False, False),
-    ("count", "Count", 9, 5, 14, False, True),
-    ("range", "Range", 11, 5, 24, False, True),
-    ("left", "Left", 7, 5, 8, False, False),
-    ("history", "Last windows", 12, 6, 12, True, False),  # the front goes: newest stay
-    ("seen", "Seen", 6, 5, 9, False, True),
-    ("alert", "Alert", 7, 6, 7, False, False),
+COUNTER_COLUMNS: tuple[Column, ...] = (
+    Column("device", "Device", 20, min_width=8, max_width=64, keep=True),
+    Column("group", "Group", 10, min_width=5, max_width=32, optional=True),
+    Column("rule", "Rule", 24, min_width=10, max_width=34),
+    Column("count", "Count", 9, min_width=5, max_width=14, keep=True),
+    Column("range", "Range", 11, min_width=5, max_width=24, keep=True),
+    Column("left", "Left", 7, min_width=5, max_width=8),
+    # Cut at the front: the newest windows stay.
+    Column("history", "Last windows", 12, min_width=6, max_width=12, front=True),
+    Column("seen", "Seen", 6, min_width=5, max_width=9, keep=True),
+    Column("alert", "Alert", 7, min_width=6, max_width=7),
 )
 NEWEST_COLUMNS = ("id", "state", "severity", "rule", "device", "value", "start", "amount")
 
@@ -275,8 +276,8 @@ class Dashboard(LivePane):
             sources = 0
         room -= sources
         newest = min(NEWEST, room - 2) if room >= 3 else 0  # the title, the header, rows
-        if not tight:  # a roomy screen keeps the counters the larger part
-            newest = min(newest, max(3, (height - 2 * (1 + SOURCES_MAX)) // 3))
+        # The counters stay the larger part: a low screen shows the newest three alerts.
+        newest = min(newest, NEWEST_LOW if tight else max(3, (height - 2 * (1 + SOURCES_MAX)) // 3))
         self.query_one(SourcesTable).styles.max_height = sources
         self.query_one(SourcesTable).display = sources > 0
         self.query_one("#newest-title").display = newest > 0

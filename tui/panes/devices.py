@@ -23,22 +23,22 @@ from engine.config import Config, DeviceMap
 from tui.bridge import Bridge
 from tui.panes import US, LivePane, TextFilter, cell, fmt_time
 from tui.safe import safe
-from tui.widgets.virtual_table import Rows, VirtualTable
+from tui.widgets.virtual_table import Column, Rows, VirtualTable
 
 FORMATS = ("hub-log", "hub-events", "security-messages", "serial")
-# (key, label, width, narrowest, widest, cut at the front, shrink last): see
-# tui.widgets.virtual_table.Column. A time cut keeps its clock, not its date.
-COLUMNS: tuple[tuple[str, str, int, int, int | None, bool, bool], ...] = (
-    ("device", "Device", 20, 8, 64, False, True),
-    ("group", "Group", 10, 5, 32, False, False),
-    ("kind", "Known", 8, 8, 8, False, True),  # ◌ silent: quiet for its shortest window
-    ("first", "First seen", 14, 9, 14, True, False),
-    ("last", "Last seen", 14, 9, 14, True, True),
-    ("hub-log", "Hub log", 7, 4, 14, False, False),
-    ("hub-events", "Hub ev.", 7, 4, 14, False, False),
-    ("security-messages", "Agent", 7, 4, 14, False, False),
-    ("serial", "Serial", 6, 4, 14, False, False),
-    ("open", "Open", 5, 4, 8, False, True),
+# Sizes and cuts: see tui.widgets.virtual_table.Column. A time cut keeps its clock, not its date.
+COLUMNS: tuple[Column, ...] = (
+    Column("device", "Device", 20, min_width=8, max_width=64, keep=True),
+    Column("group", "Group", 10, min_width=5, max_width=32),
+    # ◌ silent: nothing for longer than its shortest window.
+    Column("kind", "Known", 8, min_width=8, max_width=8, keep=True),
+    Column("first", "First seen", 14, min_width=9, max_width=14, front=True),
+    Column("last", "Last seen", 14, min_width=9, max_width=14, front=True, keep=True),
+    Column("hub-log", "Hub log", 7, min_width=4, max_width=14),
+    Column("hub-events", "Hub ev.", 7, min_width=4, max_width=14),
+    Column("security-messages", "Agent", 7, min_width=4, max_width=14),
+    Column("serial", "Serial", 6, min_width=4, max_width=14),
+    Column("open", "Open", 5, min_width=4, max_width=8, keep=True),
 )
 
 

@@ -20,7 +20,7 @@ from tui.bridge import Bridge
 from tui.panes import cell, fmt_full_time, fmt_time
 from tui.panes.alerts import AlertRow, load_alert
 from tui.safe import safe
-from tui.widgets.virtual_table import Rows, VirtualTable
+from tui.widgets.virtual_table import Column, Rows, VirtualTable
 
 EVIDENCE_LIMIT = 500
 # per-protocol rule id -> (pseudo rule id of its messages without a protocol, the protocol)
@@ -31,15 +31,14 @@ _UNKNOWN_OF = {
 }
 AMENDMENT_LIMIT = 50  # the newest amendments the detail lists
 
-# (key, label, width, narrowest, widest, cut at the front, shrink last): see
-# tui.widgets.virtual_table.Column. A stream is a file path: cut, it keeps its file name.
-EVIDENCE_COLUMNS: tuple[tuple[str, str, int, int, int | None, bool, bool], ...] = (
-    ("time", "Time (UTC)", 14, 9, 14, True, False),
-    ("event", "Event", 26, 8, 40, False, False),
-    ("value", "Value", 30, 8, 80, False, True),
-    ("weight", "Weight", 6, 4, 8, False, False),
-    ("flags", "Flags", 12, 5, 20, False, False),
-    ("stream", "Stream", 30, 12, None, True, True),
+# Sizes and cuts: see tui.widgets.virtual_table.Column. A stream is a file path: cut, it keeps its file name.
+EVIDENCE_COLUMNS: tuple[Column, ...] = (
+    Column("time", "Time (UTC)", 14, min_width=9, max_width=14, front=True),
+    Column("event", "Event", 26, min_width=8, max_width=40),
+    Column("value", "Value", 30, min_width=8, max_width=80, keep=True),
+    Column("weight", "Weight", 6, min_width=4, max_width=8),
+    Column("flags", "Flags", 12, min_width=5, max_width=20),
+    Column("stream", "Stream", 30, min_width=12, front=True, keep=True),
 )
 
 EvidenceRow = tuple[int, str, str | None, int, int, int, str]

@@ -43,7 +43,8 @@ class Column(NamedTuple):
     ``min_width`` (default: ``width``) and ``max_width`` (default: unbounded) from its content.
     ``front``: a cell too wide is cut at the front (a path keeps its end, a time its clock).
     ``keep``: the column gives up width only after the others are at their minimum (device
-    ids, values and counts)."""
+    ids, values and counts). ``optional``: the column is left out (width 0) when the ``keep``
+    columns would otherwise be cut (a group, beside the device id that names it)."""
 
     key: str
     label: str
@@ -52,6 +53,7 @@ class Column(NamedTuple):
     max_width: int | None = None
     front: bool = False
     keep: bool = False
+    optional: bool = False
 
     @property
     def narrowest(self) -> int:
@@ -81,22 +83,31 @@ def _shrink(widths: list[int], lows: list[int], which: list[int], over: int) -> 
 
 def fit_widths(columns: Sequence[Column], wanted: Sequence[int], room: int) -> list[int]:
     """Widths for ``columns`` (each between its minimum and maximum, ``wanted`` if possible)
-    whose sum, with the padding, is at most ``room`` if their minimums allow it.
+    whose sum, with the padding, is at most ``room`` if their minimums allow it; 0 for an
+    ``optional`` column left out.
 
     Columns too wide together give up width in proportion to what they have above their
-    minimum — the ``keep`` columns only when the others have nothing left to give."""
+    minimum — the ``keep`` columns only when the others have nothing left to give, and before
+    a ``keep`` column is cut the ``optional`` ones go (the last first)."""
     lows = [c.narrowest for c in columns]
-    widths = []
+    wants = []
     for c, low, want in zip(columns, lows, wanted, strict=True):
         if c.max_width is not None:
             want = min(want, c.max_width)
-        widths.append(max(low, want))
-    over = sum(widths) + 2 * PADDING * len(columns) - room
-    if over > 0:
-        over = _shrink(widths, lows, [i for i, c in enumerate(columns) if not c.keep], over)
-    if over > 0:
-        _shrink(widths, lows, [i for i, c in enumerate(columns) if c.keep], over)
-    return widths
+        wants.append(max(low, want))
+    shown = list(range(len(columns)))
+    optional = [i for i, c in enumerate(columns) if c.optional]
+    while True:
+        widths = [wants[i] if i in shown else 0 for i in range(len(columns))]
+        over = sum(widths) + 2 * PADDING * len(shown) - room
+        if over > 0:
+            over = _shrink(widths, lows, [i for i in shown if not columns[i].keep], over)
+        if over > 0:
+            _shrink(widths, lows, [i for i in shown if columns[i].keep], over)
+        cut = any(widths[i] < wants[i] for i in shown if columns[i].keep)
+        if not (cut and optional):
+            return widths
+        shown.remove(optional.pop())
 
 
 def front_cut(text: Text, width: int) -> Text:
@@ -285,7 +296,7 @@ class VirtualTable(ScrollView, can_focus=True):
         if widths == self.widths:
             return
         self.widths = widths
-        self._width = sum(w + 2 * PADDING for w in widths)
+        self._width = sum(w + 2 * PADDING for w in widths if w)
         self._lines.clear()
         self.virtual_size = Size(self._width, len(self.rows) + 1)
         self.refresh()
@@ -435,6 +446,8 @@ class VirtualTable(ScrollView, can_focus=True):
         pad = Segment(" " * PADDING, style)
         console = self.app.console
         for column, room, text in zip(self.columns, self.widths, texts, strict=False):
+            if not room:  # an optional column left out
+                continue
             fitted = front_cut(text, room) if column.front and index >= 0 else text
             fitted = fitted.copy()
             fitted.no_wrap = True
