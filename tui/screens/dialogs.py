@@ -267,6 +267,7 @@ match any of them; * ? [ make a glob. On the dashboard, ! keeps only counters ou
 Counters show the current window of every (device, enabled range rule): ▲ above max (red),
 ▼ below min (yellow; a window still running can catch up), the time left in the window, and the
 last windows as bars (red: out of range). Alert ● open marks an open alert of that rule.
+Seen ◌ marks a silent device: nothing from it for longer than its shortest window.
 
 Alert flags: A acknowledged · S silenced · N has notes. Resolving by hand keeps the evaluated
 state; the table shows ✔ closed.
