@@ -30,7 +30,7 @@ from rich.style import Style
 from rich.text import Text
 from textual import events
 from textual.binding import Binding, BindingType
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
@@ -409,10 +409,13 @@ class VirtualTable(ScrollView, can_focus=True):
 
     # -- painting -----------------------------------------------------------------------------
 
-    def render_line(self, y: int) -> Strip:
+    def render_lines(self, crop: Region) -> list[Strip]:
         if self.scrollable_content_region.width != self._room and not self._relayout_pending:
             self._relayout_pending = True  # a scroll bar came or went: fit the columns again
             self.call_after_refresh(self._layout)
+        return super().render_lines(crop)
+
+    def render_line(self, y: int) -> Strip:
         scroll_x, scroll_y = self.scroll_offset
         width = self.size.width
         base = self.rich_style
