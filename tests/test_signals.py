@@ -33,7 +33,7 @@ def test_a_signal_stops_the_demo_cleanly(tmp_path: Path, sig: signal.Signals) ->
     run = run_in_pty(
         cli("demo"),
         cwd=work,
-        ready=lambda text: "Counters" in text and "MqttD2CMessages" in text,
+        ready=lambda text: "Counters" in text and "bench-board-1" in text,  # a counter row
         timeout=20,
         size=(80, 24),
         env={"TMPDIR": str(temp)},
