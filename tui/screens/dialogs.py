@@ -24,7 +24,7 @@ from tui.safe import plain, safe
 DIALOG_CSS = """
 {name} {{ align: center middle; }}
 {name} > Vertical {{
-    width: 76; max-width: 100%; height: auto; max-height: 90%;
+    width: 76; max-width: 100%; height: auto; max-height: 90%; overflow-y: auto;
     border: thick $primary; background: $surface; padding: 1 2;
 }}
 {name} > Vertical > VerticalScroll {{ height: auto; max-height: 100%; }}
