@@ -226,3 +226,22 @@ async def test_a_narrow_table_cuts_a_front_column_at_the_front() -> None:
         # 30 columns less the N column (3) and the padding (4): 23 cells.
         assert table.render_line(1).text.split()[0] == "…rial/by-id/usb-board-1"
         assert table.render_line(0).text.split()[0] == "Path"  # a header is never cut in front
+
+
+async def test_widths_grow_at_once_and_shrink_only_when_other_rows_show() -> None:
+    app = TableApp()
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.query_one(VirtualTable)
+        await pilot.pause()  # laid out: the rows on screen are known when rows are set
+        table.set_rows(Rows([("a", ("a", 123456)), ("b", ("b", 1))]))
+        await pilot.pause()
+        assert table.widths[1] == 6  # the widest count
+        table.set_rows(Rows([("a", ("a", 12)), ("b", ("b", 1))]))  # the same rows, narrower
+        await pilot.pause()
+        assert table.widths[1] == 6  # no jump back and forth with every refresh
+        table.set_rows(Rows([("a", ("a", 1234567)), ("b", ("b", 1))]))
+        await pilot.pause()
+        assert table.widths[1] == 7  # wider: at once
+        table.set_rows(Rows([("c", ("c", 12))]))  # other rows on screen: measured afresh
+        await pilot.pause()
+        assert table.widths[1] == 5  # the N column's minimum (its width)

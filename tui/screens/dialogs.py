@@ -28,6 +28,7 @@ DIALOG_CSS = """
     border: thick $primary; background: $surface; padding: 1 2;
 }}
 {name} > Vertical > VerticalScroll {{ height: auto; max-height: 100%; }}
+{name} > Vertical.scrolled {{ overflow-y: hidden; }}
 {name} .title {{ text-style: bold; margin-bottom: 1; }}
 {name} .hint {{ color: $text-muted; }}
 {name} .error {{ color: $error; height: auto; }}
@@ -238,7 +239,7 @@ class ErrorDialog(Dialog):
         self.message = message
 
     def compose(self) -> ComposeResult:
-        with Vertical():
+        with Vertical(classes="scrolled"):  # the message scrolls, not the box
             yield Static(safe(self.title_text, 200, style="bold"), classes="title")
             with VerticalScroll():
                 yield Static(safe(self.message, 4000))
@@ -328,7 +329,7 @@ class HelpDialog(Dialog):
     ]
 
     def compose(self) -> ComposeResult:
-        with Vertical():
+        with Vertical(classes="scrolled"):  # the text scrolls, not the box
             with VerticalScroll():
                 yield Static(help_text(HELP))
             with Horizontal(classes="buttons"):

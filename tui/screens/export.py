@@ -237,7 +237,7 @@ class ExportDialog(Dialog):
 
     def compose(self) -> ComposeResult:
         v = self.view
-        with Vertical():
+        with Vertical(classes="scrolled"):  # the fields scroll; the title and buttons stay
             title = Text("Export the database", style="bold")
             origin = f"filters from the {v.origin} tab" if v.origin else "no filters from this tab"
             title.append(f"  ·  {origin}; edit them, empty: everything", style="dim")

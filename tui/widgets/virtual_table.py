@@ -9,7 +9,8 @@ of a refresh follows the height of the terminal, not the number of rows.
 
 Columns are sized from the table's width and their content: each column wants its header and
 the widest cell of the rows on screen (measured when rows are set, and again when a wider cell
-is painted), within its ``max_width``. When the wants do not fit, columns give up width in
+is painted; while the same rows stay on screen a width grows at once and shrinks only every
+``STICKY`` refreshes), within its ``max_width``. When the wants do not fit, columns give up width in
 proportion to what they have above their ``min_width``; only when every column is at its
 minimum does the table scroll sideways. A cell wider than its column ends in ``…`` — or, for a
 ``front`` column (paths), starts with it, so the file name stays visible.
@@ -36,6 +37,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 PADDING = 1  # blank cells each side of a column, as DataTable draws them
+STICKY = 30  # refreshes (set_rows) between which measured widths only grow
 
 
 class Column(NamedTuple):
@@ -239,6 +241,8 @@ class VirtualTable(ScrollView, can_focus=True):
         self._relayout_pending = False
         self._built: dict[int, Sequence[Text]] = {}  # cells measured, not painted yet
         self._room = 0  # the width the columns were fitted to
+        self._refreshes = 0  # set_rows calls, for the STICKY resets
+        self._measured_keys: list[str] = []  # the rows on screen when last measured
         self.virtual_size = Size(self._width, 1)
 
     # -- data ---------------------------------------------------------------------------------
@@ -275,14 +279,26 @@ class VirtualTable(ScrollView, can_focus=True):
         """Measure the rows on screen (their cells are about to be built anyway) and size the
         columns from them."""
         top = max(0, round(self.scroll_y))
-        bottom = min(len(self.rows), top + max(0, self.size.height - 1))
-        measured = list(self._labels)
+        visible = self.size.height - 1
+        height = self.styles.height
+        if height is None or height.is_auto:  # it grows with these rows: up to a screenful
+            visible = max(visible, self.app.size.height - 1)
+        bottom = min(len(self.rows), top + max(0, visible))
+        # While the same rows are on screen, widths only grow (reset every STICKY refreshes):
+        # a count that gains and loses a digit every second does not make the columns jump.
+        self._refreshes += 1
+        keys = self.rows.keys[top:bottom]
+        same = keys == self._measured_keys and self._refreshes % STICKY
+        measured = self._measured if same and self._measured is not None else list(self._labels)
+        self._measured_keys = keys
         built = self._built = {}
         for index in range(top, bottom):
             texts = built[index] = self.cells(self.rows.data[index])
             for i, text in enumerate(texts):
-                if i < len(measured) and text.cell_len > measured[i]:
-                    measured[i] = text.cell_len
+                if i < len(measured):
+                    width = text.cell_len
+                    if width > measured[i]:
+                        measured[i] = width
         self._measured = measured
         self._layout()
 
@@ -443,8 +459,10 @@ class VirtualTable(ScrollView, can_focus=True):
             style = base
             if self.zebra_stripes and index % 2:
                 style += self.get_component_rich_style("virtual-table--even-row")
-            texts = self._built.pop(index, None) or self.cells(self.rows.data[index])
-            self._painted(texts)
+            texts = self._built.pop(index, None)
+            if texts is None:  # not measured with the rows: measure it now
+                texts = self.cells(self.rows.data[index])
+                self._painted(texts)
         segments: list[Segment] = []
         pad = Segment(" " * PADDING, style)
         console = self.app.console
