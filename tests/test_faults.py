@@ -912,8 +912,7 @@ async def test_the_console_shows_a_busy_database_and_exits_1_when_the_store_fail
                 return any(words in str(n.message) for n in app._notifications)
 
             def strip_state() -> str:
-                table = app.query_one("#sources", VirtualTable)
-                return table.get_row_at(0)[2].plain if table.row_count else ""
+                return str(app.query_one("#sources", VirtualTable).get_row_at(0)[2])
 
             await settle(lambda: committed(db) == 100, "the first records")
             with locked(db):
