@@ -63,6 +63,7 @@ class Counter(NamedTuple):
     end: int
     history: tuple[int, ...]  # the last final windows' counts, oldest first
     alerting: bool  # an open alert of this rule and device
+    last: int | None = None  # µs: the device's latest event (None: none yet)
 
 
 @dataclass(slots=True)
@@ -976,6 +977,7 @@ class Session:
                         (index + 1) * track.size,
                         track.recent(self.history),
                         bool(alerts) and any(a.state == "open" for a in alerts),
+                        dev.last,
                     )
                 )
         sources = [copy.copy(s) for s in self.status]

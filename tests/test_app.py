@@ -18,7 +18,7 @@ from textual.command import CommandPalette
 from textual.message import Message
 from textual.pilot import Pilot
 from textual.strip import Strip
-from textual.widgets import DataTable, Input, Select, TabbedContent
+from textual.widgets import Input, Select, TabbedContent
 from textual.widgets._footer import FooterKey
 
 from engine.config import Config, load_config
@@ -325,7 +325,7 @@ async def test_acknowledge_resolve_note_silence(engine: tuple[Bridge, Path]) -> 
         await pilot.press("enter")
         assert isinstance(app.screen, AlertDetail)
         detail = app.screen
-        evidence = detail.query_one("#evidence", DataTable)
+        evidence = detail.query_one("#evidence", VirtualTable)
         await wait_for(pilot, lambda: evidence.row_count == 1, what="the evidence")
         text = screen_text(app)
         assert "Custom alert - " in text and "What to do" in text

@@ -46,9 +46,11 @@ def run_in_pty(
     size: tuple[int, int] = (120, 40),
     quit_key: bytes = b"q",
     env: dict[str, str] | None = None,
+    stop_signal: int | None = None,
 ) -> PtyRun:
     """Run ``argv`` on a new pseudo-terminal until ``ready(text so far)``, then press
-    ``quit_key`` and wait for a clean exit. Fails if either takes too long."""
+    ``quit_key`` (or send it ``stop_signal``) and wait for it to exit. Fails if either takes
+    too long."""
     master, slave = pty.openpty()
     cols, rows = size
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
@@ -95,7 +97,10 @@ def run_in_pty(
             pump(0.2)
             if ready(strip_escapes(bytes(raw))):
                 ready_at = time.monotonic() - start
-        os.write(master, quit_key)
+        if stop_signal is None:
+            os.write(master, quit_key)
+        else:
+            proc.send_signal(stop_signal)
         deadline = time.monotonic() + 20
         while proc.poll() is None and time.monotonic() < deadline:
             pump(0.1)

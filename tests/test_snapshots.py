@@ -1,6 +1,7 @@
-"""Snapshots of the dashboard, the alerts pane and an alert's detail at 120×36, with time frozen
-(the engine's clock is a constant) and data replayed from a fixed file, so nothing depends on the
-wall clock. Update with ``pytest tests/test_snapshots.py --snapshot-update`` and look at the SVGs."""
+"""Snapshots of the dashboard, the alerts pane, an alert's detail, the help and the export dialog
+at 80×24, 120×36 and 200×50, with time frozen (the engine's clock is a constant) and data replayed
+from a fixed file, so nothing depends on the wall clock. Update with
+``pytest tests/test_snapshots.py --snapshot-update`` and look at the SVGs."""
 
 from __future__ import annotations
 
@@ -11,14 +12,18 @@ from typing import Any
 
 import pytest
 from textual.pilot import Pilot
+from textual.widgets import Input
 
 from engine.config import AllowRule, Config, DeviceMap, Group, RangeRule, SourceConfig
 from engine.timestamps import parse_time
 from tests.test_app import agent_event, append, refreshed, security_message, stamp, wait_for
 from tui.app import IotwatchApp
 from tui.bridge import Bridge
+from tui.screens.dialogs import HelpDialog
+from tui.screens.export import ExportDialog
 
-SIZE = (120, 36)
+SIZES = [(80, 24), (120, 36), (200, 50)]
+sizes = pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 NOW = parse_time("2026-11-28T10:07:30Z")
 MINUTE = 60_000_000
 
@@ -140,12 +145,14 @@ def _settled(bridge: Bridge, alerts: int) -> Any:
 EXPECTED_ALERTS = 4  # connections above max, failed logins above max, the user, the process
 
 
-def test_dashboard(frozen: Bridge, snap_compare: Any) -> None:
+@sizes
+def test_dashboard(frozen: Bridge, snap_compare: Any, size: tuple[int, int]) -> None:
     app = IotwatchApp(frozen, notify_alerts=False)
-    assert snap_compare(app, terminal_size=SIZE, run_before=_settled(frozen, EXPECTED_ALERTS))
+    assert snap_compare(app, terminal_size=size, run_before=_settled(frozen, EXPECTED_ALERTS))
 
 
-def test_alerts(frozen: Bridge, snap_compare: Any) -> None:
+@sizes
+def test_alerts(frozen: Bridge, snap_compare: Any, size: tuple[int, int]) -> None:
     app = IotwatchApp(frozen, notify_alerts=False)
     settle = _settled(frozen, EXPECTED_ALERTS)
 
@@ -153,10 +160,11 @@ def test_alerts(frozen: Bridge, snap_compare: Any) -> None:
         await pilot.press("2")
         await settle(pilot)
 
-    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+    assert snap_compare(app, terminal_size=size, run_before=run_before)
 
 
-def test_alert_detail(frozen: Bridge, snap_compare: Any) -> None:
+@sizes
+def test_alert_detail(frozen: Bridge, snap_compare: Any, size: tuple[int, int]) -> None:
     app = IotwatchApp(frozen, notify_alerts=False)
     settle = _settled(frozen, EXPECTED_ALERTS)
 
@@ -177,4 +185,40 @@ def test_alert_detail(frozen: Bridge, snap_compare: Any) -> None:
         )
         await pilot.pause(0.2)
 
-    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+    assert snap_compare(app, terminal_size=size, run_before=run_before)
+
+
+@sizes
+def test_help(frozen: Bridge, snap_compare: Any, size: tuple[int, int]) -> None:
+    app = IotwatchApp(frozen, notify_alerts=False)
+    settle = _settled(frozen, EXPECTED_ALERTS)
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await settle(pilot)
+        await pilot.press("f1")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpDialog), what="the help")
+        await pilot.pause(0.2)
+
+    assert snap_compare(app, terminal_size=size, run_before=run_before)
+
+
+@sizes
+def test_export_dialog(frozen: Bridge, snap_compare: Any, size: tuple[int, int]) -> None:
+    """Opened from the alerts tab with a device filter: the filter is carried over, and the
+    text term that is no export filter is listed."""
+    app = IotwatchApp(frozen, notify_alerts=False)
+    settle = _settled(frozen, EXPECTED_ALERTS)
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await pilot.press("2")
+        await settle(pilot)
+        app.query_one("#alert-text", Input).value = "d:sensor-2 miner"
+        await refreshed(pilot)
+        app.set_focus(None)
+        await pilot.press("ctrl+e")
+        await wait_for(pilot, lambda: isinstance(app.screen, ExportDialog), what="the dialog")
+        # A fixed file: the default name holds the time, and the folder is the test's own.
+        app.screen.query_one("#export-file", Input).value = "/srv/exports/fleet.sqlite"
+        await pilot.pause(0.2)
+
+    assert snap_compare(app, terminal_size=size, run_before=run_before)

@@ -1,10 +1,13 @@
 """A snapshot of the allow-list editor at a fixed size with fixed data: the Lab group's outbound
-IPs, the second entry highlighted, and an entry refused inline next to the input. Update with
+IPs, the second entry highlighted, and an entry refused inline next to the input; at 80×24,
+110×28 and 200×50. Update with
 ``pytest --snapshot-update`` after a deliberate change of the layout."""
 
 from __future__ import annotations
 
 from typing import Any
+
+import pytest
 
 from engine.config import parse_config
 from tests.test_editors import PaneApp
@@ -24,7 +27,8 @@ GROUPS = {
 }
 
 
-def test_allowlist_editor_snapshot(snap_compare: Any) -> None:
+@pytest.mark.parametrize("size", [(80, 24), (110, 28), (200, 50)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_allowlist_editor_snapshot(snap_compare: Any, size: tuple[int, int]) -> None:
     # The pane only reads bridge.config until an edit is applied: no engine needs to run.
     config = parse_config({"groups": GROUPS}, "iotwatch.toml").replace(path=None)
     bridge = Bridge(config, ":memory:")
@@ -39,5 +43,5 @@ def test_allowlist_editor_snapshot(snap_compare: Any) -> None:
         await pilot.pause()
 
     assert snap_compare(
-        PaneApp(lambda: AllowlistsPane(bridge)), terminal_size=(110, 28), run_before=run_before
+        PaneApp(lambda: AllowlistsPane(bridge)), terminal_size=size, run_before=run_before
     )

@@ -10,7 +10,7 @@ from rich.text import Text
 from textual.app import App, ComposeResult
 
 from tui.safe import safe
-from tui.widgets.virtual_table import Rows, VirtualTable
+from tui.widgets.virtual_table import Column, Rows, VirtualTable, fit_widths, front_cut
 
 COLUMNS = (("name", "Name", 12), ("n", "N", 5))
 SIZE = (40, 12)  # the table gets 12 lines: a header and 11 rows
@@ -157,11 +157,91 @@ async def test_cells_are_shown_literally_and_cut_with_an_ellipsis() -> None:
     app = TableApp()
     async with app.run_test(size=SIZE) as pilot:
         table = app.query_one(VirtualTable)
-        table.set_rows(rows(["[/x]", "[$accent]\x1b[31m", "a-very-long-device-name"]))
+        long = "a-very-long-device-name-" * 3  # wider than the 40-column table
+        table.set_rows(rows(["[/x]", "[$accent]\x1b[31m", "a-very-long-device-name", long]))
         await pilot.pause()
         lines = screen_lines(app)
         assert lines[1].split()[0] == "[/x]"
         assert "\x1b" not in "".join(lines) and "[$accent]" in lines[2]
-        assert lines[3].split()[0] == "a-very-long…"
+        assert lines[3].split()[0] == "a-very-long-device-name"  # whole: the width allows it
+        name = lines[4].split()[0]  # what the N column (5) and the padding (4) leave of 40
+        assert name == long[:30] + "…"
         assert table.get_row("[/x]")[0].plain == "[/x]"
         assert table.get_row_at(2)[0].plain == "a-very-long-device-name"
+
+
+def col(key: str, width: int, low: int, high: int | None = None, **kw: Any) -> Column:
+    return Column(key, key, width, low, high, **kw)
+
+
+def test_columns_get_what_they_want_when_it_fits() -> None:
+    columns = [col("device", 20, 8), col("rule", 24, 10, 30), col("n", 5, 5)]
+    assert fit_widths(columns, [40, 50, 3], 200) == [40, 30, 5]  # max 30; the n minimum 5
+    assert fit_widths(columns, [6, 12, 3], 200) == [8, 12, 5]  # content narrower: narrower
+
+
+def test_columns_too_wide_together_shrink_in_proportion_keep_columns_last() -> None:
+    columns = [col("device", 20, 8, keep=True), col("rule", 24, 10), col("group", 10, 4)]
+    # 30 + 24 + 10 = 64 wanted, 6 of padding, 50 of room: 20 cells to give up.
+    widths = fit_widths(columns, [30, 24, 10], 50)
+    assert sum(widths) + 6 == 50
+    assert widths[0] == 30  # the kept column gives nothing while the others can
+    assert widths[1:] == [10, 4]  # both at their minimum: 14 + 6 = 20 given up
+    widths = fit_widths(columns, [30, 24, 10], 40)  # 10 more: only the kept column has any
+    assert widths == [20, 10, 4]
+    assert fit_widths(columns, [30, 24, 10], 10) == [8, 10, 4]  # minimums: scrolls sideways
+    widths = fit_widths([col("a", 20, 4), col("b", 20, 4)], [30, 10], 30)
+    assert sum(widths) + 4 == 30 and widths[0] > widths[1]  # in proportion to what each has
+
+
+def test_an_optional_column_goes_before_a_kept_one_is_cut() -> None:
+    columns = [col("device", 20, 8, keep=True), col("group", 10, 5, optional=True)]
+    assert fit_widths(columns, [20, 10], 40) == [20, 10]  # room for both
+    assert fit_widths(columns, [20, 10], 30) == [20, 6]  # the group gives up what it can
+    assert fit_widths(columns, [20, 10], 26) == [20, 0]  # the device would be cut: no group
+    assert fit_widths(columns, [20, 10], 16) == [14, 0]  # too narrow even alone: cut
+
+
+def test_a_front_column_keeps_the_end_of_its_value() -> None:
+    cut = front_cut(Text("/dev/serial/by-id/usb-board-1", style="bold"), 20)
+    assert (cut.plain, cut.style) == ("…l/by-id/usb-board-1", "bold")
+    assert front_cut(Text("short"), 20).plain == "short"
+    assert front_cut(Text("/data/数数数.log"), 8).plain == "…数.log"  # wide characters count 2
+
+
+async def test_a_narrow_table_cuts_a_front_column_at_the_front() -> None:
+    class PathApp(App[None]):
+        def compose(self) -> ComposeResult:
+            yield VirtualTable(
+                [("path", "Path", 10, 8, None, True), ("n", "N", 3)],
+                lambda d: (Text(d[0]), Text(str(d[1]))),
+                id="t",
+            )
+
+    app = PathApp()
+    async with app.run_test(size=(30, 6)) as pilot:
+        table = app.query_one(VirtualTable)
+        table.set_rows(Rows([("a", ("/dev/serial/by-id/usb-board-1", 1))]))
+        await pilot.pause()
+        # 30 columns less the N column (3) and the padding (4): 23 cells.
+        assert table.render_line(1).text.split()[0] == "…rial/by-id/usb-board-1"
+        assert table.render_line(0).text.split()[0] == "Path"  # a header is never cut in front
+
+
+async def test_widths_grow_at_once_and_shrink_only_when_other_rows_show() -> None:
+    app = TableApp()
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.query_one(VirtualTable)
+        await pilot.pause()  # laid out: the rows on screen are known when rows are set
+        table.set_rows(Rows([("a", ("a", 123456)), ("b", ("b", 1))]))
+        await pilot.pause()
+        assert table.widths[1] == 6  # the widest count
+        table.set_rows(Rows([("a", ("a", 12)), ("b", ("b", 1))]))  # the same rows, narrower
+        await pilot.pause()
+        assert table.widths[1] == 6  # no jump back and forth with every refresh
+        table.set_rows(Rows([("a", ("a", 1234567)), ("b", ("b", 1))]))
+        await pilot.pause()
+        assert table.widths[1] == 7  # wider: at once
+        table.set_rows(Rows([("c", ("c", 12))]))  # other rows on screen: measured afresh
+        await pilot.pause()
+        assert table.widths[1] == 5  # the N column's minimum (its width)

@@ -34,7 +34,7 @@ from engine import collector
 from engine.config import Config
 from engine.export import ExportCancelled, ExportError, ExportResult
 from engine.session import Clock, wall_clock
-from tui import textual_fixes
+from tui import signals, textual_fixes
 from tui.bridge import Bridge
 from tui.panes.alerts import AlertRow, AlertsPane
 from tui.panes.allowlists import AllowlistsPane
@@ -861,18 +861,25 @@ def run_console(
     # Engine log records must not be written over the screen: they become notifications.
     logging.getLogger("iotwatch").propagate = False
     collector.few_malloc_arenas()  # before the engine's threads start
-    bridge = Bridge(config, db, clock=clock)
-    bridge.start()
-    try:
-        # The engine's restored state, the modules, the widgets and the style sheet stay: the
-        # collector walks them no more once the first data is on screen (engine.collector).
-        status = run_app(IotwatchApp(bridge, title=title, on_first_data=collector.settle))
-    finally:
-        stopper = threading.Thread(target=bridge.stop, daemon=True)
-        stopper.start()
-        stopper.join(15)
-        for stop in on_stop:
-            stop()
+    # SIGTERM, SIGHUP and SIGINT end the console as q does (tui.signals).
+    with signals.stopping() as on_signal:
+        bridge = Bridge(config, db, clock=clock)
+        try:
+            bridge.start()
+            # The engine's restored state, the modules, the widgets and the style sheet stay:
+            # the collector walks them no more once the first data is on screen.
+            app = IotwatchApp(bridge, title=title, on_first_data=collector.settle)
+            on_signal.app = app
+            status = run_app(app)
+        except signals.SignalStop:  # before the console ran: nothing to show, a clean stop
+            status = 0
+        finally:
+            on_signal.closing = True
+            stopper = threading.Thread(target=bridge.stop, daemon=True)
+            stopper.start()
+            stopper.join(15)
+            for stop in on_stop:
+                stop()
     if bridge.failure is not None:  # the engine stopped on its own: one line, status 1
         print(f"iotwatch: {bridge.failure}", file=sys.stderr)
         return 1

@@ -144,7 +144,11 @@ class Demo:
                 stop()
 
     def __enter__(self) -> Demo:
-        self.start()
+        try:
+            self.start()
+        except BaseException:  # a stop signal or a failure half-way: no simulator left running
+            self.stop()
+            raise
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -153,8 +157,21 @@ class Demo:
 
 def run_demo() -> int:
     """Run the demo console until the operator quits; the exit status."""
+    from tui import signals
     from tui.app import run_console
 
-    with tempfile.TemporaryDirectory(prefix="iotwatch-demo-") as tmp, Demo(Path(tmp)) as demo:
-        assert demo.config is not None and demo.config.db_path is not None
-        return run_console(demo.config, demo.config.db_path, title="iotwatch demo")
+    # A stop signal while the simulators start unwinds (removing the folder); once the console
+    # has returned, one while the folder is removed is ignored (tui.signals).
+    with signals.stopping() as on_signal:
+        try:
+            with (
+                tempfile.TemporaryDirectory(prefix="iotwatch-demo-") as tmp,
+                Demo(Path(tmp)) as demo,
+            ):
+                assert demo.config is not None and demo.config.db_path is not None
+                try:
+                    return run_console(demo.config, demo.config.db_path, title="iotwatch demo")
+                finally:
+                    on_signal.closing = True
+        except signals.SignalStop:
+            return 0

@@ -70,7 +70,7 @@ async def run_headless(config: Config, db: str, clock: Callable[[], int]) -> int
     session.listeners.append(emit)
     logging.basicConfig(level=logging.WARNING, format="iotwatch: %(message)s", stream=sys.stderr)
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: the terminal closed
         loop.add_signal_handler(sig, session.stop)
     try:
         await session.run(started=collector.settle)

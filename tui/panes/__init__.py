@@ -87,17 +87,21 @@ def short_rule(name: str) -> str:
 
 
 def sparkline(values: Sequence[int], low: int, high: int, width: int = 12) -> Text:
-    """Bars for ``values``, out-of-range ones (outside ``[low, high]``) in red, others green."""
+    """Bars for the last ``width`` of ``values``: out-of-range ones (outside ``[low, high]``) in
+    red, the others in the text's own colour (so the red ones stand out)."""
     text = Text(no_wrap=True, end="")
     shown = list(values)[-width:]
     top = max([high, *shown, 1])
     for v in shown:
         level = min(len(SPARK) - 1, (v * (len(SPARK) - 1) + top - 1) // top) if v > 0 else 0
         bad = v > high or v < low
-        text.append(SPARK[level], style="bold red" if bad else "green")
-    if len(shown) < width:
-        text.append(" " * (width - len(shown)))
+        text.append(SPARK[level], style="bold red" if bad else "")
     return text
+
+
+def fmt_age(us: int | None, now: int) -> str:
+    """How long ago ``us`` was at ``now`` (``fmt_span``); ``never`` when unknown."""
+    return "never" if us is None else fmt_span((now - us) // US)
 
 
 def cell(value: object, style: str = "") -> Text:

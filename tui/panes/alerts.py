@@ -26,7 +26,7 @@ from tui.bridge import Bridge
 from tui.panes import LivePane, TextFilter, cell, fmt_time, short_rule
 from tui.safe import safe
 from tui.widgets.filter import FilterInput
-from tui.widgets.virtual_table import Rows, VirtualTable
+from tui.widgets.virtual_table import Column, Rows, VirtualTable
 
 ALERT_LIMIT = 5000  # the newest alerts the pane keeps in view
 
@@ -217,18 +217,20 @@ def load_alert(bridge: Bridge, alert_id: int) -> AlertRow | None:
     return AlertRow.from_db(rows[0]) if rows else None
 
 
-COLUMNS: tuple[tuple[str, str, int], ...] = (
-    ("id", "#", 4),
-    ("state", "State      ASN±", 16),
-    ("severity", "Sev", 4),
-    ("rule", "Rule", 23),
-    ("device", "Device", 14),
-    ("group", "Group", 8),
-    ("value", "Value", 12),
-    ("start", "Start (UTC)", 14),
-    ("amount", "Counts", 9),
+# Sizes and cuts: see tui.widgets.virtual_table.Column. A start time cut keeps its clock, not its date.
+COLUMNS: tuple[Column, ...] = (
+    Column("id", "#", 4, min_width=3, max_width=8, keep=True),
+    # The flags are never cut.
+    Column("state", "State      ASN±", 16, min_width=15, max_width=16, keep=True),
+    Column("severity", "Sev", 4, min_width=4, max_width=4, keep=True),
+    Column("rule", "Rule", 23, min_width=8, max_width=34),
+    Column("device", "Device", 14, min_width=8, max_width=64, keep=True),
+    Column("group", "Group", 8, min_width=4, max_width=32, optional=True),
+    Column("value", "Value", 12, min_width=6, max_width=64, keep=True),
+    Column("start", "Start (UTC)", 14, min_width=9, max_width=14, front=True),
+    Column("amount", "Counts", 9, min_width=4, max_width=40, keep=True),
 )
-COLUMN_KEYS = tuple(key for key, _, _ in COLUMNS)
+COLUMN_KEYS = tuple(c[0] for c in COLUMNS)
 
 
 def alert_cells(a: AlertRow, columns: tuple[str, ...] = COLUMN_KEYS) -> tuple[Any, ...]:
@@ -264,9 +266,10 @@ class AlertsPane(LivePane):
     DEFAULT_CSS = """
     AlertsPane { height: 1fr; }
     AlertsPane #alert-filters { height: 3; }
-    AlertsPane #alert-filters Select { width: 26; }
-    AlertsPane #alert-filters #alert-rule { width: 34; }
-    AlertsPane #alert-filters Input { width: 1fr; }
+    AlertsPane #alert-filters Select { width: 1fr; max-width: 26; min-width: 18; }
+    AlertsPane #alert-filters #alert-rule { max-width: 34; }
+    AlertsPane #alert-filters Input { width: 2fr; min-width: 12; }
+    AlertsPane #alert-filters SelectCurrent #label { text-wrap: nowrap; text-overflow: ellipsis; }
     AlertsPane AlertsTable { height: 1fr; }
     AlertsPane #alert-summary { height: 1; color: $text-muted; padding: 0 1; }
     """

@@ -19,7 +19,6 @@ import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from rich.cells import cell_len
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -30,6 +29,7 @@ from textual.widgets import Input, Static
 from engine.session import Counter, Snapshot, SourceStatus
 from tui.bridge import Bridge
 from tui.panes import (
+    US,
     LivePane,
     TextFilter,
     cell,
@@ -42,9 +42,13 @@ from tui.panes.alerts import ALERT_SQL, AlertRow, alert_cells
 from tui.panes.alerts import COLUMNS as ALERT_COLUMNS
 from tui.safe import safe
 from tui.widgets.filter import FilterInput
-from tui.widgets.virtual_table import Rows, VirtualTable
+from tui.widgets.virtual_table import Column, Rows, VirtualTable, front_cut
 
-NEWEST = 8  # alerts beneath the counters
+NEWEST = 8  # alerts beneath the counters (fewer when the terminal is low)
+COUNTERS_MIN = 5  # counter rows shown at any height
+NEWEST_LOW = 3  # newest alerts shown when the dashboard is low
+SOURCES_MAX = 8  # source rows before the strip scrolls
+ROOMY = 34  # a dashboard at least this high keeps its spacing and full tables
 
 STATE_STYLE = {
     "following": ("●", "green"),
@@ -64,35 +68,30 @@ TARGET_WIDTH = 28  # the strip fits 120 columns
 def tail_cut(text: str, width: int = TARGET_WIDTH) -> Text:
     """``text`` made safe and, when longer than ``width``, cut at the front: a path's end (the
     file name, a glob) is what tells sources apart."""
-    shown = safe(text, 10_000)
-    if cell_len(shown.plain) <= width:
-        return shown
-    plain, room = shown.plain, width - 1
-    start = len(plain)
-    while start > 0 and room - cell_len(plain[start - 1]) >= 0:
-        start -= 1
-        room -= cell_len(plain[start])
-    return Text("…" + plain[start:], no_wrap=True, end="")
+    return front_cut(safe(text, 10_000), width)
 
 
-SOURCE_COLUMNS: tuple[tuple[str, str, int], ...] = (
-    ("kind", "Source", 17),
-    ("target", "Path / port", TARGET_WIDTH),
-    ("state", "State", 14),
-    ("rate", "Events/s", 8),
-    ("events", "Events", 9),
-    ("last", "Last event (UTC)", 16),
-    ("quarantined", "Quarantined", 11),
+# Sizes and cuts: see tui.widgets.virtual_table.Column.
+SOURCE_COLUMNS: tuple[Column, ...] = (
+    Column("kind", "Source", 17, min_width=8, max_width=24),
+    Column("target", "Path / port", TARGET_WIDTH, min_width=12, front=True, keep=True),
+    Column("state", "State", 14, min_width=9, max_width=16),
+    Column("rate", "Events/s", 8, min_width=6, max_width=12, keep=True),
+    Column("events", "Events", 9, min_width=6, max_width=16, keep=True),
+    Column("last", "Last event (UTC)", 16, min_width=9, max_width=16, front=True),
+    Column("quarantined", "Quarantined", 11, min_width=5, max_width=14),
 )
-COUNTER_COLUMNS: tuple[tuple[str, str, int | None], ...] = (
-    ("device", "Device", 20),
-    ("group", "Group", 10),
-    ("rule", "Rule", 24),
-    ("count", "Count", 9),
-    ("range", "Range", 11),
-    ("left", "Left", 7),
-    ("history", "Last windows", 12),
-    ("alert", "Alert", 7),
+COUNTER_COLUMNS: tuple[Column, ...] = (
+    Column("device", "Device", 20, min_width=8, max_width=64, keep=True),
+    Column("group", "Group", 10, min_width=5, max_width=32, optional=True),
+    Column("rule", "Rule", 24, min_width=10, max_width=34),
+    Column("count", "Count", 9, min_width=5, max_width=14, keep=True),
+    Column("range", "Range", 11, min_width=5, max_width=24, keep=True),
+    Column("left", "Left", 7, min_width=5, max_width=8),
+    # Cut at the front: the newest windows stay.
+    Column("history", "Last windows", 12, min_width=6, max_width=12, front=True),
+    Column("seen", "Seen", 6, min_width=5, max_width=9, keep=True),
+    Column("alert", "Alert", 7, min_width=6, max_width=7),
 )
 NEWEST_COLUMNS = ("id", "state", "severity", "rule", "device", "value", "start", "amount")
 
@@ -118,33 +117,56 @@ def counter_out(c: Counter) -> int:
 
 # A counter row as the table keeps it: a plain tuple of strings and numbers, which the garbage
 # collector stops tracking (thousands of rows live a second each; see engine.collector).
-CounterRow = tuple[str, str, str, int, int, int, int, tuple[int, ...], bool]
+CounterRow = tuple[str, str, str, int, int, int, int, tuple[int, ...], bool, int, bool]
 
 
-def counter_row(c: Counter, now: int) -> CounterRow:
+def counter_row(c: Counter, now: int, stale: bool = False) -> CounterRow:
     """What the table shows of ``c`` at ``now``: device, group, rule, count, min, max, seconds
-    left in the window, history, alerting."""
-    left = (c.end - now) // 1_000_000
-    return (c.device, c.group, c.rule, c.count, c.min, c.max, left, c.history, c.alerting)
+    left in the window, history, alerting, seconds since the device's last event (-1: none),
+    whether the device is silent (see :func:`silent`)."""
+    left = (c.end - now) // US
+    seen = -1 if c.last is None else max(0, (now - c.last) // US)
+    return (
+        c.device,
+        c.group,
+        c.rule,
+        c.count,
+        c.min,
+        c.max,
+        left,
+        c.history,
+        c.alerting,
+        seen,
+        stale,
+    )
+
+
+def silent(last: int | None, now: int, shortest: int) -> bool:
+    """A device is silent (stale) when nothing came from it for longer than its shortest window
+    (``shortest`` µs): a window then ends with nothing it sent."""
+    return last is None or now - last > shortest
 
 
 def counter_cells(row: CounterRow) -> tuple[Text, ...]:
-    """The cells of one counter row."""
-    device, group, rule, count, low, high, left, history, alerting = row
+    """The cells of one counter row. In range is the text's own colour; out of range is ▲/▼
+    and a colour, so it stands out; a silent device is dimmed and marked ◌."""
+    device, group, rule, count, low, high, left, history, alerting, seen, stale = row
     if count > high:
         shown = cell(f"▲ {count}", "bold red")
     elif count < low:
         shown = cell(f"▼ {count}", "yellow")
     else:
-        shown = cell(f"  {count}", "green")
+        shown = cell(f"  {count}")
+    age = "never" if seen < 0 else fmt_span(seen)
     return (
-        safe(device, 64),
+        safe(device, 64, style="dim") if stale else safe(device, 64),
         safe(group, 64),
         cell(short_rule(rule)),
         shown,
         cell(f"{low}–{high}"),
         cell(fmt_span(left)),
         sparkline(history, low, high),
+        cell(f"◌ {age}", "yellow") if stale else cell(age, "dim"),
         cell("● open", "bold red") if alerting else cell(""),
     )
 
@@ -171,8 +193,8 @@ class NewestTable(VirtualTable):
     """The newest alerts, keyed by id, newest first; ``Enter`` opens one."""
 
     def __init__(self, **kwargs: Any) -> None:
-        widths = {k: (k, label, width) for k, label, width in ALERT_COLUMNS}
-        columns = [widths[k] for k in NEWEST_COLUMNS]
+        by_key = {c[0]: c for c in ALERT_COLUMNS}
+        columns = [by_key[k] for k in NEWEST_COLUMNS]
         super().__init__(columns, newest_cells, zebra_stripes=False, **kwargs)
 
 
@@ -190,15 +212,17 @@ class Dashboard(LivePane):
 
     DEFAULT_CSS = """
     Dashboard { height: 1fr; }
-    Dashboard #sources { height: auto; max-height: 8; }
-    Dashboard .problem { height: auto; color: $error; padding: 0 1; display: none; }
+    Dashboard #sources { height: auto; max-height: 9; }
+    Dashboard .problem { height: auto; max-height: 4; color: $error; padding: 0 1; display: none; }
     Dashboard .problem.shown { display: block; }
     Dashboard #counter-bar { height: 1; margin-top: 1; }
     Dashboard #counter-bar Static { width: auto; padding: 0 1; color: $text-muted; }
-    Dashboard #counter-filter { height: 1; border: none; width: 1fr; padding: 0 1; }
-    Dashboard Counters { height: 1fr; }
+    Dashboard #counter-filter { height: 1; border: none; width: 1fr; min-width: 12; padding: 0 1; }
+    Dashboard Counters { height: 1fr; min-height: 6; }
     Dashboard #newest-title { height: 1; padding: 0 1; color: $text-muted; margin-top: 1; }
-    Dashboard #newest { height: 9; }
+    Dashboard #newest { height: auto; max-height: 9; }
+    Dashboard.tight #counter-bar, Dashboard.tight #newest-title { margin-top: 0; }
+    Dashboard.tight .problem { max-height: 2; }
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -230,6 +254,37 @@ class Dashboard(LivePane):
         yield Counters(id="counters")
         yield Static("Newest alerts", id="newest-title", markup=False)
         yield NewestTable(id="newest")
+
+    # -- layout -------------------------------------------------------------------------------
+
+    def on_resize(self) -> None:
+        self._fit()
+
+    def _fit(self) -> None:
+        """Share the height: the counters get what is left, never fewer than COUNTERS_MIN rows;
+        the sources strip and the newest alerts shrink first, and go when there is no room."""
+        height = self.size.height
+        if height <= 0:
+            return
+        tight = height < ROOMY
+        self.set_class(tight, "tight")
+        margins = 0 if tight else 2
+        room = height - 1 - margins - (1 + COUNTERS_MIN)  # the counter bar, the counters
+        sources = 1 + min(len(self._sources) or 1, SOURCES_MAX)
+        if room - sources < 3:  # the strip would leave the alerts no row: shrink it
+            sources = max(0, min(sources, room // 2 + 1))
+        if sources < 2:  # a header alone says nothing
+            sources = 0
+        room -= sources
+        newest = min(NEWEST, room - 2) if room >= 3 else 0  # the title, the header, rows
+        # The counters stay the larger part: a low screen shows the newest three alerts.
+        newest = min(newest, NEWEST_LOW if tight else max(3, (height - 2 * (1 + SOURCES_MAX)) // 3))
+        self.query_one(SourcesTable).styles.max_height = sources
+        self.query_one(SourcesTable).display = sources > 0
+        self.query_one("#newest-title").display = newest > 0
+        table = self.query_one(NewestTable)
+        table.display = newest > 0
+        table.styles.max_height = newest + 1  # fewer alerts: the counters take the rest
 
     @on(Input.Changed, "#counter-filter")
     def _filter_changed(self, event: Input.Changed) -> None:
@@ -298,7 +353,7 @@ class Dashboard(LivePane):
             kind = s.kind + (f" ×{s.streams}" if s.kind != "serial" and s.streams > 1 else "")
             cells = (
                 cell(kind),
-                tail_cut(s.target),
+                safe(s.target, 10_000),
                 cell(f"{symbol} {s.state}", style),
                 rate,
                 cell(f"{s.events:,}"),
@@ -310,7 +365,10 @@ class Dashboard(LivePane):
                 errors.append(Text(f"{s.kind} {i + 1}: ", style="bold"))
                 errors[-1].append_text(safe(s.error, 300))
         if rows != self._sources:  # most seconds something changed (events/s, the count)
+            refit = len(rows) != len(self._sources)
             self._sources = rows
+            if refit:
+                self._fit()
             self.query_one(SourcesTable).set_rows(Rows(rows))
         box = self.query_one("#source-errors", Static)
         if errors:
@@ -323,6 +381,11 @@ class Dashboard(LivePane):
         rows: list[tuple[str, CounterRow]] = []
         out_total = alerting = 0
         now = snap.now
+        shortest: dict[str, int] = {}  # device → its shortest window (µs)
+        for c in snap.counters:
+            size = c.end - c.start
+            if size < shortest.get(c.device, size + 1):
+                shortest[c.device] = size
         for c in snap.counters:
             out = counter_out(c)
             out_total += out != 0
@@ -331,7 +394,8 @@ class Dashboard(LivePane):
                 continue
             if flt and not flt.matches(device=c.device, group=c.group, rule=c.rule):
                 continue
-            rows.append((f"{c.device}\0{c.rule}", counter_row(c, now)))
+            stale = silent(c.last, now, shortest[c.device])
+            rows.append((f"{c.device}\0{c.rule}", counter_row(c, now, stale)))
         rows.sort(key=lambda r: r[0])
         summary = (
             f"{len(rows)} of {len(snap.counters)} · {out_total} out of range · {alerting} alerting"

@@ -21,23 +21,25 @@ from textual.widgets import Input, Static
 
 from engine.config import Config, DeviceMap
 from tui.bridge import Bridge
-from tui.panes import LivePane, TextFilter, cell, fmt_time
+from tui.panes import US, LivePane, TextFilter, cell, fmt_time
 from tui.safe import safe
 from tui.widgets.filter import FilterInput
-from tui.widgets.virtual_table import Rows, VirtualTable
+from tui.widgets.virtual_table import Column, Rows, VirtualTable
 
 FORMATS = ("hub-log", "hub-events", "security-messages", "serial")
-COLUMNS: tuple[tuple[str, str, int], ...] = (
-    ("device", "Device", 20),
-    ("group", "Group", 10),
-    ("kind", "Known", 8),
-    ("first", "First seen", 14),
-    ("last", "Last seen", 14),
-    ("hub-log", "Hub log", 7),
-    ("hub-events", "Hub ev.", 7),
-    ("security-messages", "Agent", 7),
-    ("serial", "Serial", 6),
-    ("open", "Open", 5),
+# Sizes and cuts: see tui.widgets.virtual_table.Column. A time cut keeps its clock, not its date.
+COLUMNS: tuple[Column, ...] = (
+    Column("device", "Device", 20, min_width=8, max_width=64, keep=True),
+    Column("group", "Group", 10, min_width=5, max_width=32),
+    # ◌ silent: nothing for longer than its shortest window.
+    Column("kind", "Known", 8, min_width=8, max_width=8, keep=True),
+    Column("first", "First seen", 14, min_width=9, max_width=14, front=True),
+    Column("last", "Last seen", 14, min_width=9, max_width=14, front=True, keep=True),
+    Column("hub-log", "Hub log", 7, min_width=4, max_width=14),
+    Column("hub-events", "Hub ev.", 7, min_width=4, max_width=14),
+    Column("security-messages", "Agent", 7, min_width=4, max_width=14),
+    Column("serial", "Serial", 6, min_width=4, max_width=14),
+    Column("open", "Open", 5, min_width=4, max_width=8, keep=True),
 )
 
 
@@ -51,19 +53,30 @@ class DeviceRow:
     last: int | None
     events: tuple[int, ...]  # per FORMATS
     open_alerts: int
+    silent: bool = False  # seen, but not for longer than its group's shortest window
+
+
+def shortest_windows(config: Config) -> dict[str, int]:
+    """Group key → the shortest window (µs) of its enabled range rules (groups without one are
+    left out: nothing says when such a device is late)."""
+    out: dict[str, int] = {}
+    for key, group in config.groups.items():
+        windows = [r.window for r in group.range_rules.values() if r.enabled]
+        if windows:
+            out[key] = min(windows) * US
+    return out
 
 
 def device_cells(r: DeviceRow) -> tuple[Text, ...]:
     """The cells of one device's row."""
-    kind = (
-        cell("expected", "yellow")
-        if not r.seen
-        else cell("declared", "cyan")
-        if r.declared
-        else cell("seen")
-    )
+    if not r.seen:
+        kind = cell("expected", "yellow")
+    elif r.silent:
+        kind = cell("◌ silent", "yellow")
+    else:
+        kind = cell("declared", "cyan") if r.declared else cell("seen")
     return (
-        safe(r.name, 64),
+        safe(r.name, 64, style="dim") if r.silent else safe(r.name, 64),
         safe(r.group, 64),
         kind,
         cell(fmt_time(r.first)),
@@ -168,6 +181,8 @@ class DevicesPane(LivePane):
         )
         rows: list[DeviceRow] = []
         seen = set()
+        now = self.bridge.clock()
+        windows = shortest_windows(config)
         for name, declared, first, last in q(
             "SELECT name, declared, first_us, last_us FROM devices"
         ):
@@ -175,16 +190,19 @@ class DevicesPane(LivePane):
             seen.add(name)
             last = max(last or -1, self._last.get(name, -1))
             last = None if last < 0 else last
+            group = config.devices.group_of(name)
+            window = windows.get(group.lower())
             rows.append(
                 DeviceRow(
                     name,
-                    config.devices.group_of(name),
+                    group,
                     name in config.devices.declared or bool(declared),
                     last is not None,
                     first,
                     last,
                     tuple(self._counts.get((name, f), 0) for f in FORMATS),
                     int(open_alerts.get(name, 0)),
+                    last is not None and window is not None and now - last > window,
                 )
             )
         for name in config.devices.declared - seen:  # expected, not yet heard from

@@ -10,7 +10,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import DataTable, Static
+from textual.widgets import Static
 from textual.worker import Worker, WorkerState
 
 from engine.catalogue import BY_ID, BY_PROTOCOL, UNAUTHORIZED
@@ -20,7 +20,7 @@ from tui.bridge import Bridge
 from tui.panes import cell, fmt_full_time, fmt_time
 from tui.panes.alerts import AlertRow, load_alert
 from tui.safe import safe
-from tui.widgets.kv_editor import RowTable
+from tui.widgets.virtual_table import Column, Rows, VirtualTable
 
 EVIDENCE_LIMIT = 500
 # per-protocol rule id -> (pseudo rule id of its messages without a protocol, the protocol)
@@ -31,14 +31,32 @@ _UNKNOWN_OF = {
 }
 AMENDMENT_LIMIT = 50  # the newest amendments the detail lists
 
-EVIDENCE_COLUMNS: tuple[tuple[str, str, int], ...] = (
-    ("time", "Time (UTC)", 15),
-    ("event", "Event", 26),
-    ("value", "Value", 30),
-    ("weight", "Weight", 6),
-    ("flags", "Flags", 12),
-    ("stream", "Stream", 30),
+# Sizes and cuts: see tui.widgets.virtual_table.Column. A stream is a file path: cut, it keeps its file name.
+EVIDENCE_COLUMNS: tuple[Column, ...] = (
+    Column("time", "Time (UTC)", 14, min_width=9, max_width=14, front=True),
+    Column("event", "Event", 26, min_width=8, max_width=40),
+    Column("value", "Value", 30, min_width=8, max_width=80, keep=True),
+    Column("weight", "Weight", 6, min_width=4, max_width=8),
+    Column("flags", "Flags", 12, min_width=5, max_width=20),
+    Column("stream", "Stream", 30, min_width=12, front=True, keep=True),
 )
+
+EvidenceRow = tuple[int, str, str | None, int, int, int, str]
+
+
+def evidence_cells(row: EvidenceRow) -> tuple[Text, ...]:
+    """The cells of one stored event behind an alert; names, values and streams are device or
+    file data, so literal."""
+    at, name, value, weight, expired, host_timed, stream = row
+    flags = " ".join(f for f, on in (("expired", expired), ("host-timed", host_timed)) if on)
+    return (
+        cell(fmt_time(at)),
+        safe(name, 80),
+        safe(value or "", 200),
+        cell(weight),
+        cell(flags, "yellow"),
+        safe(stream, 500),
+    )
 
 
 def evidence(bridge: Bridge, alert: AlertRow) -> tuple[list[tuple[Any, ...]], int]:
@@ -187,7 +205,7 @@ class AlertDetail(ModalScreen[None]):
     AlertDetail #detail-text { height: auto; }
     AlertDetail #evidence-title { margin-top: 1; text-style: bold; }
     AlertDetail #evidence { height: auto; max-height: 16; }
-    AlertDetail #detail-keys { height: 1; color: $text-muted; }
+    AlertDetail #detail-keys { height: auto; color: $text-muted; }
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -212,10 +230,7 @@ class AlertDetail(ModalScreen[None]):
             with VerticalScroll(id="detail-body"):
                 yield Static(f"Alert #{self.alert_id}: loading…", id="detail-text", markup=False)
                 yield Static("Evidence", id="evidence-title", markup=False)
-                table = RowTable(id="evidence", zebra_stripes=True)  # Home/End: first/last
-                for key, label, width in EVIDENCE_COLUMNS:
-                    table.add_column(label, key=key, width=width)
-                yield table
+                yield VirtualTable(EVIDENCE_COLUMNS, evidence_cells, id="evidence")
             yield Static(
                 "a acknowledge · r resolve by hand (again: undo) · n note · s silence · "
                 "u unsilence · v allow · Esc close",
@@ -251,20 +266,8 @@ class AlertDetail(ModalScreen[None]):
         if ev is not None:
             self._evidence_loaded = True
             rows, total = ev
-            table = self.query_one("#evidence", DataTable)
-            for i, (at, name, value, weight, expired, host_timed, stream) in enumerate(rows):
-                flags = " ".join(
-                    f for f, on in (("expired", expired), ("host-timed", host_timed)) if on
-                )
-                table.add_row(
-                    cell(fmt_time(at)),
-                    safe(name, 80),
-                    safe(value or "", 200),
-                    cell(weight),
-                    cell(flags, "yellow"),
-                    safe(stream, 200),
-                    key=str(i),
-                )
+            table = self.query_one("#evidence", VirtualTable)
+            table.set_rows(Rows([(str(i), tuple(row)) for i, row in enumerate(rows)]))
             shown = f"{len(rows)} of {total}" if total > len(rows) else str(total)
             self.query_one("#evidence-title", Static).update(
                 f"Evidence: {shown} stored event{'s' if total != 1 else ''}"

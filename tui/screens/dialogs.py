@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from rich.console import Group
+from rich.table import Table
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -29,13 +31,17 @@ from tui.widgets.kv_editor import RowTable
 DIALOG_CSS = """
 {name} {{ align: center middle; }}
 {name} > Vertical {{
-    width: 76; height: auto; max-height: 90%;
+    width: 76; max-width: 100%; height: auto; max-height: 90%; overflow-y: auto;
     border: thick $primary; background: $surface; padding: 1 2;
 }}
+{name} > Vertical > VerticalScroll {{ height: auto; max-height: 100%; }}
+{name} > Vertical.scrolled {{ overflow-y: hidden; }}
 {name} .title {{ text-style: bold; margin-bottom: 1; }}
 {name} .hint {{ color: $text-muted; }}
 {name} .error {{ color: $error; height: auto; }}
-{name} Horizontal.buttons {{ height: auto; margin-top: 1; align-horizontal: right; }}
+{name} Horizontal.buttons {{
+    height: auto; margin-top: 1; align-horizontal: right; dock: bottom;
+}}
 {name} Horizontal.buttons Button {{ margin-left: 1; }}
 """
 
@@ -447,7 +453,7 @@ class ErrorDialog(Dialog):
         self.message = message
 
     def compose(self) -> ComposeResult:
-        with Vertical():
+        with Vertical(classes="scrolled"):  # the message scrolls, not the box
             yield Static(safe(self.title_text, 200, style="bold"), classes="title")
             with VerticalScroll():
                 yield Static(safe(self.message, 4000))
@@ -465,8 +471,9 @@ iotwatch console
 Tabs           1 Dashboard · 2 Alerts · 3 Devices · 4 Allow-lists · 5 Rules · 6 Boards
 Everywhere     F1 this help · Ctrl+P command palette · p pause/resume live refresh
                i refresh interval · Ctrl+T next theme · Ctrl+E export · / filter · q quit
-Alerts         Enter detail · a acknowledge (again: un-acknowledge) · r resolve by hand (again:
-               reopen) · n note · s silence · u unsilence · S silences in force
+Alerts         Enter detail · a acknowledge (again: un-acknowledge) · n note
+               r resolve by hand (again: reopen) · s silence · u unsilence
+               S the silences in force
                v allow the offending value (adds it to the group's allow-list, after a yes)
 Devices        g move to another group · e declare an expected device
 Allow-lists    a add · e edit · d remove (after a yes) · t rule on/off · n new group · [ ] list
@@ -481,6 +488,7 @@ table. Escape also leaves an editor's input. Home/End: the first/last row.
 Counters show the current window of every (device, enabled range rule): ▲ above max (red),
 ▼ below min (yellow; a window still running can catch up), the time left in the window, and the
 last windows as bars (red: out of range). Alert ● open marks an open alert of that rule.
+Seen ◌ marks a silent device: nothing from it for longer than its shortest window.
 
 Alert flags: A acknowledged · S silenced · N has notes · ± amended. An alert resolved by hand
 keeps its evaluated state; the table shows it as ✔ by hand (resolved by hand).
@@ -489,19 +497,61 @@ Everything a device or a file sent is shown literally: control characters appear
 """
 
 
+LABEL = 15  # the width of the help's left column ("Everywhere     ")
+
+
+def help_text(text: str) -> Group:
+    """``text`` (the help, laid out for 104 columns) for any width: a line with a label in its
+    first ``LABEL`` columns, and the indented lines after it, become a row of a two-column grid
+    whose right column wraps under itself; other lines are paragraphs that wrap as prose."""
+    parts: list[Any] = []
+    grid: Table | None = None
+    prose: list[str] = []
+
+    def end_prose() -> None:
+        if prose:
+            parts.append(Text(" ".join(prose)))
+            prose.clear()
+
+    for line in text.splitlines():
+        label, rest = line[:LABEL], line[LABEL:]
+        if len(line) > LABEL and rest[:1] != " " and (not label.strip() or label.endswith("  ")):
+            end_prose()
+            if grid is None:
+                grid = Table.grid(padding=(0, 1))
+                grid.add_column(width=LABEL - 1, no_wrap=True)
+                grid.add_column(ratio=1)
+                parts.append(grid)
+            if label.strip():
+                grid.add_row(Text(label.strip()), Text(rest))
+            else:  # a continuation: a line of its own under the previous one
+                grid.add_row(Text(""), Text(rest))
+            continue
+        grid = None
+        if line.strip():
+            prose.append(line.strip())
+        else:
+            end_prose()
+            parts.append(Text(""))
+    end_prose()
+    return Group(*parts)
+
+
 class HelpDialog(Dialog):
     """F1: keys and what the screens show."""
 
-    DEFAULT_CSS = DIALOG_CSS.format(name="HelpDialog") + ("HelpDialog > Vertical { width: 104; }")
+    DEFAULT_CSS = DIALOG_CSS.format(name="HelpDialog") + (
+        "HelpDialog > Vertical { width: 104; padding: 1 1 1 2; }"
+    )
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,f1,q", "cancel", "Close", id="help.close"),
     ]
 
     def compose(self) -> ComposeResult:
-        with Vertical():
+        with Vertical(classes="scrolled"):  # the text scrolls, not the box
             with VerticalScroll():
-                yield Static(HELP, markup=False)
+                yield Static(help_text(HELP))
             with Horizontal(classes="buttons"):
                 yield Button("Close", id="ok")
 

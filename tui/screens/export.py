@@ -21,7 +21,7 @@ from typing import Any
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import Button, Checkbox, Input, Label, ProgressBar, Select, Static
 from textual.worker import Worker
@@ -211,7 +211,7 @@ class ExportDialog(Dialog):
     DEFAULT_CSS = (
         DIALOG_CSS.format(name="ExportDialog")
         + """
-    ExportDialog > Vertical { width: 96; overflow-y: auto; }
+    ExportDialog > Vertical { width: 96; }
     ExportDialog .row { height: auto; }
     ExportDialog .row Label { width: 8; padding: 1 1 0 0; }
     ExportDialog .row Input { width: 1fr; }
@@ -239,51 +239,54 @@ class ExportDialog(Dialog):
 
     def compose(self) -> ComposeResult:
         v = self.view
-        with Vertical():
+        with Vertical(classes="scrolled"):  # the fields scroll; the title and buttons stay
             title = Text("Export the database", style="bold")
             origin = f"filters from the {v.origin} tab" if v.origin else "no filters from this tab"
             title.append(f"  ·  {origin}; edit them, empty: everything", style="dim")
             yield Static(title, classes="title")
-            with Horizontal(classes="row"):
-                yield Label("File")
-                yield Input(default_name(), id="export-file")
-            yield Static("", id="export-folder", classes="msg shown hint", markup=False)
-            yield Static("", id="export-file-error", classes="msg error", markup=False)
-            with Horizontal(classes="row"):
-                yield Label("Format")
-                yield Select(
-                    list(FORMAT_LABELS), value="sqlite", allow_blank=False, id="export-format"
-                )
-                yield Checkbox(
-                    "Replace", id="export-force", tooltip="replace the file if it exists"
-                )
-            with Horizontal(classes="row"):
-                yield Label("Devices")
-                yield Input(
-                    " ".join(v.devices),
-                    placeholder="ids or globs (lab-*), any of them",
-                    id="export-devices",
-                )
-            with Horizontal(classes="row"):
-                yield Label("Groups")
-                yield Input(
-                    " ".join(v.groups), placeholder="group keys, any of them", id="export-groups"
-                )
-            yield Static("", id="export-groups-note", classes="msg warn", markup=False)
-            with Horizontal(classes="row"):
-                yield Label("Since")
-                yield Input(placeholder="RFC 3339, inclusive", id="export-since")
-                yield Label("Until")
-                yield Input(placeholder="RFC 3339, exclusive", id="export-until")
-            yield Static("", id="export-time-error", classes="msg error")
-            if v.left_out:
-                note = Text("Not export filters, so not applied: ", style="bold")
-                note.append_text(safe("; ".join(v.left_out), 400))
-                yield Static(note, id="export-left-out", classes="hint")
-            with Horizontal(id="export-running"):
-                yield Static("starting", id="export-stage", markup=False)
-                yield ProgressBar(total=1, show_eta=False, id="export-progress")
-            yield Static("", id="export-error", classes="msg error", markup=False)
+            with VerticalScroll(id="export-body"):
+                with Horizontal(classes="row"):
+                    yield Label("File")
+                    yield Input(default_name(), id="export-file")
+                yield Static("", id="export-folder", classes="msg shown hint", markup=False)
+                yield Static("", id="export-file-error", classes="msg error", markup=False)
+                with Horizontal(classes="row"):
+                    yield Label("Format")
+                    yield Select(
+                        list(FORMAT_LABELS), value="sqlite", allow_blank=False, id="export-format"
+                    )
+                    yield Checkbox(
+                        "Replace", id="export-force", tooltip="replace the file if it exists"
+                    )
+                with Horizontal(classes="row"):
+                    yield Label("Devices")
+                    yield Input(
+                        " ".join(v.devices),
+                        placeholder="ids or globs (lab-*), any of them",
+                        id="export-devices",
+                    )
+                with Horizontal(classes="row"):
+                    yield Label("Groups")
+                    yield Input(
+                        " ".join(v.groups),
+                        placeholder="group keys, any of them",
+                        id="export-groups",
+                    )
+                yield Static("", id="export-groups-note", classes="msg warn", markup=False)
+                with Horizontal(classes="row"):
+                    yield Label("Since")
+                    yield Input(placeholder="RFC 3339, inclusive", id="export-since")
+                    yield Label("Until")
+                    yield Input(placeholder="RFC 3339, exclusive", id="export-until")
+                yield Static("", id="export-time-error", classes="msg error")
+                if v.left_out:
+                    note = Text("Not export filters, so not applied: ", style="bold")
+                    note.append_text(safe("; ".join(v.left_out), 400))
+                    yield Static(note, id="export-left-out", classes="hint")
+                with Horizontal(id="export-running"):
+                    yield Static("starting", id="export-stage", markup=False)
+                    yield ProgressBar(total=1, show_eta=False, id="export-progress")
+                yield Static("", id="export-error", classes="msg error", markup=False)
             with Horizontal(classes="buttons"):
                 yield Button("Cancel", id="cancel")
                 yield Button("Export", variant="primary", id="ok")

@@ -7,19 +7,51 @@ and left the old ones alive: over 700 dead keys after a minute of an operator ta
 hundreds of megabytes after an hour, and a layout of the whole screen per focus change.
 ``LeanFooter`` composes only when what it shows changed, and then runs ``compact``'s watchers
 once (``mutate_reactive``), which drops those of the keys it replaced.
+
+Help (F1) and Quit are pinned to the right, beside the command palette's key, so a narrow
+terminal cuts the pane's keys and never those two; below ``COMPACT_BELOW`` columns the footer
+goes compact (less space between keys).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
+from textual import events
+from textual.app import ComposeResult
+from textual.containers import HorizontalGroup
 from textual.widgets import Footer
+from textual.widgets._footer import FooterKey
+
+PINNED = frozenset({"help", "quit", "app.help", "app.quit"})  # actions kept at any width
+COMPACT_BELOW = 100  # columns
 
 
 class LeanFooter(Footer):
     """``Footer`` that composes only when its keys change and lets go of the old ones."""
 
+    DEFAULT_CSS: ClassVar[str] = """
+    LeanFooter #pinned { dock: right; width: auto; height: 1; padding-left: 1; }
+    LeanFooter #pinned FooterKey.-command-palette { dock: none; }
+    """
+
     _shown: Any = None
+
+    def compose(self) -> ComposeResult:
+        pinned: list[FooterKey] = []
+        for widget in super().compose():
+            if isinstance(widget, FooterKey) and (
+                widget.action in PINNED or widget.has_class("-command-palette")
+            ):
+                pinned.append(widget)  # yielded last, in a group docked right
+            else:
+                yield widget
+        if pinned:
+            with HorizontalGroup(id="pinned"):
+                yield from pinned
+
+    def _on_resize(self, event: events.Resize) -> None:
+        self.compact = event.size.width < COMPACT_BELOW
 
     def _keys(self) -> Any:
         """What the footer would show: its bindings and settings (None when unknown)."""

@@ -7,6 +7,14 @@ list of ``(key, data)`` pairs, filtered and sorted on a worker thread, handed ov
 are built by the table's ``cells(data)`` function only for the rows being painted, so the cost
 of a refresh follows the height of the terminal, not the number of rows.
 
+Columns are sized from the table's width and their content: each column wants its header and
+the widest cell of the rows on screen (measured when rows are set, and again when a wider cell
+is painted; while the same rows stay on screen a width grows at once and shrinks only every
+``STICKY`` refreshes), within its ``max_width``. When the wants do not fit, columns give up width in
+proportion to what they have above their ``min_width``; only when every column is at its
+minimum does the table scroll sideways. A cell wider than its column ends in ``…`` — or, for a
+``front`` column (paths), starts with it, so the file name stays visible.
+
 The cursor follows its row's key across refreshes (a row that moves keeps the cursor; a row
 that goes away leaves it at the same position). ``Enter`` or a click on the cursor row posts
 ``RowSelected``; every cursor move posts ``RowHighlighted``.
@@ -17,23 +25,105 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, NamedTuple
 
+from rich.cells import cell_len
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual import events
 from textual.binding import Binding, BindingType
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 PADDING = 1  # blank cells each side of a column, as DataTable draws them
+STICKY = 30  # refreshes (set_rows) between which measured widths only grow
 
 
 class Column(NamedTuple):
+    """A column: ``width`` is its width before anything is measured; it is sized between
+    ``min_width`` (default: ``width``) and ``max_width`` (default: unbounded) from its content.
+    ``front``: a cell too wide is cut at the front (a path keeps its end, a time its clock).
+    ``keep``: the column gives up width only after the others are at their minimum (device
+    ids, values and counts). ``optional``: the column is left out (width 0) when the ``keep``
+    columns would otherwise be cut (a group, beside the device id that names it)."""
+
     key: str
     label: str
     width: int
+    min_width: int | None = None
+    max_width: int | None = None
+    front: bool = False
+    keep: bool = False
+    optional: bool = False
+
+    @property
+    def narrowest(self) -> int:
+        return self.width if self.min_width is None else min(self.min_width, self.width)
+
+
+def _shrink(widths: list[int], lows: list[int], which: list[int], over: int) -> int:
+    """Take up to ``over`` cells from the columns ``which``, in proportion to what each has
+    above its minimum; what is still over."""
+    spare = {i: widths[i] - lows[i] for i in which}
+    total = sum(spare.values())
+    if total <= 0:
+        return over
+    take = min(over, total)
+    for i in which:
+        cut = take * spare[i] // total
+        widths[i] -= cut
+        over -= cut
+    for i in sorted(which, key=lambda i: -spare[i]):  # what rounding down left
+        if over <= 0 or take * spare[i] // total == spare[i]:
+            continue
+        if widths[i] > lows[i]:
+            widths[i] -= 1
+            over -= 1
+    return over
+
+
+def fit_widths(columns: Sequence[Column], wanted: Sequence[int], room: int) -> list[int]:
+    """Widths for ``columns`` (each between its minimum and maximum, ``wanted`` if possible)
+    whose sum, with the padding, is at most ``room`` if their minimums allow it; 0 for an
+    ``optional`` column left out.
+
+    Columns too wide together give up width in proportion to what they have above their
+    minimum — the ``keep`` columns only when the others have nothing left to give, and before
+    a ``keep`` column is cut the ``optional`` ones go (the last first)."""
+    lows = [c.narrowest for c in columns]
+    wants = []
+    for c, low, want in zip(columns, lows, wanted, strict=True):
+        if c.max_width is not None:
+            want = min(want, c.max_width)
+        wants.append(max(low, want))
+    shown = list(range(len(columns)))
+    optional = [i for i, c in enumerate(columns) if c.optional]
+    while True:
+        widths = [wants[i] if i in shown else 0 for i in range(len(columns))]
+        over = sum(widths) + 2 * PADDING * len(shown) - room
+        if over > 0:
+            over = _shrink(widths, lows, [i for i in shown if not columns[i].keep], over)
+        if over > 0:
+            _shrink(widths, lows, [i for i in shown if columns[i].keep], over)
+        cut = any(widths[i] < wants[i] for i in shown if columns[i].keep)
+        if not (cut and optional):
+            return widths
+        shown.remove(optional.pop())
+
+
+def front_cut(text: Text, width: int) -> Text:
+    """``text`` cut to ``width`` cells at the front (``…`` first), when it is wider."""
+    if text.cell_len <= width:
+        return text
+    plain, room = text.plain, width - 1
+    start = len(plain)
+    while start > 0 and room - cell_len(plain[start - 1]) >= 0:
+        start -= 1
+        room -= cell_len(plain[start])
+    cut = Text("…", no_wrap=True, end="", style=text.style)
+    cut.append_text(text[start:])
+    return cut
 
 
 class Rows:
@@ -124,7 +214,7 @@ class VirtualTable(ScrollView, can_focus=True):
 
     def __init__(
         self,
-        columns: Sequence[tuple[str, str, int]],
+        columns: Sequence[tuple[Any, ...]],
         cells: Cells,
         *,
         zebra_stripes: bool = True,
@@ -143,7 +233,16 @@ class VirtualTable(ScrollView, can_focus=True):
         self._cursor_key: str | None = None
         self._generation = 0  # bumped by set_rows: cached lines of older rows are stale
         self._lines: dict[tuple[Any, ...], Strip] = {}
-        self._width = sum(c.width + 2 * PADDING for c in self.columns)
+        # Content widths: the header and the widest cell measured since the rows were set.
+        self._labels = [cell_len(c.label) for c in self.columns]
+        self._measured: list[int] | None = None  # None: nothing measured, the base widths
+        self.widths = [c.width for c in self.columns]
+        self._width = sum(w + 2 * PADDING for w in self.widths)
+        self._relayout_pending = False
+        self._built: dict[int, Sequence[Text]] = {}  # cells measured, not painted yet
+        self._room = 0  # the width the columns were fitted to
+        self._refreshes = 0  # set_rows calls, for the STICKY resets
+        self._measured_keys: list[str] = []  # the rows on screen when last measured
         self.virtual_size = Size(self._width, 1)
 
     # -- data ---------------------------------------------------------------------------------
@@ -171,7 +270,68 @@ class VirtualTable(ScrollView, can_focus=True):
         self._set_cursor(index, scroll=False)
         if self.scroll_y > self.max_scroll_y:  # fewer rows than before: no blank screen
             self.scroll_to(y=self.max_scroll_y, animate=False, force=True)
+        self._measure_visible()
         self.refresh()
+
+    # -- column widths ------------------------------------------------------------------------
+
+    def _measure_visible(self) -> None:
+        """Measure the rows on screen (their cells are about to be built anyway) and size the
+        columns from them."""
+        top = max(0, round(self.scroll_y))
+        visible = self.size.height - 1
+        height = self.styles.height
+        if height is None or height.is_auto:  # it grows with these rows: up to a screenful
+            visible = max(visible, self.app.size.height - 1)
+        bottom = min(len(self.rows), top + max(0, visible))
+        # While the same rows are on screen, widths only grow (reset every STICKY refreshes):
+        # a count that gains and loses a digit every second does not make the columns jump.
+        self._refreshes += 1
+        keys = self.rows.keys[top:bottom]
+        same = keys == self._measured_keys and self._refreshes % STICKY
+        measured = self._measured if same and self._measured is not None else list(self._labels)
+        self._measured_keys = keys
+        built = self._built = {}
+        for index in range(top, bottom):
+            texts = built[index] = self.cells(self.rows.data[index])
+            for i, text in enumerate(texts):
+                if i < len(measured):
+                    width = text.cell_len
+                    if width > measured[i]:
+                        measured[i] = width
+        self._measured = measured
+        self._layout()
+
+    def _layout(self) -> None:
+        """Fit the columns to the table's width; repaint when a width changed."""
+        self._relayout_pending = False
+        wanted = self._measured or [c.width for c in self.columns]
+        room = self.scrollable_content_region.width  # without the scroll bar
+        self._room = room
+        widths = fit_widths(self.columns, wanted, room if room > 0 else self._width)
+        if widths == self.widths:
+            return
+        self.widths = widths
+        self._width = sum(w + 2 * PADDING for w in widths if w)
+        self._lines.clear()
+        self.virtual_size = Size(self._width, len(self.rows) + 1)
+        self.refresh()
+
+    def _on_resize(self, event: events.Resize) -> None:
+        self._layout()
+
+    def _painted(self, texts: Sequence[Text]) -> None:
+        """A row was painted: if one of its cells is wider than measured, lay out again after
+        this frame (a row scrolled into view may hold the widest value)."""
+        measured = self._measured
+        if measured is None:
+            return
+        for i, text in enumerate(texts):
+            if i < len(measured) and text.cell_len > measured[i]:
+                measured[i] = text.cell_len
+                if not self._relayout_pending and self.widths[i] < text.cell_len:
+                    self._relayout_pending = True
+                    self.call_after_refresh(self._layout)
 
     def get_row(self, key: str) -> tuple[Text, ...]:
         """The cells of row ``key`` (``KeyError`` when it is not shown)."""
@@ -265,6 +425,12 @@ class VirtualTable(ScrollView, can_focus=True):
 
     # -- painting -----------------------------------------------------------------------------
 
+    def render_lines(self, crop: Region) -> list[Strip]:
+        if self.scrollable_content_region.width != self._room and not self._relayout_pending:
+            self._relayout_pending = True  # a scroll bar came or went: fit the columns again
+            self.call_after_refresh(self._layout)
+        return super().render_lines(crop)
+
     def render_line(self, y: int) -> Strip:
         scroll_x, scroll_y = self.scroll_offset
         width = self.size.width
@@ -293,15 +459,21 @@ class VirtualTable(ScrollView, can_focus=True):
             style = base
             if self.zebra_stripes and index % 2:
                 style += self.get_component_rich_style("virtual-table--even-row")
-            texts = self.cells(self.rows.data[index])
+            texts = self._built.pop(index, None)
+            if texts is None:  # not measured with the rows: measure it now
+                texts = self.cells(self.rows.data[index])
+                self._painted(texts)
         segments: list[Segment] = []
         pad = Segment(" " * PADDING, style)
         console = self.app.console
-        for column, text in zip(self.columns, texts, strict=False):
-            fitted = text.copy()
+        for column, room, text in zip(self.columns, self.widths, texts, strict=False):
+            if not room:  # an optional column left out
+                continue
+            fitted = front_cut(text, room) if column.front and index >= 0 else text
+            fitted = fitted.copy()
             fitted.no_wrap = True
             fitted.end = ""
-            fitted.truncate(column.width, overflow="ellipsis", pad=True)
+            fitted.truncate(room, overflow="ellipsis", pad=True)
             # Text.render leaves out the text's own style (Console applies it): add it here.
             own = fitted.style
             if own:
