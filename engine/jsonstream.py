@@ -50,9 +50,12 @@ def is_console_text(head: bytes) -> bool:
     return not any(ln[:1] in (b"{", b"[") or is_status_line(ln) for ln in lines)
 
 
-# Per format, the fast path for one plain line (see ``JsonStream.__init__``).
-_FAST: dict[str, Callable[[bytes, int, list[Event]], bool]] = {
+# Per format, the fast path for one plain line (see ``JsonStream.__init__``): it appends the
+# events of the records it takes and returns how many records that was (0: none, the line is
+# left to the decoder).
+_FAST: dict[str, Callable[[bytes, int, list[Event]], int]] = {
     hub_events.NAME: hub_events.decode_line,
+    hub_log.NAME: hub_log.decode_line,
 }
 
 
@@ -117,8 +120,8 @@ class JsonStream:
                     direct = hub_events.decode
                 if fast is None and self.fast:
                     fast = _FAST.get(self.format)  # type: ignore[arg-type]
-            elif fast is not None and fast(line, pos, events):
-                records += 1
+            elif fast is not None and (taken := fast(line, pos, events)):
+                records += taken
             else:
                 try:
                     obj = loads(line)

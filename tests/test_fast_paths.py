@@ -95,7 +95,13 @@ LITERALS = [
 
 
 def json_text(value: Any) -> bytes:
-    return orjson.dumps(value)
+    """``value`` as JSON; bytes are JSON text already (a nested record, a raw literal)."""
+    return value if isinstance(value, bytes) else orjson.dumps(value)
+
+
+def as_string(text: bytes) -> bytes:
+    """JSON text inside a JSON string, as resource logs hold ``properties``."""
+    return orjson.dumps(text.decode("utf-8", "replace"))
 
 
 @st.composite
@@ -147,8 +153,37 @@ HUB_EVENT_FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "count": st.one_of(json_ints, st.sampled_from(["5", " 5", "05", "-1", "1.5", "99999999999"])),
 }
 
+HUB_LOG_PROPERTIES: dict[str, st.SearchStrategy[Any]] = {
+    "deviceId": st.sampled_from(["d1", "cam-ü", "", "x" * 40]),
+    "protocol": st.one_of(st.sampled_from(["Mqtt", "AmqpWs", "HTTP", "tcp", ""]), st.none()),
+    "statusCode": st.one_of(st.none(), json_ints, st.sampled_from(["401003", "4XX", " 401"])),
+    "authType": st.just('{"scope":"device","type":"sas","issuer":"iothub"}'),
+    "messageSize": st.sampled_from(["120", 120]),
+    "RequestSize": json_ints,
+    "sdkVersion": st.just("azure-iot-device/2.13.0"),
+}
+_properties = record_line(HUB_LOG_PROPERTIES)
+HUB_LOG_FIELDS: dict[str, st.SearchStrategy[Any]] = {
+    "time": times,
+    "category": st.sampled_from(
+        ["DeviceTelemetry", "devicetelemetry", "Connections", "DirectMethods", "Routes", ""]
+    ),
+    "operationName": st.sampled_from(["ingress", "deviceConnect", "send", "Send", "update"]),
+    "properties": st.one_of(_properties, _properties.map(as_string)),
+    "resultType": st.one_of(st.none(), json_ints, st.sampled_from(["Success", "401003", ""])),
+    "resourceId": st.just("/SUBSCRIPTIONS/X/IOTHUBS/HUB"),
+    "level": st.sampled_from(["Information", "Error"]),
+    "durationMs": st.sampled_from(["0", 12]),
+    "location": st.just("westeurope"),
+}
+_log_record = record_line(HUB_LOG_FIELDS)
+_log_batch = st.lists(_log_record, max_size=3).map(
+    lambda rs: b'{"records":[' + b",".join(rs) + b"]}"
+)
+
 LINES: dict[str, st.SearchStrategy[bytes]] = {
     "hub-events": record_line(HUB_EVENT_FIELDS),
+    "hub-log": st.one_of(_log_record, _log_record, _log_batch),
 }
 
 
@@ -166,25 +201,27 @@ def lines_of(draw: st.DrawFn, fmt: str) -> list[bytes]:
     return out
 
 
-def slow_decode(fmt: str, line: bytes) -> tuple[list[Event], list[Any]]:
+def slow_decode(fmt: str, line: bytes) -> tuple[list[Event], list[Any], int, list[Any]]:
+    """What the decoder alone makes of one line: events, bad records, records, hub records."""
     stream = JsonStream(fmt, fast=False)
     stream.feed(line + b"\n")
     stream.finish()
-    return stream.take()
+    events, bad = stream.take()
+    return events, bad, stream.records, stream.take_hub()
 
 
 def check_lines(
-    fmt: str, fast: Callable[[bytes, int, list[Event]], bool], lines: list[bytes]
+    fmt: str, fast: Callable[[bytes, int, list[Event]], int], lines: list[bytes]
 ) -> None:
     for line in lines:
         line = line.replace(b"\n", b" ")
         out: list[Event] = []
         with default_recursion_limit():
             taken = fast(line, 0, out)
-            events, bad = slow_decode(fmt, line)
+            events, bad, records, hub = slow_decode(fmt, line)
         if taken:
-            assert bad == [], (line, bad)
-            assert out == events, line
+            assert (out, taken) == (events, records), line
+            assert bad == [] and hub == [], (line, bad, hub)
         else:
             assert out == [], line
 
@@ -201,7 +238,7 @@ def check_stream(fmt: str, lines: list[bytes], cuts: list[int]) -> None:
                 start = max(start, cut)
             stream.finish()
         events, bad = stream.take()
-        results.append((events, bad, stream.records, stream.offset))
+        results.append((events, bad, stream.take_hub(), stream.records, stream.offset))
     assert results[0] == results[1]
 
 
@@ -219,12 +256,42 @@ def test_hub_events_stream_is_the_same_with_and_without_fast_path(
     check_stream("hub-events", lines, cuts)
 
 
+@DIFF
+@given(lines_of("hub-log"))
+def test_hub_log_fast_path_takes_only_what_the_decoder_accepts(lines: list[bytes]) -> None:
+    check_lines("hub-log", _FAST["hub-log"], lines)
+
+
+@DIFF
+@given(lines_of("hub-log"), st.lists(st.integers(0, 10_000), max_size=4))
+def test_hub_log_stream_is_the_same_with_and_without_fast_path(
+    lines: list[bytes], cuts: list[int]
+) -> None:
+    check_stream("hub-log", lines, cuts)
+
+
 def test_common_records_take_the_fast_path() -> None:
     """The shapes real feeds write go through the fast path (else it would be dead weight)."""
-    line = (
-        b'{"time":"2026-11-28T08:00:13.141Z","deviceId":"cam-00462","moduleId":null,'
-        b'"op":"d2c","protocol":"MqttWs","status":200,"count":3}'
-    )
-    out: list[Event] = []
-    assert _FAST["hub-events"](line, 0, out)
-    assert out == slow_decode("hub-events", line)[0]
+    common = {
+        "hub-events": (
+            b'{"time":"2026-11-28T08:00:13.141Z","deviceId":"cam-00462","moduleId":null,'
+            b'"op":"d2c","protocol":"MqttWs","status":200,"count":3}'
+        ),
+        "hub-log": (
+            b'{"time":"2026-11-28T08:00:00.9302547Z","resourceId":"/SUBSCRIPTIONS/X/IOTHUBS/H",'
+            b'"operationName":"deviceConnect","category":"Connections","level":"Error",'
+            b'"resultType":"401003","resultDescription":"IotHubUnauthorized","durationMs":"7",'
+            b'"callerIpAddress":"203.0.113.4","correlationId":"8e2f","location":"westeurope",'
+            b'"properties":"{\\"deviceId\\":\\"sensor-1\\",\\"protocol\\":\\"Mqtt\\",'
+            b'\\"authType\\":null,\\"maskedIpAddress\\":\\"10.0.XXX.XXX\\",'
+            b'\\"statusCode\\":\\"401003\\"}"}'
+        ),
+    }
+    for fmt, line in common.items():
+        out: list[Event] = []
+        assert _FAST[fmt](line, 0, out) == 1, fmt
+        assert out == slow_decode(fmt, line)[0] != [], fmt
+    batch = b'{"records":[' + common["hub-log"] + b"," + common["hub-log"] + b"]}"
+    out = []
+    assert _FAST["hub-log"](batch, 0, out) == 2
+    assert out == slow_decode("hub-log", batch)[0]

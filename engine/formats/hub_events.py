@@ -110,34 +110,35 @@ class _Record(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 _decode_record = msgspec.json.Decoder(_Record).decode
 
 
-def decode_line(line: bytes, pos: int, out: list[Event]) -> bool:
+def decode_line(line: bytes, pos: int, out: list[Event]) -> int:
     """Decode one line that holds a valid record of the common shape and append its event to
-    ``out``: True. Anything else (bad JSON, another shape, a value :func:`decode` refuses or
-    reads in a way this does not) appends nothing: False, and :func:`decode` must decide — it is
-    the single source of truth for what is quarantined and why."""
+    ``out``; the number of records: 1. 0: the line holds something else (bad JSON, another
+    shape, a value :func:`decode` refuses or reads in a way this does not) and nothing was
+    appended: :func:`decode` decides, the single source of truth for what is quarantined and
+    why."""
     try:
         r = _decode_record(line)
     except msgspec.DecodeError:  # ValidationError included
-        return False
+        return 0
     op = r.op
     by_protocol = _MESSAGE_OPS.get(op)
     if by_protocol is not None:
         protocol = fold_protocol(r.protocol)
         if protocol is None:
-            return False
+            return 0
         rule = by_protocol[protocol]
     else:
         rule = _OPS.get(op)
         if rule is None:
-            return False
+            return 0
         protocol = None
     try:
         time = parse_event_time(r.time)
     except ValueError:
-        return False
+        return 0
     device = r.deviceId
     if not device:
-        return False
+        return 0
     count = r.count
     status = r.status
     unauthorized = status is not None and (
@@ -160,4 +161,4 @@ def decode_line(line: bytes, pos: int, out: list[Event]) -> bool:
             )
         )
     )
-    return True
+    return 1
