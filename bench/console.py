@@ -17,10 +17,12 @@ Usage: ``python bench/console.py [--quick] [--seconds S] [--rate N] [--devices N
 from __future__ import annotations
 
 import argparse
+import array
 import asyncio
 import contextlib
 import cProfile
 import gc
+import inspect
 import io
 import itertools
 import logging
@@ -36,7 +38,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -54,6 +56,9 @@ WRITE_INTERVAL_S = 0.02
 HEARTBEAT_S = 0.01
 DB_POLL_S = 0.25
 RSS_EVERY_S = 5.0
+SLOPE_AFTER_S = 120.0  # the RSS slope is taken after the first two minutes of the window
+TARGET_SLOPE = 1.0  # MB/min either way
+PENDING_S = 30.0  # a press still pending after this long is settled as it stands
 HUB = "hub-events.jsonl"
 SEC = "security.jsonl"
 HOT_SHARE, HOT_WEIGHT = 0.01, 6.0  # devices above MqttD2C's max every window
@@ -330,16 +335,17 @@ def at(series: list[tuple[float, int]], t: float) -> float:
 # --------------------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class Press:
     """One key press and when its effect was painted (and, for keys that make the visible pane
-    read again, when the new data was painted)."""
+    read again, when the new data was painted). The predicates are dropped once the press is
+    settled, so a long run keeps only the figures of each press."""
 
     key: str
     kind: str
     t: float
-    ready: Callable[[], bool]
-    widgets: Callable[[], list[Any]]
+    ready: Callable[[], bool] | None
+    widgets: Callable[[], list[Any]] | None
     content: Callable[[Any, float, Any], bool] | None = None
     pane: Any = None
     painted: float | None = None
@@ -348,7 +354,7 @@ class Press:
     target: str = ""  # a tab switch's tab
     chain: Any = None  # typed into this input: a later key painted first paints this one too
     bounced: bool = False  # the tab did not stay: the console switched back by itself
-    done: threading.Event = field(default_factory=threading.Event)
+    refreshes: bool = False  # the key makes the visible pane read again (content is timed)
 
     @property
     def latency_ms(self) -> float | None:
@@ -358,8 +364,13 @@ class Press:
     def content_ms(self) -> float | None:
         return None if self.content_at is None else (self.content_at - self.t) * 1000
 
+    def settle(self) -> None:
+        """Nothing more can happen to this press: let go of its predicates and widgets."""
+        self.ready = self.widgets = self.content = None
+        self.pane = self.chain = None
 
-@dataclass
+
+@dataclass(slots=True)
 class Span:
     """Something that ran on a thread: what, when, wall and thread CPU seconds."""
 
@@ -374,6 +385,81 @@ class Span:
         return (self.t1 - self.t0) * 1000
 
 
+class SpanLog:
+    """Spans kept as arrays of numbers and indices into a table of names: a long run records
+    tens of thousands of frames and collections, and the benchmark's own records must not be
+    what makes the process's memory grow. One writer at a time per log (the UI thread, the one
+    running refresh worker, or the collector's callback), so no lock: a lock taken in a
+    collector callback could be held already by the thread the collection interrupted. Read
+    back as ``Span`` objects after the run."""
+
+    def __init__(self) -> None:
+        self.t0 = array.array("d")
+        self.t1 = array.array("d")
+        self.cpu = array.array("d")
+        self.what = array.array("I")
+        self.info = array.array("I")
+        self.names: dict[str, int] = {"": 0}
+
+    def _name(self, text: str) -> int:
+        index = self.names.get(text)
+        if index is None:
+            index = self.names.setdefault(text, len(self.names))
+        return index
+
+    def append(self, span: Span) -> None:
+        self.add(span.what, span.t0, span.t1, span.cpu, span.info)
+
+    def add(self, what: str, t0: float, t1: float, cpu: float, info: str = "") -> None:
+        self.t0.append(t0)
+        self.t1.append(t1)
+        self.cpu.append(cpu)
+        self.what.append(self._name(what))
+        self.info.append(self._name(info))
+
+    def __len__(self) -> int:
+        return len(self.t0)
+
+    def __iter__(self) -> Iterator[Span]:
+        text = {i: name for name, i in self.names.items()}
+        for i in range(len(self.t0)):
+            yield Span(text[self.what[i]], self.t0[i], self.t1[i], self.cpu[i], text[self.info[i]])
+
+    def nbytes(self) -> int:
+        """Bytes held by the arrays (the names are few)."""
+        return sum(
+            a.buffer_info()[1] * a.itemsize
+            for a in (self.t0, self.t1, self.cpu, self.what, self.info)
+        )
+
+
+_GEN = {0: "gen 0", 1: "gen 1", 2: "gen 2"}
+
+
+class Histogram:
+    """Counts of values (ms) in 1 ms bins up to ``top``: the heartbeat's lateness a hundred
+    times a second, kept in constant memory."""
+
+    def __init__(self, top: int = 10_000) -> None:
+        self.counts = array.array("Q", bytes(8 * (top + 1)))
+
+    def add(self, ms: float) -> None:
+        self.counts[min(len(self.counts) - 1, max(0, int(ms)))] += 1
+
+    def pct(self, q: float) -> float:
+        """The ``q`` quantile (0..1) by nearest rank, to the bin (1 ms); 0 for no values."""
+        n = sum(self.counts)
+        if not n:
+            return 0.0
+        rank = min(n, max(1, round(q * n + 0.5)))
+        seen = 0
+        for ms, count in enumerate(self.counts):
+            seen += count
+            if seen >= rank:
+                return float(ms)
+        return float(len(self.counts) - 1)
+
+
 class Instrument:
     """Hooks into Textual and the panes. Everything it wraps keeps its behaviour; only timings are
     taken. Textual's frame: ``Screen._on_timer_update`` (layout, compositor render, then
@@ -383,17 +469,18 @@ class Instrument:
     def __init__(self) -> None:
         self.app: Any = None
         self.lock = threading.Lock()
-        self.frames: list[Span] = []
-        self.write_ms: list[float] = []
+        self.frames = SpanLog()
+        self.write_ms = array.array("d")
         self.stray_frames = 0  # displays outside the update timer (resize, screen switches)
-        self.shows: list[Span] = []
-        self.gathers: list[Span] = []
-        self.refreshed: list[Span] = []
-        self.snapshots: list[float] = []  # engine-side Session.snapshot() ms
+        self.shows = SpanLog()
+        self.gathers = SpanLog()
+        self.refreshed = SpanLog()
+        self.snapshots = array.array("d")  # engine-side Session.snapshot() ms
         self.stalls: list[tuple[float, float]] = []  # (start, gap) of the UI loop
-        self.gaps: list[float] = []
+        self.gaps = Histogram()  # the heartbeat's lateness, ms
         self.presses: list[Press] = []
         self.pending: list[Press] = []
+        self.painted = threading.Condition()  # notified when a frame painted pending presses
         self.polls: dict[int, tuple[float, Any]] = {}  # id(pane) -> (time, filter text)
         self.poll_count: dict[str, int] = {}  # refreshes started, by pane
         self.bytes_out = 0
@@ -401,9 +488,9 @@ class Instrument:
         self._displayed = False
         self._patched: list[tuple[Any, str, Any]] = []
         self.last_beat = time.perf_counter()
-        self.warmup_shows: list[Span] = []
+        self.warmup_shows = SpanLog()
         self.worker_profile: cProfile.Profile | None = None
-        self.gcs: list[Span] = []  # the collector's pauses (any thread; they hold the GIL)
+        self.gcs = SpanLog()  # the collector's pauses (any thread; they hold the GIL)
         self._gc_start = (0.0, 0.0)
 
     def _gc_callback(self, phase: str, info: dict[str, Any]) -> None:
@@ -412,8 +499,23 @@ class Instrument:
             return
         t0, c0 = self._gc_start
         gen = info.get("generation", -1)
-        what = f"gen {gen}"
-        self.gcs.append(Span(what, t0, time.perf_counter(), time.thread_time() - c0, ""))
+        self.gcs.add(_GEN.get(gen, "gen ?"), t0, time.perf_counter(), time.thread_time() - c0)
+
+    def wait_painted(self, p: Press, timeout: float) -> None:
+        """Block (the keyboard's thread) until ``p`` was painted or ``timeout`` passed."""
+        with self.painted:
+            self.painted.wait_for(lambda: p.painted is not None, timeout)
+
+    def footprint(self) -> int:
+        """Bytes the benchmark's own records hold (arrays exactly, presses approximately)."""
+        logs = (self.frames, self.shows, self.gathers, self.refreshed, self.gcs)
+        arrays = (self.write_ms, self.snapshots, self.gaps.counts)
+        return (
+            sum(x.nbytes() for x in logs)
+            + sum(a.buffer_info()[1] * a.itemsize for a in arrays)
+            + len(self.presses) * (sys.getsizeof(self.presses[0]) + 5 * 24 if self.presses else 0)
+            + len(self.stalls) * 120
+        )
 
     # -- Textual ---------------------------------------------------------------------------------
 
@@ -487,19 +589,25 @@ class Instrument:
         if not pending:
             return
         finished = []
+        painted = False
         for p in pending:
+            if span.t0 - p.t > PENDING_S:  # long past anything that could still count
+                finished.append(p)
+                continue
             try:
                 if (
                     p.painted is None
+                    and p.ready is not None
+                    and p.widgets is not None
                     and p.ready()
                     and (layout or full or any(w in dirty for w in p.widgets() if w is not None))
                 ):
                     p.painted = span.t1
+                    painted = True
                     for q in pending:  # typed before, overtaken before any frame showed it
                         chained = q.chain is not None and q.chain is p.chain
                         if chained and q.t < p.t and q.painted is None:
                             q.painted = span.t1
-                            q.done.set()
                 if (
                     p.content_wait is not None
                     and p.content_at is None
@@ -511,13 +619,16 @@ class Instrument:
                     p.content_at = span.t1 if paints else p.content_wait
             except Exception:  # a predicate must never break the console
                 continue
-            if p.painted is not None and (p.content is None or p.content_at is not None):
+            if p.painted is not None and (not p.refreshes or p.content_at is not None):
                 finished.append(p)
-            if p.painted is not None:
-                p.done.set()
+        if painted:
+            with self.painted:
+                self.painted.notify_all()
         if finished:
             with self.lock:
                 self.pending = [p for p in self.pending if p not in finished]
+            for p in finished:
+                p.settle()
 
     # -- the panes -------------------------------------------------------------------------------
 
@@ -599,7 +710,7 @@ class Instrument:
             now = time.perf_counter()
             gap = now - last - HEARTBEAT_S
             self.last_beat = now
-            self.gaps.append(gap)
+            self.gaps.add(gap * 1000)
             if gap > 0.02:
                 self.stalls.append((last, gap))
             last = now
@@ -607,12 +718,22 @@ class Instrument:
     def clear(self) -> None:
         """Forget what happened during the warm-up."""
         self.warmup_shows = self.shows
-        self.frames, self.write_ms, self.shows, self.gathers = [], [], [], []
-        self.refreshed, self.snapshots, self.stalls, self.gaps = [], [], [], []
+        self.frames, self.write_ms, self.shows, self.gathers = (
+            SpanLog(),
+            array.array("d"),
+            SpanLog(),
+            SpanLog(),
+        )
+        self.refreshed, self.snapshots, self.stalls, self.gaps = (
+            SpanLog(),
+            array.array("d"),
+            [],
+            Histogram(),
+        )
         self.stray_frames = 0
         self.bytes_out = 0
         self.poll_count = {}
-        self.gcs = []
+        self.gcs = SpanLog()
 
 
 def _describe(dirty: set[Any], full: bool) -> str:
@@ -794,7 +915,8 @@ class Keyboard(threading.Thread):
 
         char = key if len(key) == 1 else None
         name = KEY_NAMES.get(key, key)
-        p = Press(name, kind, time.perf_counter(), ready, widgets, content, pane, chain=chain)
+        p = Press(name, sys.intern(kind), time.perf_counter(), ready, widgets, content, pane)
+        p.chain, p.refreshes = chain, content is not None
         with self.inst.lock:
             self.inst.presses.append(p)
             self.inst.pending.append(p)
@@ -803,7 +925,7 @@ class Keyboard(threading.Thread):
         p.t = time.perf_counter()
         self.app._driver.send_message(event)
         if wait:
-            p.done.wait(KEY_TIMEOUT_S)
+            self.inst.wait_painted(p, KEY_TIMEOUT_S)
         return p
 
     def switch(self, tab: str) -> None:
@@ -819,7 +941,7 @@ class Keyboard(threading.Thread):
             wait=False,
         )
         p.target = tab
-        p.done.wait(KEY_TIMEOUT_S)
+        self.inst.wait_painted(p, KEY_TIMEOUT_S)
 
     def cursor(self, table: Any) -> None:
         before = table.cursor_row
@@ -885,7 +1007,7 @@ class Keyboard(threading.Thread):
             if self.halt.wait(self.rng.uniform(0.08, 0.25)):
                 break
         for p in typed:
-            p.done.wait(KEY_TIMEOUT_S)
+            self.inst.wait_painted(p, KEY_TIMEOUT_S)
         if self.halt.is_set():
             return
         time.sleep(self.rng.uniform(0.25, 1.0))
@@ -946,6 +1068,89 @@ def classify(name: str) -> str:
     return "other"
 
 
+def _mallinfo() -> Callable[[], tuple[float, float]] | None:
+    """glibc's ``mallinfo2`` as (MB in use, MB free but kept in its arenas), or None elsewhere:
+    what the process holds outside Python's own small-object allocator tells fragmentation
+    from growth."""
+    try:
+        import ctypes
+
+        class MallInfo2(ctypes.Structure):
+            _fields_ = [
+                (name, ctypes.c_size_t)
+                for name in (
+                    "arena", "ordblks", "smblks", "hblks", "hblkhd",
+                    "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost",
+                )
+            ]  # fmt: skip
+
+        libc = ctypes.CDLL(None)
+        call = libc.mallinfo2
+        call.restype = MallInfo2
+    except (OSError, AttributeError):
+        return None
+
+    def take() -> tuple[float, float]:
+        info = call()
+        return (info.uordblks + info.hblkhd) / 1e6, info.fordblks / 1e6
+
+    return take
+
+
+MALLINFO = _mallinfo()
+
+
+@dataclass(slots=True)
+class MemorySample:
+    """The process's memory at ``t`` seconds into the window."""
+
+    t: float
+    rss: float  # MB
+    frozen: int  # objects in the collector's permanent generation (gc.freeze)
+    malloc_used: float | None = None  # MB (glibc)
+    malloc_free: float | None = None  # MB free in malloc's arenas, not returned (glibc)
+
+    @classmethod
+    def take(cls, proc: psutil.Process, t: float) -> MemorySample:
+        used, free = MALLINFO() if MALLINFO is not None else (None, None)
+        return cls(t, proc.memory_info().rss / 1e6, gc.get_freeze_count(), used, free)
+
+
+def slope_per_min(points: Sequence[tuple[float, float]]) -> float | None:
+    """Least-squares slope of (seconds, MB) points, in MB per minute; None for fewer than 3."""
+    if len(points) < 3:
+        return None
+    n = len(points)
+    mt = sum(t for t, _ in points) / n
+    mv = sum(v for _, v in points) / n
+    var = sum((t - mt) ** 2 for t, _ in points)
+    if var <= 0:
+        return None
+    return 60 * sum((t - mt) * (v - mv) for t, v in points) / var
+
+
+def rss_slope(memory: Sequence[MemorySample]) -> float | None:
+    """RSS slope after the first ``SLOPE_AFTER_S`` of the window (MB/min)."""
+    return slope_per_min([(m.t, m.rss) for m in memory if m.t >= SLOPE_AFTER_S])
+
+
+def memory_marks(memory: Sequence[MemorySample]) -> list[MemorySample]:
+    """The samples nearest 0, 1, 2, 5, 10, 20, 30, 45, 60… minutes into the window, and the last."""
+    if not memory:
+        return []
+    end = memory[-1].t
+    minutes = [0, 1, 2, 5, 10, 20, 30, 45, *range(60, int(end // 60) + 1, 30)]
+    marks: list[MemorySample] = []
+    for x in minutes:
+        if 60 * x <= end:
+            nearest = min(memory, key=lambda m, at=60 * x: abs(m.t - at))
+            if not any(m is nearest for m in marks):
+                marks.append(nearest)
+    if marks[-1] is not memory[-1]:
+        marks.append(memory[-1])
+    return marks
+
+
 @dataclass
 class RunResult:
     """Everything one run measured."""
@@ -953,14 +1158,14 @@ class RunResult:
     seconds: float
     presses: list[Press]
     frames: list[Span]
-    write_ms: list[float]
+    write_ms: Sequence[float]
     stray_frames: int
     shows: list[Span]
     gathers: list[Span]
     refreshed: list[Span]
-    snapshots: list[float]
+    snapshots: Sequence[float]
     stalls: list[tuple[float, float]]
-    gaps: list[float]
+    gaps: Histogram
     cpu: dict[str, float]  # class -> CPU seconds in the window
     process_cpu: float
     writer_cpu: float
@@ -975,7 +1180,8 @@ class RunResult:
     warmup_stall_ms: float
     bytes_out: int
     gcs: list[Span] = field(default_factory=list)
-    rss: list[tuple[float, float]] = field(default_factory=list)  # (s into the window, MB)
+    memory: list[MemorySample] = field(default_factory=list)  # every RSS_EVERY_S in the window
+    footprint: int = 0  # bytes of the benchmark's own records at the end of the window
     polls: dict[str, int] = field(default_factory=dict)
     stall_samples: int = 0
     stall_inclusive: list[str] = field(default_factory=list)
@@ -1027,6 +1233,8 @@ def run_once(args: argparse.Namespace, folder: Path, k: int) -> RunResult:
     config = load_config(write_config(folder))
     db = folder / "iotwatch.db"
     logging.getLogger("iotwatch").propagate = False  # as run_console: warnings are notifications
+    if not args.default_malloc and hasattr(collector, "few_malloc_arenas"):  # older commits lack it
+        collector.few_malloc_arenas()  # as run_console, before the engine's threads start
     writer = Writer(folder, args, args.seed + k)
     watcher = DbWatcher(db)
     bridge = Bridge(config, str(db))
@@ -1035,7 +1243,7 @@ def run_once(args: argparse.Namespace, folder: Path, k: int) -> RunResult:
         if bridge.session is None:
             raise RuntimeError(f"the engine did not start: {bridge.error!r}")
         if not args.default_gc:
-            collector.settle()  # as run_console does once the engine has started
+            collector.settle()  # the engine alone, as `run --headless` runs it once started
         watcher.start()
         baseline = engine_alone(args, writer, watcher)
         inst = Instrument()
@@ -1071,7 +1279,15 @@ async def _drive(
     loop = asyncio.get_running_loop()
     # Textual's thread workers run in the loop's default executor: named, so their CPU is known.
     loop.set_default_executor(ThreadPoolExecutor(thread_name_prefix="ui-worker"))
-    app = bench_app_class()(bridge, interval=args.interval)
+    from engine import collector
+
+    # As run_console: the collector is settled again once the first data is on screen (older
+    # commits settle it only once the engine has started, above).
+    app_class = bench_app_class()
+    kwargs: dict[str, Any] = {}
+    if not args.default_gc and "on_first_data" in inspect.signature(app_class).parameters:
+        kwargs["on_first_data"] = collector.settle
+    app = app_class(bridge, interval=args.interval, **kwargs)
     app.inst = inst
     inst.app = app
     inst.wrap_display(app)
@@ -1121,18 +1337,19 @@ async def _drive(
         sampler.start()
         keyboard = Keyboard(app, inst, widgets, args.seed * 1000 + k)
         keyboard.start()
-        rss: list[tuple[float, float]] = []  # (seconds into the window, MB)
+        memory: list[MemorySample] = []
 
-        async def sample_rss() -> None:
+        async def sample_memory() -> None:
             me = psutil.Process()
             while True:
-                rss.append((time.perf_counter() - t0, me.memory_info().rss / 1e6))
+                memory.append(MemorySample.take(me, time.perf_counter() - t0))
                 await asyncio.sleep(RSS_EVERY_S)
 
-        rss_task = asyncio.create_task(sample_rss())
+        memory_task = asyncio.create_task(sample_memory())
         await asyncio.sleep(args.seconds)
-        rss_task.cancel()
-        rss.append((time.perf_counter() - t0, psutil.Process().memory_info().rss / 1e6))
+        memory_task.cancel()
+        memory.append(MemorySample.take(psutil.Process(), time.perf_counter() - t0))
+        footprint = inst.footprint()
         keyboard.halt.set()
         t1 = time.perf_counter()
         m1 = time.monotonic()
@@ -1213,7 +1430,8 @@ async def _drive(
         warmup_stall_ms=warmup_stall,
         bytes_out=inst.bytes_out,
         gcs=[g for g in inst.gcs if g.t0 < t1],
-        rss=rss,
+        memory=memory,
+        footprint=footprint,
         polls=dict(inst.poll_count),
         stall_samples=sampler.samples,
         stall_inclusive=sampler.top(sampler.inclusive, 14, skip=_LOOP_FRAMES),
@@ -1295,6 +1513,7 @@ class Figures:
     console_cpu: float
     engine_cpu: float
     committed_eps: float
+    rss_slope: float  # MB/min after the first two minutes (nan: the window was too short)
 
 
 def figures(r: RunResult) -> Figures:
@@ -1318,7 +1537,12 @@ def figures(r: RunResult) -> Figures:
         console_cpu=100 * (ui + r.cpu.get("console workers", 0.0)) / s,
         engine_cpu=100 * engine / s,
         committed_eps=r.committed_eps,
+        rss_slope=_nan(rss_slope(r.memory)),
     )
+
+
+def _nan(value: float | None) -> float:
+    return float("nan") if value is None else value
 
 
 def attribute(r: RunResult, start: float, gap: float) -> str:
@@ -1380,7 +1604,7 @@ def report(r: RunResult, args: argparse.Namespace) -> None:
             f"itself): {len(bounced)} of {len(switches)}"
         )
     print("  key -> new data painted (ms)     n      p50      p95      p99      max")
-    for kind in sorted({p.kind for p in r.presses if p.content is not None}):
+    for kind in sorted({p.kind for p in r.presses if p.refreshes}):
         vals = [
             p.content_ms
             for p in r.presses
@@ -1404,11 +1628,10 @@ def report(r: RunResult, args: argparse.Namespace) -> None:
         print("    slowest frames: ms (cpu ms) kind: dirty widgets")
         for x in slow:
             print(f"      {x.ms:6.0f} ({x.cpu * 1000:4.0f}) {x.what}: {x.info[:110]}")
-    gaps = [g * 1000 for g in r.gaps]
     stalls = [g * 1000 for _, g in r.stalls]
     print(
         f"  UI loop stalls (heartbeat every {HEARTBEAT_S * 1000:.0f} ms): max {max(stalls, default=0):.0f} ms, "
-        f"p99 {pct(gaps, 0.99):.0f} ms, {sum(1 for g in stalls if g > 100)} > 100 ms, "
+        f"p99 {r.gaps.pct(0.99):.0f} ms, {sum(1 for g in stalls if g > 100)} > 100 ms, "
         f"{f.stalls_over} > {TARGET_FRAME_MS:.0f} ms"
     )
     print("  garbage collector pauses (ms; any thread, the GIL held)")
@@ -1433,7 +1656,7 @@ def report(r: RunResult, args: argparse.Namespace) -> None:
             print(f"    {line}")
     print()
     polls = sum(r.polls.values())
-    keys_refreshing = sum(1 for p in r.presses if p.content is not None)
+    keys_refreshing = sum(1 for p in r.presses if p.refreshes)
     print(
         f"  refreshes started: {polls} ({polls / s:.1f}/s; the {args.interval:g} s interval asks "
         f"for {s / args.interval:.0f}, plus up to {keys_refreshing} for keys that change what is "
@@ -1483,16 +1706,8 @@ def report(r: RunResult, args: argparse.Namespace) -> None:
         f"(other processes {max(0.0, others):.0f} %)"
     )
     print()
-    if r.rss:
-        mbs = [mb for _, mb in r.rss]
-        late = [(t, mb) for t, mb in r.rss if t >= 60.0]  # after the first minute
-        slope = ""
-        if len(late) >= 2 and late[-1][0] > late[0][0]:
-            slope = f", {60 * (late[-1][1] - late[0][1]) / (late[-1][0] - late[0][0]):+.2f} MB/min after the first minute"
-        print(
-            f"  RSS of this process (console and engine): {mbs[0]:.0f} MB at the start of the "
-            f"window, {mbs[-1]:.0f} MB at the end, {max(mbs):.0f} MB at most{slope}"
-        )
+    if r.memory:
+        print_memory(r)
     print(
         f"  ingest: appended {r.appended_eps:,.0f} events/s, committed {r.committed_eps:,.0f} "
         f"events/s ({100 * r.committed_eps / args.rate:.0f} % of {args.rate:,}); "
@@ -1508,6 +1723,39 @@ def report(r: RunResult, args: argparse.Namespace) -> None:
             for line in text.splitlines():
                 if line.strip():
                     print(f"  {line}")
+
+
+def print_memory(r: RunResult) -> None:
+    """RSS, frozen objects and malloc's arenas at marks through the window; the RSS slope."""
+    marks = memory_marks(r.memory)
+    print(
+        f"  memory of this process (console and engine), sampled every {RSS_EVERY_S:.0f} s "
+        "through the window:"
+    )
+    print("    minute           " + "".join(f"{m.t / 60:>8.1f}" for m in marks))
+    print("    RSS MB           " + "".join(f"{m.rss:>8.1f}" for m in marks))
+    print("    frozen objects k " + "".join(f"{m.frozen / 1000:>8.1f}" for m in marks))
+    if all(m.malloc_used is not None for m in marks):
+        print("    malloc in use MB " + "".join(f"{m.malloc_used or 0:>8.1f}" for m in marks))
+        print("    malloc kept MB   " + "".join(f"{m.malloc_free or 0:>8.1f}" for m in marks))
+    slope = rss_slope(r.memory)
+    late = sum(1 for m in r.memory if m.t >= SLOPE_AFTER_S)
+    if slope is None:
+        print(
+            f"    RSS slope: the window is too short (it is taken after {SLOPE_AFTER_S / 60:g} minutes)"
+        )
+    else:
+        span = (r.memory[-1].t - SLOPE_AFTER_S) / 60
+        print(
+            f"    RSS slope after the first {SLOPE_AFTER_S / 60:g} minutes: {slope:+.2f} MB/min "
+            f"(least squares over {late} samples, {span:.1f} minutes; target within "
+            f"±{TARGET_SLOPE:g}: {met(abs(slope) <= TARGET_SLOPE)}"
+            + ("; under 10 minutes: indicative only)" if span < 8 else ")")
+        )
+    print(
+        f"    the benchmark's own records (frames, presses, pauses) hold about "
+        f"{r.footprint / 1e6:.1f} MB of that at the end"
+    )
 
 
 def _ratio(spans: Sequence[Span]) -> str:
@@ -1545,6 +1793,7 @@ def summary(runs: list[RunResult], args: argparse.Namespace) -> None:
     row("console CPU % (UI+workers)", "console_cpu", ".1f", min)
     row("engine CPU %", "engine_cpu", ".1f", min)
     row("committed events/s", "committed_eps", ",.0f", max)
+    row("RSS slope MB/min (after 2 min)", "rss_slope", "+.2f", lambda v: min(v, key=abs))
     med = {a: statistics.median(getattr(x, a) for x in figs) for a in Figures.__dataclass_fields__}
     print()
     print(
@@ -1556,6 +1805,13 @@ def summary(runs: list[RunResult], args: argparse.Namespace) -> None:
         f"(median max {med['frame_max']:.0f} ms); UI loop {met(med['stalls_over'] == 0)} "
         f"(median longest stall {med['stall_max']:.0f} ms)"
     )
+    if med["rss_slope"] == med["rss_slope"]:  # not nan
+        print(
+            f"target RSS slope within ±{TARGET_SLOPE:g} MB/min after the first "
+            f"{SLOPE_AFTER_S / 60:g} minutes: {met(abs(med['rss_slope']) <= TARGET_SLOPE)} "
+            f"(median {med['rss_slope']:+.2f} MB/min"
+            + ("; a window under 10 minutes is indicative only)" if args.seconds < 600 else ")")
+        )
     print(
         f"engine kept up with {args.rate:,} events/s: "
         f"{'yes' if med['committed_eps'] >= 0.95 * args.rate else 'NO'} "
@@ -1625,6 +1881,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="keep CPython's collector settings instead of engine.collector.settle()",
     )
+    p.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="keep glibc's malloc arenas (one per thread) instead of few_malloc_arenas()",
+    )
     p.add_argument("--warmup", type=float, help="seconds before measuring, at least (10; quick 5)")
     p.add_argument(
         "--baseline",
@@ -1654,6 +1915,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{args.seconds:g} s measured per run, {args.repeat} run(s), {SIZE[0]}x{SIZE[1]}, "
         f"refresh {args.interval:g} s, garbage collector "
         + ("with CPython's defaults" if args.default_gc else "settled (engine.collector)")
+        + (", glibc's malloc arenas" if args.default_malloc else ", few malloc arenas")
     )
     print(
         f"machine: {psutil.cpu_count()} cores, load average {load[0]:.2f} {load[1]:.2f} "

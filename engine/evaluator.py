@@ -25,7 +25,7 @@ from engine import catalogue as c
 from engine.alert import OPEN, RESOLVED, Alert, AlertBook
 from engine.config import Config
 from engine.episode import NEVER, AllowEpisodes, RangeTrack, final_runs
-from engine.event import Event
+from engine.event import MAX_RAW, Bad, Event
 from engine.timestamps import US
 from engine.watermark import DATA_SOURCES, StreamClock, Watermark, feeds_of
 
@@ -119,6 +119,9 @@ class Evaluator:
         self.events = 0
         self.expired = 0
         self.new_devices: list[Device] = []  # devices created since the store last took them
+        # Events that made evaluation fail (a bug's trace, never a stop): the caller quarantines
+        # them. Their effect on the state is what they did before failing.
+        self.poisoned: list[tuple[Event, Exception]] = []
         # Ids of devices the store already knows (a restart keeps them).
         self._device_ids = dict(device_ids or {})
         self._next_device_id = max(self._device_ids.values(), default=0) + 1
@@ -190,65 +193,55 @@ class Evaluator:
             # One mark per data source for the whole batch: only this stream moves during it,
             # so a mark can only be lower than the true one, and judging later is always safe.
             marks = self._marks = {ds: self.watermark.mark(ds, wall) for ds in DATA_SOURCES}
-        unauthorized_rule = c.UNAUTHORIZED
         latest = stream.latest
         n = expired = 0
-        for ev in events:
-            t, device, _name, rule, unauthorized, allow, _value, weight, host, _pos = ev
-            dev = devices.get(device)
-            if dev is None:
-                dev = self._device(device)
-            mine = seen.get(device)
-            if mine is None or t > mine:
-                if not host:  # the host's receive time is not the device's clock
-                    seen[device] = t
-                is_expired = floor is not None and t < floor
-            else:
-                is_expired = t < mine - horizon or (floor is not None and t < floor)
-            if expired_flags is not None:
-                is_expired = expired_flags[n]
-            if latest is None or t > latest:
-                latest = stream.latest = t
-            if is_expired:
-                expired += 1
-            else:
-                if dev.first is None or t < dev.first:
-                    self._known(dev, t)
-                if dev.last is None or t > dev.last:
-                    dev.last = t
-                if incremental:
-                    if rule:
-                        # The common case, inlined: one window of the newest rule version.
-                        track = dev.tracks.get(rule)
-                        if track is not None:
-                            index = t // track.size
-                            if index != track.cur:
-                                track.cur = index
-                                mark = marks[track.source]
-                                if mark is not None and mark // track.size > track.next:
-                                    track.finalize(mark // track.size, floor)
-                            if track.next <= index < track.stop:
-                                pending = track.pending
-                                count = pending.get(index, 0) + weight
-                                pending[index] = count
-                                if count > track.max:
-                                    track.above_max(index, count)
-                            else:
-                                self._count(track, t, weight)
-                        elif rule >= c.CONNECT:
-                            self._protocol(dev, rule, t, weight, ev.value)
-                    if unauthorized:
-                        track = dev.tracks.get(unauthorized_rule)
-                        if track is not None:
-                            index = t // track.size
-                            if index != track.cur:
-                                track.cur = index
-                                mark = marks[track.source]
-                                if mark is not None and mark // track.size > track.next:
-                                    track.finalize(mark // track.size, floor)
-                            self._count(track, t, weight)
+        for i, ev in enumerate(events):
+            n += 1
+            try:
+                t, device, _name, rule, unauthorized, allow, _value, weight, host, _pos = ev
+                dev = devices.get(device)
+                if dev is None:
+                    dev = self._device(device)
+                mine = seen.get(device)
+                if mine is None or t > mine:
+                    if not host:  # the host's receive time is not the device's clock
+                        seen[device] = t
+                    is_expired = floor is not None and t < floor
                 else:
-                    if rule:
+                    is_expired = t < mine - horizon or (floor is not None and t < floor)
+                if expired_flags is not None:
+                    is_expired = expired_flags[i]
+                if latest is None or t > latest:
+                    latest = stream.latest = t
+                if is_expired:
+                    expired += 1
+                else:
+                    if dev.first is None or t < dev.first:
+                        self._known(dev, t)
+                    if dev.last is None or t > dev.last:
+                        dev.last = t
+                    if incremental:
+                        if rule:
+                            # The common case, inlined: one window of the newest rule version.
+                            track = dev.tracks.get(rule)
+                            if track is not None:
+                                index = t // track.size
+                                if index != track.cur:
+                                    track.cur = index
+                                    mark = marks[track.source]
+                                    if mark is not None and mark // track.size > track.next:
+                                        track.finalize(mark // track.size, floor)
+                                if track.next <= index < track.stop:
+                                    pending = track.pending
+                                    count = pending.get(index, 0) + weight
+                                    pending[index] = count
+                                    if count > track.max:
+                                        track.above_max(index, count)
+                                else:
+                                    self._count(track, t, weight)
+                            elif rule >= c.CONNECT:
+                                self._protocol(dev, rule, t, weight, ev.value)
+                    elif rule:
                         counts = dev.tracks.get(rule)
                         if counts is not None:
                             index = t // counts.size
@@ -257,21 +250,43 @@ class Evaluator:
                         elif rule >= c.CONNECT:
                             self._protocol(dev, rule, t, weight, ev.value)
                     if unauthorized:
-                        counts = dev.tracks.get(unauthorized_rule)
-                        if counts is not None:
-                            index = t // counts.size
-                            counts = counts.counts
-                            counts[index] = counts.get(index, 0) + weight
-            if allow:
-                self._allow(dev.plan, ev)
-            if rows is not None:
-                rows.append((stream_id, dev.id, is_expired) + ev)  # noqa: RUF005 - concatenation is faster
-            n += 1
+                        self._also_unauthorized(dev, t, weight, floor)
+                if allow:
+                    self._allow(dev.plan, ev)
+                if rows is not None:
+                    rows.append((stream_id, dev.id, is_expired) + ev)  # noqa: RUF005 - concatenation is faster
+            except Exception as exc:  # a poison event never stops its stream: the caller
+                self.poisoned.append((ev, exc))  # quarantines it (see take_poisoned)
+                n -= 1
         stream.events += n
         stream.expired += expired
         self.events += n
         self.expired += expired
         return expired
+
+    def take_poisoned(self) -> list[Bad]:
+        """The events that made evaluation fail since the last call, as quarantine entries."""
+        out, self.poisoned = self.poisoned, []
+        return [
+            Bad(ev.pos, f"not evaluable ({type(exc).__name__})", repr(ev).encode()[:MAX_RAW])
+            for ev, exc in out
+        ]
+
+    def _also_unauthorized(self, dev: Device, t: int, weight: int, floor: int | None) -> None:
+        """An event that failed as unauthorized counts toward UnauthorizedOperations… too."""
+        track = dev.tracks.get(c.UNAUTHORIZED)
+        if track is None:
+            return
+        index = t // track.size
+        if not self.incremental:
+            track.counts[index] = track.counts.get(index, 0) + weight
+            return
+        if index != track.cur:
+            track.cur = index
+            mark = self._marks[track.source]
+            if mark is not None and mark // track.size > track.next:
+                track.finalize(mark // track.size, floor)
+        self._count(track, t, weight)
 
     def _count(self, track: RangeTrack, t: int, weight: int) -> None:
         """Count into the version of the rule that evaluates ``t``'s window (a rule change
@@ -438,11 +453,12 @@ class Evaluator:
         for episodes in self.allow.values():
             episodes.quiet = self.quiet
         self.plans = {}
-        now = (
-            self.wall
-            if self.wall is not None
-            else max((d.last for d in self.devices.values() if d.last is not None), default=0)
-        )
+        if now is None:
+            now = (
+                self.wall
+                if self.wall is not None
+                else max((d.last for d in self.devices.values() if d.last is not None), default=0)
+            )
         for dev in self.devices.values():
             dev.plan = self._plan(dev.name)
             dev.declared = dev.name in config.devices.declared

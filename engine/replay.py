@@ -245,6 +245,8 @@ def _drain(evaluator: Evaluator, item: _Input, batch: Batch, summary: Summary, k
     if events and not item.clock.feeds:
         evaluator.set_format(item.clock, item.decoder.format)
     evaluator.process(item.clock, events, batch.events if keep else None, item.stream_id)
+    if evaluator.poisoned:
+        bad = [*bad, *evaluator.take_poisoned()]
     item.quarantined += len(bad)
     for b in bad:
         summary.quarantined[b.reason] += 1

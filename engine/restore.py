@@ -163,6 +163,8 @@ async def restore(store: Store, config: Config) -> Restored:
             restored.events += len(rows)
     while pending:
         in_force_config = _apply(evaluator, pending.pop(0))
+    if evaluator.poisoned:  # stored events this iotwatch cannot evaluate: skipped, said
+        log.error("%d stored events could not be evaluated again", len(evaluator.take_poisoned()))
     restored.config = in_force_config
     for row in restored.streams:
         row.clock.holding = False

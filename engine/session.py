@@ -598,6 +598,9 @@ class Session:
         events, bad = handle.decoder.take()
         batch = self._batch
         evaluator.process(handle.clock, events, batch.events, handle.id)
+        if evaluator.poisoned:
+            bad = [*bad, *evaluator.take_poisoned()]
+            log.error("%s: an event could not be evaluated; it is quarantined", handle.name)
         if events:
             last = max(ev.time for ev in events)
             handle.last_event = max(last, handle.last_event or last)

@@ -32,6 +32,7 @@ from tests.test_live_equals_replay import (
     HOUR,
     T0,
     Clock,
+    _until,
     committed_bytes,
     prepare,
     timeline,
@@ -42,14 +43,6 @@ STEPS = timeline()
 # Halfway, the operator tightens a rule in the console: from the next window on.
 CHANGED = CONFIG.replace('max = 30\nwindow = "PT1H"', 'max = 25\nwindow = "PT1H"')
 CHANGE_AT = T0 + 3 * HOUR
-
-
-async def _until(condition: Any, timeout: float = 20) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("timed out")
-        await asyncio.sleep(0.005)
 
 
 async def live_until(root: Path, stop: int, crash: bool = True) -> None:

@@ -100,3 +100,15 @@ def test_new_window_size_starts_at_the_next_boundary(tmp_path: Path) -> None:
         ("a", at("10:02:00"), at("10:03:00"), [9], "open"),
         ("a", at("10:05:00"), at("10:10:00"), [4], "open"),
     ]
+
+
+def test_a_rule_change_takes_effect_from_the_window_after_its_moment(tmp_path: Path) -> None:
+    """The boundary is the window after the moment of the change, as given (a restart applies
+    a logged change at its own moment, not at the restored wall clock)."""
+    evaluator, stream = live(tmp_path)
+    evaluator.advance(at("10:00:00"))
+    evaluator.process(stream, [d2c("10:00:10")])
+    evaluator.reconfigure(config(tmp_path, lo=1, hi=9, window="PT1M"), now=at("10:03:30"))
+    old = evaluator.devices["a"].tracks[MQTT].previous
+    assert old is not None and old.stop * old.size == at("10:04:00")
+    assert evaluator.devices["a"].tracks[MQTT].start * old.size == at("10:04:00")

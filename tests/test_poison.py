@@ -302,3 +302,30 @@ async def test_poison_record_does_not_stop_a_live_source(tmp_path: Path) -> None
     finally:
         await session.close()
         await store.close()
+
+
+def test_an_event_that_makes_evaluation_fail_is_quarantined_and_the_stream_goes_on() -> None:
+    """Should a bug make the evaluator fail on one event, that event is quarantined with the
+    kind of failure and every other event of the batch is evaluated (SPEC §7)."""
+    from engine.config import parse_config
+    from engine.evaluator import Evaluator
+    from engine.event import new_event
+
+    config = parse_config(
+        {"groups": {"default": {"rules": {"MqttD2CMessagesNotInAllowedRange": {"max": 1}}}}},
+        "x.toml",
+    )
+    for incremental in (False, True):
+        ev = Evaluator(config, incremental=incremental)
+        clock = ev.add_stream("s", "hub-events")
+        good = [
+            new_event((1_795_860_000_000_000 + i, "d", "d2c", 8, False, 0, "mqtt", 1, False, i))
+            for i in range(3)
+        ]
+        poison = new_event((1_795_860_000_000_009, "d", "d2c", 8, False, 0, "mqtt", "x", False, 7))
+        rows: list = []
+        ev.process(clock, [good[0], poison, *good[1:]], rows, 1)
+        (bad,) = ev.take_poisoned()
+        assert (bad.pos, bad.reason) == (7, "not evaluable (TypeError)")
+        assert len(rows) == 3 and ev.events == 3 and clock.events == 3
+        assert [a.counts for a in ev.finish()] == [[3]]

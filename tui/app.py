@@ -33,6 +33,7 @@ from engine import collector
 from engine.config import Config
 from engine.export import ExportCancelled, ExportError, ExportResult
 from engine.session import Clock, wall_clock
+from tui import textual_fixes
 from tui.bridge import Bridge
 from tui.panes.alerts import AlertRow, AlertsPane
 from tui.panes.allowlists import AllowlistsPane
@@ -59,6 +60,8 @@ from tui.screens.export import (
 )
 from tui.widgets import apply_edit, error_text
 from tui.widgets.footer import LeanFooter
+
+textual_fixes.apply()  # before any widget renders (see tui.textual_fixes)
 
 US = 1_000_000
 INTERVALS = (0.5, 1.0, 2.0, 5.0, 10.0)
@@ -236,9 +239,13 @@ class IotwatchApp(App[int]):
         interval: float = 1.0,
         title: str | None = None,
         notify_alerts: bool = True,
+        on_first_data: Callable[[], None] | None = None,
     ) -> None:
         super().__init__()
         self.bridge = bridge
+        # Called once, after the first frame that shows live data (run_console: settle the
+        # garbage collector when the widgets, the style sheet and the first rows exist).
+        self._on_first_data = on_first_data
         self.interval = interval
         self.paused = False
         self.notify_alerts = notify_alerts
@@ -374,6 +381,9 @@ class IotwatchApp(App[int]):
         if pane is self.active_pane() and pane.is_mounted and not self.leaving:
             with self.batch_update():
                 pane.show(data)
+            if self._on_first_data is not None:
+                first, self._on_first_data = self._on_first_data, None
+                self.call_after_refresh(first)
 
     def _refreshed(self, worker: Worker[Any]) -> None:
         self._busy = False
@@ -738,11 +748,13 @@ def run_console(
     stop the engine (it commits what it has)."""
     # Engine log records must not be written over the screen: they become notifications.
     logging.getLogger("iotwatch").propagate = False
+    collector.few_malloc_arenas()  # before the engine's threads start
     bridge = Bridge(config, db, clock=clock)
     bridge.start()
-    collector.settle()  # the engine has restored its state: that, and the modules, stay
     try:
-        status = run_app(IotwatchApp(bridge, title=title))
+        # The engine's restored state, the modules, the widgets and the style sheet stay: the
+        # collector walks them no more once the first data is on screen (engine.collector).
+        status = run_app(IotwatchApp(bridge, title=title, on_first_data=collector.settle))
     finally:
         stopper = threading.Thread(target=bridge.stop, daemon=True)
         stopper.start()

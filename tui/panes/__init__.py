@@ -14,25 +14,18 @@ holds the small formatting helpers the panes share.
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from rich.text import Text
 from textual.widget import Widget
-from textual.widgets import DataTable
-from textual.widgets.data_table import RowDoesNotExist
 
 from tui.bridge import Bridge
 
 US = 1_000_000
 SPARK = "▁▂▃▄▅▆▇█"
-# Rebuilding a table that loses most of its rows (a new filter) is cheaper than removing them one
-# by one (each removal renumbers every row); up to this many removals rows go by key.
-REBUILD_ABOVE = 300
 
 
 class LivePane(Widget):
@@ -110,125 +103,6 @@ def sparkline(values: Sequence[int], low: int, high: int, width: int = 12) -> Te
 def cell(value: object, style: str = "") -> Text:
     """A table cell of our own text (numbers, fixed words): still a ``Text``, never markup."""
     return Text(str(value), style=style, no_wrap=True, end="")
-
-
-# -- tables updated by key ----------------------------------------------------------------------
-
-
-@dataclass
-class TablePlan:
-    """What to do to a table to make it show ``rows``: worked out on a worker thread (the UI
-    thread only applies it)."""
-
-    rows: dict[str, tuple[Any, ...]]
-    removed: list[str] = field(default_factory=list)
-    added: list[str] = field(default_factory=list)
-    changed: list[tuple[str, str, Any]] = field(default_factory=list)  # key, column, cell
-    rebuild: bool = False
-
-    def __bool__(self) -> bool:
-        return bool(self.rebuild or self.removed or self.added or self.changed)
-
-
-def plan_table(
-    rows: Mapping[str, tuple[Any, ...]],
-    shown: Mapping[str, tuple[Any, ...]],
-    columns: Sequence[str],
-) -> TablePlan:
-    """Compare ``rows`` (key → cells) with what the table ``shown``: rows to add and remove,
-    cells to update. Only reads ``shown``, so it may run on a worker thread while the table is
-    idle (polls never overlap)."""
-    plan = TablePlan(dict(rows))
-    removed = [k for k in shown if k not in rows]
-    if len(removed) > REBUILD_ABOVE:
-        plan.rebuild = True
-        plan.added = list(rows)
-        return plan
-    plan.removed = removed
-    for key, cells in rows.items():
-        old = shown.get(key)
-        if old is None:
-            plan.added.append(key)
-        elif old != cells:
-            plan.changed += [
-                (key, col, b) for col, a, b in zip(columns, old, cells, strict=True) if a != b
-            ]
-    return plan
-
-
-def apply_plan(
-    table: DataTable[Any],
-    plan: TablePlan,
-    shown: dict[str, tuple[Any, ...]],
-    *,
-    sort_key: Any = None,
-    reverse: bool = False,
-) -> bool:
-    """Apply ``plan`` to ``table`` by key (``shown`` follows). When rows were added, the table is
-    sorted with ``sort_key`` (on a row's cells) and the cursor stays on the row it was on.
-    Returns whether anything changed."""
-    if not plan:
-        return False
-    cursor_key = current_key(table)
-    if plan.rebuild:  # most rows went away (a new filter): one clear beats thousands of removals
-        table.clear()
-        shown.clear()
-    for key in plan.removed:
-        with contextlib.suppress(RowDoesNotExist):
-            table.remove_row(key)
-        shown.pop(key, None)
-    for key in plan.added:
-        cells = plan.rows[key]
-        table.add_row(*cells, key=key)
-        shown[key] = cells
-    for key, column, value in plan.changed:
-        table.update_cell(key, column, value)
-    for key, _, _ in plan.changed:
-        shown[key] = plan.rows[key]
-    if plan.added and sort_key is not None:
-        table.sort(key=sort_key, reverse=reverse)
-    if plan.added and cursor_key is not None and cursor_key in shown:
-        restore_cursor(table, cursor_key)
-    return True
-
-
-def sync_table(
-    table: DataTable[Any],
-    rows: Mapping[str, tuple[Any, ...]],
-    shown: dict[str, tuple[Any, ...]],
-    columns: Sequence[str],
-    *,
-    sort_key: Any = None,
-    reverse: bool = False,
-) -> bool:
-    """``plan_table`` and ``apply_plan`` in one go (for small tables)."""
-    return apply_plan(
-        table, plan_table(rows, shown, columns), shown, sort_key=sort_key, reverse=reverse
-    )
-
-
-def current_key(table: DataTable[Any]) -> str | None:
-    """The key of the row under the cursor, if any."""
-    if table.row_count == 0:
-        return None
-    try:
-        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
-    except Exception:
-        return None
-    return None if key.value is None else str(key.value)
-
-
-def restore_cursor(table: DataTable[Any], key: str) -> None:
-    """Put the cursor back on row ``key`` without scrolling it into the middle."""
-    try:
-        index = table.get_row_index(key)
-    except RowDoesNotExist:
-        return
-    if index != table.cursor_row:
-        table.move_cursor(row=index, animate=False, scroll=False)
-
-
-# -- text filters -------------------------------------------------------------------------------
 
 
 class TextFilter:

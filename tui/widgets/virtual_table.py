@@ -128,6 +128,7 @@ class VirtualTable(ScrollView, can_focus=True):
         cells: Cells,
         *,
         zebra_stripes: bool = True,
+        show_cursor: bool = True,
         name: str | None = None,
         id: str | None = None,
         classes: str | None = None,
@@ -136,6 +137,7 @@ class VirtualTable(ScrollView, can_focus=True):
         self.columns = [Column(*c) for c in columns]
         self.cells = cells
         self.zebra_stripes = zebra_stripes
+        self.show_cursor = show_cursor  # False: a display-only table (no cursor is drawn)
         self.rows = Rows()
         self.cursor_row = 0
         self._cursor_key: str | None = None
@@ -278,7 +280,7 @@ class VirtualTable(ScrollView, can_focus=True):
 
     def _line(self, index: int, base: Style) -> Strip:
         """Row ``index`` (-1: the header), uncropped, cached until the rows change."""
-        cursor = index == self.cursor_row and index >= 0
+        cursor = self.show_cursor and index == self.cursor_row and index >= 0
         width = max(self._width, self.size.width)  # stripes and cursor span the widget
         key = (index, cursor, self.has_focus, base, width, self._generation)
         line = self._lines.get(key)
