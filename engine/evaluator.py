@@ -179,8 +179,9 @@ class Evaluator:
     ) -> int:
         """Evaluate ``events`` of ``stream`` in stream order; return how many were expired.
 
-        With ``rows``, append the store's row for each event: ``(stream_id, device id, expired)``
-        followed by the event's fields. ``expired_flags`` forces expiry (a restart re-reads
+        With ``rows``, append the store's row for each event (``engine.store.EventRow``): the
+        event's fields but its device name, after ``(stream_id, device id, expired)``.
+        ``expired_flags`` forces expiry (a restart re-reads
         stored events as they were recorded).
         """
         devices = self.devices
@@ -198,7 +199,7 @@ class Evaluator:
         for i, ev in enumerate(events):
             n += 1
             try:
-                t, device, _name, rule, unauthorized, allow, _value, weight, host, _pos = ev
+                t, device, name, rule, unauthorized, allow, value, weight, host, pos = ev
                 dev = devices.get(device)
                 if dev is None:
                     dev = self._device(device)
@@ -240,7 +241,7 @@ class Evaluator:
                                 else:
                                     self._count(track, t, weight)
                             elif rule >= c.CONNECT:
-                                self._protocol(dev, rule, t, weight, ev.value)
+                                self._protocol(dev, rule, t, weight, value)
                     elif rule:
                         counts = dev.tracks.get(rule)
                         if counts is not None:
@@ -248,13 +249,30 @@ class Evaluator:
                             counts = counts.counts
                             counts[index] = counts.get(index, 0) + weight
                         elif rule >= c.CONNECT:
-                            self._protocol(dev, rule, t, weight, ev.value)
+                            self._protocol(dev, rule, t, weight, value)
                     if unauthorized:
                         self._also_unauthorized(dev, t, weight, floor)
                 if allow:
                     self._allow(dev.plan, ev)
                 if rows is not None:
-                    rows.append((stream_id, dev.id, is_expired) + ev)  # noqa: RUF005 - concatenation is faster
+                    # The stored row: no device name (the store keeps the device's id), which
+                    # would otherwise be packed, piped and unpacked once per event for nothing.
+                    rows.append(
+                        (
+                            stream_id,
+                            dev.id,
+                            is_expired,
+                            t,
+                            name,
+                            rule,
+                            unauthorized,
+                            allow,
+                            value,
+                            weight,
+                            host,
+                            pos,
+                        )
+                    )
             except Exception as exc:  # a poison event never stops its stream: the caller
                 self.poisoned.append((ev, exc))  # quarantines it (see take_poisoned)
                 n -= 1
