@@ -141,6 +141,10 @@ _AS_WRITTEN = {
 }
 
 
+# Every spelling fold_protocol knows without trimming or case-folding it.
+PROTOCOL_SPELLINGS = (*_AS_WRITTEN, *_PROTOCOLS)
+
+
 def fold_protocol(value: Any) -> str | None:
     """``Amqp``/``AmqpWs`` → amqp, ``Mqtt``/``MqttWs`` → mqtt, ``Http``/``Https`` → http."""
     if type(value) is not str:
