@@ -108,14 +108,21 @@ class JsonStream:
         direct = hub_events.decode if self.format == hub_events.NAME else None
         fast = _FAST.get(self.format) if self.fast else None  # type: ignore[arg-type]
         records = 0
+        # The first line is the rest of an over-long one: dropped.
+        skipping = self._skipping and bool(lines)
+        if skipping:
+            self._skipping = False
+        # Only the careful path can open a document or learn the format: plain is refreshed
+        # after it, not read from self for every line.
+        plain = not self._doc and self.format is not None
         for line in lines:
             size = len(line) + 1
-            if self._skipping:
-                self._skipping = False
-            elif (
-                self._doc or self.format is None or size > MAX_LINE or not line or line[0] != 0x7B
-            ):  # anything but a plain "{...}" line of a known format takes the careful path
+            if skipping:
+                skipping = False
+            elif not plain or size > MAX_LINE or size == 1 or line[0] != 0x7B:
+                # anything but a plain "{...}" line of a known format takes the careful path
                 line_slow(line, pos)
+                plain = not self._doc and self.format is not None
                 if direct is None and self.format == hub_events.NAME:
                     direct = hub_events.decode
                 if fast is None and self.fast:
@@ -126,7 +133,8 @@ class JsonStream:
                 try:
                     obj = loads(line)
                 except orjson.JSONDecodeError:
-                    line_slow(line, pos)
+                    line_slow(line, pos)  # it may open a document
+                    plain = not self._doc and self.format is not None
                 else:
                     if direct is not None:
                         records += 1
