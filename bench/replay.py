@@ -1002,6 +1002,7 @@ class Run:
     rc: int
     stdout: str
     stderr: str
+    cpu: float  # user + system seconds of the process and of the children it waited for
 
 
 def measure(cmd: Sequence[str], stdout_path: Path, cwd: Path) -> Run:
@@ -1016,7 +1017,8 @@ def measure(cmd: Sequence[str], stdout_path: Path, cwd: Path) -> Run:
     text = stdout_path.read_text(errors="replace") if stdout_path.stat().st_size < 1 << 20 else ""
     # ru_maxrss is in KiB on Linux (bytes on macOS).
     rss = usage.ru_maxrss / (1 << 20 if sys.platform == "darwin" else 1 << 10)
-    return Run(wall, rss, proc.returncode, text, err_path.read_text(errors="replace"))
+    cpu = usage.ru_utime + usage.ru_stime
+    return Run(wall, rss, proc.returncode, text, err_path.read_text(errors="replace"), cpu)
 
 
 def _fresh(db: Path) -> None:
@@ -1192,6 +1194,7 @@ def _bench(args: argparse.Namespace, out: Path) -> int:
         Step("fastavro", [*me, "_fastavro", str(out / avro.name)], out / "fastavro.out"),
     ]
     runs: dict[str, list[Run]] = {st.key: [] for st in steps}
+    load0 = os.getloadavg()[0]
     broken: list[str] = []
     for k in range(args.repeat):
         # Interleaved: each round runs every command once, starting one further along, so
@@ -1218,6 +1221,10 @@ def _bench(args: argparse.Namespace, out: Path) -> int:
     def best(key: str) -> Run:
         return min(runs[key], key=lambda x: x.wall)
 
+    def cpu(key: str) -> float:
+        """The least CPU time of ``key``'s runs."""
+        return min(x.cpu for x in runs[key])
+
     def ratios(num: str, den: str) -> list[float]:
         """Per round: wall of ``num`` / wall of ``den`` (measured next to each other)."""
         return [a.wall / b.wall for a, b in zip(runs[num], runs[den], strict=True)]
@@ -1225,15 +1232,17 @@ def _bench(args: argparse.Namespace, out: Path) -> int:
     ev = manifest.events
     print()
     print(
-        f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at the end; "
+        f"machine: {os.cpu_count()} cores, load average {load0:.2f} at the start and "
+        f"{os.getloadavg()[0]:.2f} at the end; "
         f"best of {args.repeat} interleaved rounds, ratios also as the median of the rounds"
     )
     print()
-    print(f"{'':52}{'wall s':>9}{'events/s':>12}{'peak RSS MB':>13}")
+    print(f"{'':52}{'wall s':>9}{'events/s':>12}{'CPU s':>8}{'peak RSS MB':>13}")
 
-    def line(label: str, key: str, n: int, unit: str = "") -> None:
+    def line(label: str, key: str, n: int) -> None:
         r = best(key)
-        print(f"{label:<52}{r.wall:>9.2f}{n / r.wall:>12,.0f}{r.rss_mb:>13,.0f}{unit}")
+        cpu = min(x.cpu for x in runs[key])
+        print(f"{label:<52}{r.wall:>9.2f}{n / r.wall:>12,.0f}{cpu:>8.2f}{r.rss_mb:>13,.0f}")
 
     line("replay --db (mixed inputs)", "db", ev)
     line("replay without --db (mixed inputs)", "nodb", ev)
@@ -1256,10 +1265,18 @@ def _bench(args: argparse.Namespace, out: Path) -> int:
     )
     print(f"replay --db / 12-column baseline (events/s)  {r_12:6.3f}")
     print(
+        f"the same in CPU time (all processes)         {cpu('base4') / cpu('db'):6.3f}"
+        f" (4 columns), {cpu('base12') / cpu('db'):.3f} (12 columns)"
+    )
+    print(
         f"replay without --db / DuckDB (wall)          {r_duck:6.2f}x median {r_duck_med:.2f}x"
         f"   target <= 3: {'met' if r_duck <= 3 else 'NOT met'}"
     )
     print(f"replay --db / DuckDB (wall)                  {r_duck_db:6.2f}x")
+    print(
+        f"replay without --db / DuckDB (CPU time)      {cpu('solo-nodb') / cpu('duck'):6.2f}x"
+        f" (DuckDB on {os.cpu_count()} threads)"
+    )
     print(
         f"replay peak RSS                              {peak:6.0f} MB"
         f"   target < 300 MB at 4M events ({ev:,} here)"
