@@ -97,9 +97,11 @@ OTHER_WORDS = ("dev-0", "lab", "dev-11")
 # --------------------------------------------------------------------------------------------------
 
 
-def write_config(folder: Path) -> Path:
+def write_config(folder: Path, horizon: str | None = None) -> Path:
     """Two file sources; four PT1M range rules and two allow-lists in two groups."""
     lines = ["[engine]", 'lateness = "PT10S"', 'quiet = "PT5M"', ""]
+    if horizon is not None:
+        lines.insert(3, f'horizon = "{horizon}"')
     for kind, name in (("hub-events", HUB), ("security-messages", SEC)):
         lines += ["[[sources]]", f'type = "{kind}"', f'path = "{name}"', ""]
     exes = ", ".join(f'"{e}"' for e in ALLOWED_EXES)
@@ -1230,7 +1232,7 @@ def run_once(args: argparse.Namespace, folder: Path, k: int) -> RunResult:
 
     for name in (HUB, SEC):
         (folder / name).touch()
-    config = load_config(write_config(folder))
+    config = load_config(write_config(folder, args.horizon))
     db = folder / "iotwatch.db"
     logging.getLogger("iotwatch").propagate = False  # as run_console: warnings are notifications
     if not args.default_malloc and hasattr(collector, "few_malloc_arenas"):  # older commits lack it
@@ -1899,6 +1901,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--profile", action="store_true", help="cProfile the UI thread; print top")
     p.add_argument("--top", type=int, default=25, help="functions in the profile (25)")
     p.add_argument("--out", type=Path, help="keep the folders (inputs, database) under DIR")
+    p.add_argument(
+        "--horizon",
+        help="[engine] horizon (P1D): the engine keeps judged counts this long, so its state "
+        "grows until a horizon has passed; a short one shows the console's own slope sooner",
+    )
     args = p.parse_args(args_list)
     if args.seconds is None:
         args.seconds = 15.0 if args.quick else 60.0
@@ -1916,6 +1923,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"refresh {args.interval:g} s, garbage collector "
         + ("with CPython's defaults" if args.default_gc else "settled (engine.collector)")
         + (", glibc's malloc arenas" if args.default_malloc else ", few malloc arenas")
+        + f", horizon {args.horizon or 'P1D'}"
     )
     print(
         f"machine: {psutil.cpu_count()} cores, load average {load[0]:.2f} {load[1]:.2f} "

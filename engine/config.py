@@ -6,7 +6,8 @@ the reason; unknown keys are refused too, so that a typo is never silently ignor
 Defaults where SPEC §3 is silent:
 
 - ``[engine]``: ``lateness`` PT1M (from PT0S to P7D), ``horizon`` P1D (from PT1M to P30D, at
-  least every ``lateness`` of the file), ``quiet`` PT1H (from PT1S to P365D).
+  least every ``lateness`` of the file), ``quiet`` PT1H (from PT1S to P365D); ``hub`` absent →
+  ``Config.hub`` is None (exports leave ``ResourceId`` empty), else the IoT hub's Azure resource id.
 - ``[database]``: ``path`` absent → ``Config.db_path`` is None (the caller picks a location).
 - Relative ``path`` values (sources and database) are relative to the configuration file's folder;
   a leading ``~`` is expanded.
@@ -75,6 +76,14 @@ ALLOW_KEYS = ("enabled", "allow", "severity")
 _CACHE_SIZE = 65536
 _GLOB_CHARS = frozenset("*?[")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+# An IoT hub's Azure resource id. The fixed segments are matched case-insensitively, as Azure
+# Resource Manager compares them; the three names are checked one by one for a precise reason.
+_HUB_ID = re.compile(
+    r"/subscriptions/([^/]*)/resourceGroups/([^/]*)/providers/Microsoft\.Devices/IotHubs/([^/]*)",
+    re.IGNORECASE,
+)
+_GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
+_HUB_NAME = re.compile(r"[A-Za-z0-9-]{2,49}[A-Za-z0-9]")
 # Characters a group name may not hold: controls, and what would reorder or hide it on a screen.
 _NOT_IN_NAMES = frozenset(chr(c) for c in (*range(0x20), *UNSAFE))
 # In messages, keys show those characters escaped: an error line goes to a terminal.
@@ -271,6 +280,7 @@ class Config:
     groups: dict[str, Group] = field(default_factory=dict)
     devices: DeviceMap = field(default_factory=DeviceMap)
     horizon: int = DEFAULT_HORIZON
+    hub: str | None = None  # the IoT hub's Azure resource id: exports' ResourceId
 
     def lateness_of(self, source: SourceConfig) -> int:
         """The lateness (seconds) of ``source``: its own, else ``[engine] lateness``."""
@@ -405,6 +415,39 @@ def check_lateness(value: object) -> int:
     if seconds > MAX_LATENESS:
         raise Invalid("must be at most P7D")
     return seconds
+
+
+def check_hub(value: object) -> str:
+    """An IoT hub's Azure resource id,
+    ``/subscriptions/{guid}/resourceGroups/{group}/providers/Microsoft.Devices/IotHubs/{name}``,
+    returned as written. Names follow Azure's naming rules: a resource group 1–90 letters,
+    digits, ``_``, ``-``, ``.``, ``(``, ``)``, not ending in ``.``; a hub 3–50 letters, digits and
+    hyphens, not ending in a hyphen."""
+    if not isinstance(value, str):
+        raise Invalid(f"must be an IoT hub's resource id (a string), not {kind_of(value)}")
+    m = _HUB_ID.fullmatch(value)
+    if m is None:
+        raise Invalid(  # repr: a control or bidirectional character is shown escaped
+            f"{value!r} is not an IoT hub's resource id (expected /subscriptions/{{id}}"
+            "/resourceGroups/{group}/providers/Microsoft.Devices/IotHubs/{name})"
+        )
+    subscription, group, name = m.groups()
+    if not _GUID.fullmatch(subscription):
+        raise Invalid(f"subscription id {subscription!r} is not a GUID")
+    if not (
+        1 <= len(group) <= 90
+        and all(ch.isalnum() or ch in "_-.()" for ch in group)
+        and not group.endswith(".")
+    ):
+        raise Invalid(
+            f"resource group {group!r} must be 1 to 90 letters, digits, '_', '-', '.', '(' or "
+            "')', not ending in '.'"
+        )
+    if not _HUB_NAME.fullmatch(name):
+        raise Invalid(
+            f"IoT hub name {name!r} must be 3 to 50 letters, digits or '-', not ending in '-'"
+        )
+    return value
 
 
 def _duration(value: object) -> int:
@@ -547,10 +590,11 @@ def parse_config(data: Mapping[str, Any], path: str) -> Config:
     p = _Parser(path)
     p.only(data, _TOP_KEYS, ())
     lateness, quiet, horizon = DEFAULT_LATENESS, DEFAULT_QUIET, DEFAULT_HORIZON
+    hub: str | None = None
     engine: Mapping[str, Any] = {}
     if "engine" in data:
         engine = p.table(data["engine"], ("engine",))
-        p.only(engine, ("lateness", "horizon", "quiet"), ("engine",))
+        p.only(engine, ("lateness", "horizon", "quiet", "hub"), ("engine",))
         if "lateness" in engine:
             lateness = p.run(("engine", "lateness"), check_lateness, engine["lateness"])
         if "horizon" in engine:
@@ -561,6 +605,8 @@ def parse_config(data: Mapping[str, Any], path: str) -> Config:
             quiet = p.run(("engine", "quiet"), _duration, engine["quiet"])
             if not 1 <= quiet <= MAX_QUIET:
                 raise p.fail(("engine", "quiet"), "must be from PT1S to P365D")
+        if "hub" in engine:
+            hub = p.run(("engine", "hub"), check_hub, engine["hub"])
     db_path = None
     if "database" in data:
         database = p.table(data["database"], ("database",))
@@ -576,7 +622,7 @@ def parse_config(data: Mapping[str, Any], path: str) -> Config:
             raise p.fail(("sources", i, "lateness"), _horizon_reason(horizon, source.lateness))
     groups = _parse_groups(p, data.get("groups", {}))
     devices = _parse_devices(p, data.get("devices", {}))
-    return Config(path, lateness, quiet, db_path, sources, groups, devices, horizon)
+    return Config(path, lateness, quiet, db_path, sources, groups, devices, horizon, hub)
 
 
 def _horizon_reason(horizon: int, lateness: int) -> str:

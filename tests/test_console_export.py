@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from textual.command import CommandPalette
 from textual.message import Message
@@ -21,6 +22,7 @@ from textual.widgets import Button, Checkbox, Input, ProgressBar, Select, Static
 from engine.export import ALERT_FIELDS, ExportCancelled, ExportFilter
 from engine.timestamps import format_time
 from tests.test_app import (
+    CONFIG,
     SIZE,
     US,
     append,
@@ -215,6 +217,41 @@ async def test_export_from_the_alerts_view(live: tuple[Bridge, Path]) -> None:
         await wait_for(pilot, lambda: app.screen is not dialog, what="the replacing export")
         assert (folder / "view.sqlite").stat().st_mtime_ns != mtime
         assert app.is_running
+
+
+HUB = (
+    "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/bench"
+    "/providers/Microsoft.Devices/IotHubs/bench-hub"
+)
+
+
+async def test_a_securityalert_export_names_the_configured_hub(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The console's export passes ``[engine] hub`` on, as ``iotwatch export`` does."""
+    monkeypatch.chdir(tmp_path)
+    text = CONFIG.replace("[engine]\n", f'[engine]\nhub = "{HUB}"\n', 1)
+    assert text != CONFIG
+    bridge = Bridge(make_config(tmp_path, text), str(tmp_path / "iotwatch.db"))
+    bridge.start()
+    try:
+        append(tmp_path / "agent.jsonl", [process("sensor-1", now_us() - 2 * US, "/bin/bad")])
+        app = console(bridge)
+        async with app.run_test(size=SIZE, notifications=True) as pilot:
+            await pilot.press("2")
+            table = app.query_one(AlertsTable)
+            await wait_for(pilot, lambda: table.row_count == 1, what="the alert")
+            table.focus()
+            dialog = await open_export(pilot)
+            dialog.query_one("#export-format", Select).value = "securityalert"
+            await pilot.pause()
+            field(dialog, "file").value = "alerts.json"
+            await submit(pilot, dialog)
+            await wait_for(pilot, lambda: app.screen is not dialog, what="the export")
+        lines = (tmp_path / "alerts.json").read_text().splitlines()
+        assert [orjson.loads(x)["ResourceId"] for x in lines] == [HUB]
+    finally:
+        bridge.stop()
 
 
 async def test_filters_of_other_views_cancel_and_failures(

@@ -884,12 +884,11 @@ async def test_the_console_shows_a_busy_database_and_exits_1_when_the_store_fail
 ) -> None:
     """The sources strip says ``paused`` and a notification says why while another process
     holds the lock; a fatal store error ends the console with status 1 and the reason."""
-    from textual.widgets import DataTable
-
     from engine import session as session_module
     from engine import store as store_module
     from tui.app import IotwatchApp
     from tui.bridge import Bridge
+    from tui.widgets.virtual_table import VirtualTable
 
     monkeypatch.setattr(store_module, "BUSY_TIMEOUT", 0.05)
     monkeypatch.setattr(session_module, "RETRY_FIRST", 0.05)
@@ -913,7 +912,7 @@ async def test_the_console_shows_a_busy_database_and_exits_1_when_the_store_fail
                 return any(words in str(n.message) for n in app._notifications)
 
             def strip_state() -> str:
-                return str(app.query_one("#sources", DataTable).get_row_at(0)[2])
+                return str(app.query_one("#sources", VirtualTable).get_row_at(0)[2])
 
             await settle(lambda: committed(db) == 100, "the first records")
             with locked(db):

@@ -102,6 +102,20 @@ def test_schema_samples_valid(tmp_path: Path) -> None:
     got = replay_file(tmp_path, "security-messages/samples-valid-envelope.jsonl")
     assert got["first"] == "records 13, events 35, expired 0, quarantined 0, alerts 0"
     assert got["format"] == "security-messages"
+    # One event per payload item (an empty payload: one event), as the samples hold them.
+    assert got["events"] == {
+        "ConnectedHardware": 2,
+        "ConnectionCreate": 2,
+        "Diagnostic": 1,
+        "FirewallConfiguration": 3,
+        "ListeningPorts": 4,
+        "LocalUsers": 3,
+        "Login": 1,
+        "OSBaseline": 14,
+        "ProcessCreate": 3,
+        "ProcessTerminate": 1,
+        "SystemInformation": 1,
+    }
 
 
 def test_schema_samples_invalid(tmp_path: Path) -> None:
@@ -109,6 +123,7 @@ def test_schema_samples_invalid(tmp_path: Path) -> None:
     message with events are read; the others are quarantined for what they lack."""
     got = replay_file(tmp_path, "security-messages/samples-invalid-envelope.jsonl")
     assert got["first"] == "records 6, events 2, expired 0, quarantined 3, alerts 0"
+    assert got["events"] == {"ConnectionCreate": 1, "ProcessCreate": 1}
     assert got["quarantined"] == {
         "bad JSON in message body": 1,  # "body": ""
         "message is not an object": 1,  # "body": []

@@ -16,6 +16,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
+from dataclasses import replace
 from functools import partial
 from typing import Any, ClassVar
 
@@ -685,6 +686,8 @@ class IotwatchApp(App[int]):
     def start_export(self, request: ExportRequest, dialog: ExportDialog) -> Worker[ExportResult]:
         """Run ``request`` in a thread worker; progress goes to ``dialog``, the outcome to
         :meth:`_exported` (through the one worker handler)."""
+        # The dialog keeps its own request to cancel: replace() shares its cancel event.
+        request = replace(request, hub=self.bridge.config.hub)
         worker = self.run_worker(
             partial(request.run, dialog.post_progress),
             thread=True,

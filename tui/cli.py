@@ -73,7 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SRC",
         help="the database (default: [database] path of the configuration, else iotwatch.db)",
     )
-    xp.add_argument("--config", metavar="F", help="iotwatch.toml, only to find the database")
+    xp.add_argument(
+        "--config",
+        metavar="F",
+        help="iotwatch.toml (default: ./iotwatch.toml if present), for its [database] path and "
+        "[engine] hub",
+    )
     xp.add_argument(
         "--out",
         metavar="FILE",
@@ -180,7 +185,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         except ValueError:
             raise UsageError(f"{option}: {text!r} is not an RFC 3339 time") from None
 
-    db = args.db or load(args.config, []).db_path or "iotwatch.db"
+    config = load(args.config, [])  # [database] path, and [engine] hub for securityalert
+    db = args.db or config.db_path or "iotwatch.db"
     showing = False
     next_report = time.monotonic() + 0.5  # quick exports print no progress
 
@@ -208,6 +214,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             flt=flt,
             force=args.force,
             progress=progress if sys.stderr.isatty() else None,
+            hub=config.hub,
         )
     except ExportError as exc:
         raise UsageError(str(exc)) from None

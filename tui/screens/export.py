@@ -163,6 +163,7 @@ class ExportRequest:
     flt: ExportFilter
     force: bool
     cancel: threading.Event = field(default_factory=threading.Event, compare=False)
+    hub: str | None = None  # the configuration's ``[engine] hub``: securityalert's ResourceId
 
     def run(self, progress: Callable[[str, int, int], None] | None = None) -> ExportResult:
         return export(
@@ -171,6 +172,7 @@ class ExportRequest:
             fmt=self.fmt,
             flt=self.flt,
             force=self.force,
+            hub=self.hub,
             progress=progress,
             cancel=self.cancel,
         )
