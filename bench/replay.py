@@ -1,11 +1,13 @@
-"""Replay benchmark: ``iotwatch replay --db`` against an orjson + sqlite3 baseline.
+"""Replay benchmark: ``iotwatch replay`` against orjson + sqlite3, DuckDB and fastavro.
 
 Generates a deterministic fleet of inputs in the SPEC §2 formats (hub-events, hub-log,
-security-messages), runs ``iotwatch replay --config … --db …`` on them as a subprocess, then, in the
-same run, a baseline subprocess that decodes the same lines with orjson and ``executemany``-s one row
-per event into a fresh WAL-mode SQLite file. Prints events/s of both, their ratio and the replay's
-peak RSS. It is a benchmark, not a test: it exits non-zero only when something broke (a crash, or
-the replay counting other events than were generated).
+security-messages, and a hub-messages Avro container), then runs in interleaved rounds, each
+command a subprocess: ``iotwatch replay`` with and without ``--db``; baselines that decode the same
+lines with orjson and ``executemany`` one row per event (12 or 4 columns) into a fresh WAL-mode
+SQLite file; DuckDB counting one rule's per-device windows in one hub-events file (checked against
+iotwatch's counts); replay per input format and fastavro reading the Avro file alone. Prints wall
+and CPU time, events/s, ratios and peak RSS. It is a benchmark, not a test: it exits non-zero only
+when something broke (a crash, a count that differs from what was generated or from DuckDB's).
 
 Usage: ``python bench/replay.py [--events N] [--devices N] [--out DIR] [--repeat K] [--profile]``.
 """
