@@ -38,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -1111,11 +1112,31 @@ class MemorySample:
     frozen: int  # objects in the collector's permanent generation (gc.freeze)
     malloc_used: float | None = None  # MB (glibc)
     malloc_free: float | None = None  # MB free in malloc's arenas, not returned (glibc)
+    blocks: int = 0  # blocks CPython's allocator holds (sys.getallocatedblocks)
+    anon: float | None = None  # MB of RSS that is anonymous memory, not file pages (Linux)
 
     @classmethod
     def take(cls, proc: psutil.Process, t: float) -> MemorySample:
         used, free = MALLINFO() if MALLINFO is not None else (None, None)
-        return cls(t, proc.memory_info().rss / 1e6, gc.get_freeze_count(), used, free)
+        rss = proc.memory_info().rss / 1e6
+        return cls(t, rss, gc.get_freeze_count(), used, free, sys.getallocatedblocks(), _anon())
+
+
+def _anon() -> float | None:
+    """``RssAnon`` of this process in MB: the heap, without mapped files and shared memory."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"RssAnon:"):
+                    return int(line.split()[1]) * 1024 / 1e6
+    except OSError:
+        pass
+    return None
+
+
+def census() -> Counter[str]:
+    """Objects the collector tracks and has not frozen, by type (a pause of a second or so)."""
+    return Counter(type(o).__qualname__ for o in gc.get_objects())
 
 
 def slope_per_min(points: Sequence[tuple[float, float]]) -> float | None:
@@ -1348,7 +1369,13 @@ async def _drive(
                 await asyncio.sleep(RSS_EVERY_S)
 
         memory_task = asyncio.create_task(sample_memory())
-        await asyncio.sleep(args.seconds)
+        if args.census and args.seconds > SLOPE_AFTER_S:
+            await asyncio.sleep(SLOPE_AFTER_S)
+            census_at = census()
+            await asyncio.sleep(args.seconds - SLOPE_AFTER_S)
+            print_census(census_at, census(), args.seconds - SLOPE_AFTER_S)
+        else:
+            await asyncio.sleep(args.seconds)
         memory_task.cancel()
         memory.append(MemorySample.take(psutil.Process(), time.perf_counter() - t0))
         footprint = inst.footprint()
@@ -1727,6 +1754,19 @@ def report(r: RunResult, args: argparse.Namespace) -> None:
                     print(f"  {line}")
 
 
+def print_census(before: Counter[str], after: Counter[str], seconds: float) -> None:
+    """The types whose live, unfrozen objects grew most between two censuses."""
+    growth = Counter({k: after[k] - before[k] for k in after.keys() | before.keys()})
+    print(
+        f"  objects the collector tracks, not frozen: {sum(before.values()):,} after "
+        f"{SLOPE_AFTER_S / 60:g} min, {sum(after.values()):,} {seconds / 60:.1f} min later; "
+        "most grown:"
+    )
+    for name, n in growth.most_common(15):
+        if n > 0:
+            print(f"    {name:<40} {before[name]:>10,} -> {after[name]:>10,}  (+{n:,})")
+
+
 def print_memory(r: RunResult) -> None:
     """RSS, frozen objects and malloc's arenas at marks through the window; the RSS slope."""
     marks = memory_marks(r.memory)
@@ -1736,7 +1776,10 @@ def print_memory(r: RunResult) -> None:
     )
     print("    minute           " + "".join(f"{m.t / 60:>8.1f}" for m in marks))
     print("    RSS MB           " + "".join(f"{m.rss:>8.1f}" for m in marks))
+    if all(m.anon is not None for m in marks):
+        print("    RSS anon MB      " + "".join(f"{m.anon or 0:>8.1f}" for m in marks))
     print("    frozen objects k " + "".join(f"{m.frozen / 1000:>8.1f}" for m in marks))
+    print("    python blocks k  " + "".join(f"{m.blocks / 1000:>8.1f}" for m in marks))
     if all(m.malloc_used is not None for m in marks):
         print("    malloc in use MB " + "".join(f"{m.malloc_used or 0:>8.1f}" for m in marks))
         print("    malloc kept MB   " + "".join(f"{m.malloc_free or 0:>8.1f}" for m in marks))
@@ -1901,6 +1944,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--profile", action="store_true", help="cProfile the UI thread; print top")
     p.add_argument("--top", type=int, default=25, help="functions in the profile (25)")
     p.add_argument("--out", type=Path, help="keep the folders (inputs, database) under DIR")
+    p.add_argument(
+        "--census",
+        action="store_true",
+        help="count live objects by type after two minutes and at the end (pauses the console "
+        "about a second each): what the memory slope is made of",
+    )
     p.add_argument(
         "--horizon",
         help="[engine] horizon (P1D): the engine keeps judged counts this long, so its state "

@@ -17,11 +17,14 @@ Choices where the file format leaves room:
   ``[devices]`` entries that name the group. The ``default`` group cannot be renamed (unmapped
   devices belong to it by that name) and a group cannot be deleted here.
 
-:func:`write_config` rewrites the TOML file: ``[groups]`` (in catalogue order, as
-``engine.azure_groups.groups_to_toml`` writes them), and ``[engine]`` and ``[devices]`` when they
-changed; ``[database]`` and ``[[sources]]`` are kept as the file wrote them. **Comments and the
-layout of the file are not kept** (TOML libraries that write do not carry them); the previous
-file is kept next to it as ``FILE.bak``.
+:func:`write_config` edits an existing TOML file in place with tomlkit (:func:`edit_toml`): only
+the keys, list entries and tables whose meaning changed are written, so comments, blank lines,
+key order, quoting and table style (``[[sources]]``, dotted headers, multi-line arrays) are kept,
+and ``[database]`` and ``[[sources]]`` are never touched. A new table goes after the last table of
+its group (before the comments that close it); a renamed group keeps its place. A new file, or
+one that no longer reads as a configuration, is written whole (``[groups]`` in catalogue order,
+as ``engine.azure_groups.groups_to_toml`` writes them). The previous file is kept next to it as
+``FILE.bak``.
 """
 
 from __future__ import annotations
@@ -37,10 +40,14 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import tomli_w
+import tomlkit
+import tomlkit.exceptions
+from tomlkit import container as tk_container
+from tomlkit import items as tk_items
 
 from engine.allowlist import IP_RULES, validate_entry
 from engine.azure_groups import groups_to_toml
-from engine.catalogue import BY_ID, BY_NAME, RuleType
+from engine.catalogue import ALLOWLIST_RULES, BY_ID, BY_NAME, RANGE_RULES, RuleType
 from engine.config import (
     DEFAULT_BAUDRATE,
     DEFAULT_GROUP,
@@ -420,8 +427,9 @@ def _same(raw: Mapping[str, Any], key: str, path: str, config: Config) -> bool:
     return parsed.devices == config.devices
 
 
-def _timing(config: Config) -> tuple[int, int, int]:
-    return (config.lateness, config.quiet, config.horizon)
+def _timing(config: Config) -> tuple[int, int, int, str | None]:
+    """What ``[engine]`` says (the hub id too, so no write can drop it)."""
+    return (config.lateness, config.quiet, config.horizon, config.hub)
 
 
 def config_to_toml(config: Config, path: str, raw: Mapping[str, Any] | None = None) -> str:
@@ -432,12 +440,17 @@ def config_to_toml(config: Config, path: str, raw: Mapping[str, Any] | None = No
     data: dict[str, Any] = {}
     if _same(raw, "engine", path, config):
         data["engine"] = raw["engine"]
-    elif _timing(config) != (DEFAULT_LATENESS, DEFAULT_QUIET, DEFAULT_HORIZON) or "engine" in raw:
+    elif (
+        _timing(config) != (DEFAULT_LATENESS, DEFAULT_QUIET, DEFAULT_HORIZON, None)
+        or "engine" in raw
+    ):
         data["engine"] = {
             "lateness": format_duration(config.lateness),
             "horizon": format_duration(config.horizon),
             "quiet": format_duration(config.quiet),
         }
+        if config.hub is not None:
+            data["engine"]["hub"] = config.hub
     if "database" in raw:
         data["database"] = raw["database"]
     elif config.db_path is not None:
@@ -456,33 +469,58 @@ def config_to_toml(config: Config, path: str, raw: Mapping[str, Any] | None = No
     return tomli_w.dumps(data)
 
 
+def _read_target(target: str) -> str | None:
+    """The text of the file at ``target``, or None when it cannot be read as UTF-8."""
+    try:
+        with open(target, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+
+
+def _file_text(config: Config, target: str, old_text: str | None) -> str:
+    """The new text of ``target``: ``old_text`` with only what differs from ``config`` edited
+    (:func:`edit_toml`), or the whole file written afresh when there is no readable old file or
+    the edit would not read back as ``config``."""
+    raw: dict[str, Any] = {}
+    if old_text is not None:
+        with contextlib.suppress(ValueError, RecursionError):
+            raw = tomllib.loads(old_text)
+            text = edit_toml(old_text, config, target)
+            if text is not None and _reads_back(text, target, config):
+                return text
+    return config_to_toml(config, target, raw)
+
+
+def _reads_back(text: str, target: str, config: Config) -> bool:
+    try:
+        back = parse_config(tomllib.loads(text), target)
+    except (ConfigError, ValueError, RecursionError):
+        return False
+    return (back.groups, back.devices, _timing(back)) == (
+        config.groups,
+        config.devices,
+        _timing(config),
+    )
+
+
 def write_config(config: Config, path: str | os.PathLike[str] | None = None) -> str:
     """Write ``config`` as TOML to ``path`` (default ``config.path``) and return the path.
 
-    The previous file, if any, is copied to ``PATH.bak`` first; the new one replaces it
-    atomically. Comments of the previous file are not kept. Raises ValueError when there is no
-    path or the text would not read back as ``config``, OSError when the file cannot be written.
+    An existing file is edited in place (:func:`edit_toml`): its comments, key order and table
+    style are kept and only the lines of what changed are written. The previous file, if any, is
+    copied to ``PATH.bak`` first; the new one replaces it atomically. Raises ValueError when there
+    is no path or the text would not read back as ``config``, OSError when the file cannot be
+    written.
     """
     if path is None:
         path = config.path
     if path is None:
         raise ValueError("the configuration has no file to write")
     target = os.fspath(path)
-    raw: dict[str, Any] = {}
     exists = os.path.exists(target)
-    if exists:
-        with (
-            contextlib.suppress(OSError, UnicodeDecodeError, ValueError, RecursionError),
-            open(target, "rb") as f,
-        ):
-            raw = tomllib.load(f)
-    text = config_to_toml(config, target, raw)
-    back = parse_config(tomllib.loads(text), target)
-    if (back.groups, back.devices, _timing(back)) != (
-        config.groups,
-        config.devices,
-        _timing(config),
-    ):
+    text = _file_text(config, target, _read_target(target) if exists else None)
+    if not _reads_back(text, target, config):
         raise ValueError(f"{target}: the written configuration would not read back the same")
     folder = os.path.dirname(os.path.abspath(target))
     if exists:
@@ -502,3 +540,315 @@ def write_config(config: Config, path: str | os.PathLike[str] | None = None) -> 
             os.unlink(tmp)
         raise
     return target
+
+
+# --- editing the file in place ------------------------------------------------------------------
+
+
+def edit_toml(text: str, config: Config, path: str) -> str | None:
+    """``text`` (a configuration file) edited so that it reads as ``config``, changing only the
+    keys, entries and tables that differ: comments, blank lines, key order, quoting and table
+    style (``[[sources]]``, dotted headers, one-line or multi-line arrays) stay as they are.
+
+    Compares ``[groups]``, ``[devices]`` and the ``[engine]`` timings; ``[database]`` and
+    ``[[sources]]`` are never touched. Returns None when ``text`` is not a valid configuration
+    (the caller then writes the file afresh).
+    """
+    try:
+        old = parse_config(tomllib.loads(text), path)
+        doc = tomlkit.parse(text)
+    except (ConfigError, ValueError, RecursionError, tomlkit.exceptions.TOMLKitError):
+        return None
+    try:
+        _edit_engine(doc, old, config)
+        _edit_groups(doc, old, config)
+        _edit_devices(doc, old, config)
+    except (
+        KeyError,
+        IndexError,
+        TypeError,
+        ValueError,
+        AttributeError,
+        AssertionError,
+        tomlkit.exceptions.TOMLKitError,
+    ):
+        return None  # a layout this editor does not follow; the file is written afresh
+    return tomlkit.dumps(doc)
+
+
+def _is_trivia(key: object, item: object) -> bool:
+    return key is None and isinstance(item, (tk_items.Whitespace, tk_items.Comment))
+
+
+def _set_key(table: Any, key: str | tk_items.Key, value: Any) -> None:
+    """Set ``key`` of ``table``: in place when it is there, else on a new line right after the
+    table's last key (before the comments and blank lines that end the table)."""
+    if key in table:
+        table[key] = value
+        return
+    container = table.value if isinstance(table, tk_items.Table) else table
+    if not isinstance(container, tk_container.Container):
+        table[key] = value
+        return
+    body = container.body
+    last = max(
+        (i for i, (k, item) in enumerate(body) if k is not None and not _is_table(item)),
+        default=None,
+    )
+    if last is None:
+        table[key] = value
+    else:
+        container._insert_at(last + 1, key, value)
+
+
+def _is_table(item: object) -> bool:
+    return isinstance(item, (tk_items.Table, tk_items.AoT))
+
+
+def _trailing_trivia(table: Any) -> list[tuple[Any, Any]]:
+    """Pop the comments and blank lines that end ``table``'s body (they introduce what follows)."""
+    if not isinstance(table, tk_items.Table):
+        return []
+    body = table.value.body
+    n = len(body)
+    while n > 0 and _is_trivia(*body[n - 1]):
+        n -= 1
+    if n == len(body):
+        return []
+    moved = body[n:]
+    del body[n:]
+    body.append((None, tk_items.Whitespace("\n")))
+    return moved
+
+
+def _last_table(parent: Any) -> Any:
+    """The last table among ``parent``'s values, descending into super tables."""
+    found = None
+    for value in parent.values():
+        if isinstance(value, tk_items.Table):
+            found = value
+    if found is not None and found.is_super_table():
+        deeper = _last_table(found)
+        return deeper if deeper is not None else found
+    return found
+
+
+def _add_table(
+    parent: Any, key: str, table: Any, moved: list[tuple[Any, Any]] | None = None
+) -> None:
+    """Add ``table`` as ``parent[key]`` after ``parent``'s last table, taking over the comments and
+    blank line that ended that table (a section comment stays above what it introduces), or
+    ``moved`` when ``parent`` has no table yet."""
+    last = _last_table(parent)
+    if last is not None or moved is None:
+        moved = _trailing_trivia(last)
+    for k, item in moved:
+        table.value._raw_append(k, item)
+    parent[key] = table
+
+
+def _remove_table(parent: Any, key: str) -> None:
+    """Delete ``parent[key]``; the comments that closed it (introducing what follows) move to the
+    end of the table before it."""
+    table = parent[key]
+    previous = None
+    for k, value in parent.items():
+        if k == key:
+            break
+        if isinstance(value, tk_items.Table):
+            previous = value
+    if isinstance(previous, tk_items.Table) and previous.is_super_table():
+        previous = _last_table(previous)
+    moved = _trailing_trivia(table)
+    del parent[key]
+    if not any(isinstance(item, tk_items.Comment) for _, item in moved):
+        return
+    if isinstance(previous, tk_items.Table):
+        body = previous.value.body
+        while body and _is_trivia(*body[-1]):
+            body.pop()
+        for k, item in moved:
+            previous.value._raw_append(k, item)
+
+
+def _range_table(rule: RangeRule) -> Any:
+    table = tomlkit.table()
+    if not rule.enabled:
+        table["enabled"] = False
+    if rule.min:
+        table["min"] = rule.min
+    table["max"] = rule.max
+    table["window"] = format_duration(rule.window)
+    if rule.severity != "Low":
+        table["severity"] = rule.severity
+    return table
+
+
+def _allow_table(rule: AllowRule) -> Any:
+    table = tomlkit.table()
+    if not rule.enabled:
+        table["enabled"] = False
+    table["allow"] = list(rule.values)
+    if rule.severity != "Low":
+        table["severity"] = rule.severity
+    return table
+
+
+def _edit_list(table: Any, key: str, old: tuple[str, ...], new: tuple[str, ...]) -> None:
+    """Make ``table[key]`` (an array holding ``old``) hold ``new``: one entry appended, removed or
+    replaced is edited in the array itself, so a multi-line array keeps one entry a line."""
+    array = table.get(key)
+    if not isinstance(array, tk_items.Array) or list(array) != list(old):
+        _set_key(table, key, list(new))
+        return
+    if len(new) == len(old) + 1 and new[: len(old)] == old:
+        array.append(new[-1])
+    elif len(new) == len(old) - 1:
+        at = next((i for i in range(len(new)) if new[i] != old[i]), len(new))
+        if old[:at] + old[at + 1 :] != new:
+            _set_key(table, key, list(new))
+            return
+        del array[at]
+    elif len(new) == len(old) and sum(a != b for a, b in zip(old, new, strict=True)) == 1:
+        at = next(i for i in range(len(new)) if new[i] != old[i])
+        array[at] = new[at]
+    else:
+        _set_key(table, key, list(new))
+
+
+def _edit_rule(table: Any, old: RangeRule | AllowRule, new: RangeRule | AllowRule) -> None:
+    """Change the keys of rule ``table`` whose meaning differs between ``old`` and ``new``."""
+    if old.enabled != new.enabled:
+        _set_key(table, "enabled", new.enabled)
+    if isinstance(old, RangeRule) and isinstance(new, RangeRule):
+        if old.min != new.min:
+            _set_key(table, "min", new.min)
+        if old.max != new.max or (new.enabled and "max" not in table):
+            _set_key(table, "max", new.max)
+        if old.window != new.window:
+            _set_key(table, "window", format_duration(new.window))
+    elif isinstance(old, AllowRule) and isinstance(new, AllowRule):
+        if old.values != new.values:
+            _edit_list(table, "allow", old.values, new.values)
+    else:
+        raise TypeError("a rule changed kind")
+    if old.severity != new.severity:
+        _set_key(table, "severity", new.severity)
+
+
+def _edit_group(doc: Any, old: Group | None, new: Group) -> None:
+    """Edit the tables of group ``new`` (``old`` as the file has it, None when it has none)."""
+    before = old.range_rules | old.allow_rules if old is not None else {}
+    after = new.range_rules | new.allow_rules
+    if old is not None and before == after:
+        return
+    groups = doc.get("groups")
+    if groups is None:
+        groups = tomlkit.table(is_super_table=True)
+        doc["groups"] = groups
+    if new.name not in groups:  # an empty group is a [groups.NAME] header of its own
+        _add_table(groups, new.name, tomlkit.table(is_super_table=bool(after)))
+    group = groups[new.name]
+    if not after and "rules" not in group:
+        return
+    moved = None
+    if "rules" not in group:
+        moved = _trailing_trivia(group)  # the first rule follows the group's own header
+        group["rules"] = tomlkit.table(is_super_table=True)
+    rules = group["rules"]
+    for name in before.keys() - after.keys():
+        _remove_table(rules, name)
+    for name in [r.name for r in (*RANGE_RULES, *ALLOWLIST_RULES) if r.name in after]:
+        rule = after[name]
+        if name not in before:
+            table = _range_table(rule) if isinstance(rule, RangeRule) else _allow_table(rule)
+            _add_table(rules, name, table, moved)
+            moved = None
+        elif before[name] != rule:
+            _edit_rule(rules[name], before[name], rule)
+
+
+def _forget_headers(table: Any) -> None:
+    """Drop the header text parsed for ``table`` and the tables under it."""
+    if isinstance(table, tk_items.Table):
+        table.display_name = None
+        for value in table.value.values():
+            _forget_headers(value)
+
+
+def _same_rules(a: Group, b: Group) -> bool:
+    return (a.range_rules, a.allow_rules) == (b.range_rules, b.allow_rules)
+
+
+def _edit_groups(doc: Any, old: Config, new: Config) -> None:
+    """Rename, remove, add and edit group tables; a renamed group keeps its place and comments."""
+    renamed: dict[str, Group] = {}  # new key -> the group as the file spells it
+    for key, group in old.groups.items():
+        if key in new.groups and new.groups[key].name == group.name:
+            continue
+        target = next(
+            (
+                n
+                for n in new.groups.values()
+                if n.name != group.name
+                and (n.key == key or n.key not in old.groups)
+                and n.key not in renamed
+                and _same_rules(n, group)
+            ),
+            None,
+        )
+        groups = doc["groups"]
+        if target is not None and isinstance(groups, tk_items.Table):
+            table = groups[group.name]
+            groups.value._replace(group.name, target.name, table)
+            _forget_headers(table)  # headers are then written from the keys: the new name
+            renamed[target.key] = target
+        else:
+            _remove_table(groups, group.name)
+    for key, group in new.groups.items():
+        before = renamed.get(key)
+        if before is None and key in old.groups and old.groups[key].name == group.name:
+            before = old.groups[key]
+        _edit_group(doc, before, group)
+
+
+def _edit_devices(doc: Any, old: Config, new: Config) -> None:
+    if old.devices == new.devices:
+        return
+    want = _devices_table(new)
+    if "devices" not in doc:
+        table = tomlkit.table()
+        for device, group in want.items():
+            table[tk_items.SingleKey(device, tk_items.KeyType.Basic)] = group
+        doc["devices"] = table
+        return
+    table = doc["devices"]
+    for device in [d for d in table if d not in want]:
+        del table[device]
+    for device, group in want.items():
+        current = table.get(device)
+        if device not in table:  # quoted, as device ids are in the documentation's examples
+            _set_key(table, tk_items.SingleKey(device, tk_items.KeyType.Basic), group)
+        elif not isinstance(current, str) or current.lower() != group.lower():
+            _set_key(table, device, group)
+
+
+def _edit_engine(doc: Any, old: Config, new: Config) -> None:
+    if _timing(old) == _timing(new):
+        return
+    if "engine" not in doc:
+        doc["engine"] = tomlkit.table()
+    table = doc["engine"]
+    for key, before, after in zip(
+        ("lateness", "quiet", "horizon"),
+        (old.lateness, old.quiet, old.horizon),
+        (new.lateness, new.quiet, new.horizon),
+        strict=True,
+    ):
+        if before != after:
+            _set_key(table, key, format_duration(after))
+    if old.hub != new.hub:
+        if new.hub is None:
+            table.pop("hub", None)
+        else:
+            _set_key(table, "hub", new.hub)

@@ -31,7 +31,7 @@ from engine.avrostream import file_decoder
 from engine.capture import CaptureStream
 from engine.config import Config, ConfigError, SourceConfig, load_config
 from engine.config_log import same_rules, text_of
-from engine.episode import NEVER
+from engine.episode import NEVER, RangeTrack
 from engine.evaluator import Evaluator
 from engine.event import Bad, ConsoleLine
 from engine.restore import Restored, StreamRow, restore
@@ -85,6 +85,23 @@ class Snapshot:
     sources: list[SourceStatus]
     counters: list[Counter]
     store: StoreStatus | None = None
+
+
+def _counting(newest: RangeTrack, now: int) -> RangeTrack | None:
+    """The track of a (device, rule) whose window holds ``now``: after a rule change the new
+    track starts at a window boundary ahead, and until then the one it replaced is counting
+    (a disabled rule's track counts until that boundary too). None when no track counts now
+    (a rule just enabled, before its first window)."""
+    track: RangeTrack | None = newest
+    while track is not None:
+        if track.start * track.size <= now < track.stop * track.size:
+            return track
+        track = track.previous
+    # No window holds now: a device whose first window lies ahead (a clock ahead of ours) still
+    # shows its active track; a successor waiting for its first window shows nothing yet.
+    if newest.stop == NEVER and newest.start == newest.first and newest.previous is None:
+        return newest
+    return None
 
 
 class SessionFailed(Exception):
@@ -941,10 +958,11 @@ class Session:
         now = self.clock()
         counters = []
         for dev in evaluator.devices.values():
-            for track in dev.tracks.values():
-                if track.stop != NEVER:
+            for newest in dev.tracks.values():
+                track = _counting(newest, now)
+                if track is None:
                     continue
-                index = max(now // track.size, track.next)
+                index = min(max(now // track.size, track.next), track.stop - 1)
                 alerts = track.alerts
                 counters.append(
                     Counter(
@@ -996,6 +1014,13 @@ class Session:
         entry = await operator.silence(self.store, rule, device, value, self.clock(), until)
         self._silences.append(entry)
         return entry
+
+    async def unsilence(self, silence_id: int) -> bool:
+        """Lift silence ``silence_id`` now: alerts that change from now on are not marked, and
+        its open alerts lose the mark; False when it was not in force."""
+        now = self.clock()
+        self._silences = [s for s in self._silences if s.id != silence_id]
+        return await operator.unsilence(self.store, silence_id, now, self._silences)
 
     # -- alert changes ----------------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from tui.panes.devices import DevicesPane, DevicesTable
 from tui.panes.rules import RulesPane
 from tui.screens.detail import AlertDetail
 from tui.screens.dialogs import ErrorDialog, GroupDialog, HelpDialog, NoteDialog, SilenceDialog
+from tui.widgets.filter import FilterInput
 from tui.widgets.virtual_table import VirtualTable
 
 SIZE = (120, 36)
@@ -340,12 +341,12 @@ async def test_acknowledge_resolve_note_silence(engine: tuple[Bridge, Path]) -> 
         await wait_for(pilot, lambda: "resolved by hand" in screen_text(app), what="shown")
         await pilot.press("escape")
         await refreshed(pilot)
-        assert "✔ closed" in table.get_row(str(alert.id))[1].plain
-        # Filters: the closed alert is not open any more.
+        assert "✔ by hand" in table.get_row(str(alert.id))[1].plain
+        # Filters: the alert resolved by hand is not open any more.
         app.query_one("#alert-state", Select).value = "open"
         await refreshed(pilot)
         assert table.row_count == 1 and pane.selected().value == "/bin/other"  # type: ignore[union-attr]
-        app.query_one("#alert-state", Select).value = "closed"
+        app.query_one("#alert-state", Select).value = "byhand"
         await refreshed(pilot)
         assert table.row_count == 1
         app.query_one("#alert-text", Input).value = "d:nobody"
@@ -375,7 +376,11 @@ async def test_devices_move_and_declare(engine: tuple[Bridge, Path]) -> None:
         )
         await wait_for(pilot, lambda: pane.rows["sensor-1"].group == "lab", what="shown moved")
         # The file says so too (it was rewritten, its previous text kept beside it).
-        assert load_config(folder / "iotwatch.toml").devices.group_of("sensor-1") == "lab"
+        await wait_for(
+            pilot,
+            lambda: load_config(folder / "iotwatch.toml").devices.group_of("sensor-1") == "lab",
+            what="the file written",
+        )
         assert (folder / "iotwatch.toml.bak").exists()
 
         await pilot.press("e")
@@ -480,8 +485,12 @@ async def test_allow_the_offending_value_from_an_alert(engine: tuple[Bridge, Pat
             ),
             what="the value allowed",
         )
-        text = (folder / "iotwatch.toml").read_text()
-        assert "/usr/bin/helper" in text  # persisted
+        # Persisted (the file is written after the engine took the edit).
+        await wait_for(
+            pilot,
+            lambda: "/usr/bin/helper" in (folder / "iotwatch.toml").read_text(),
+            what="the file written",
+        )
         # The engine allows it from the next event: no new alert.
         append(folder / "agent.jsonl", [process("sensor-9", now_us(), "/usr/bin/helper")])
         await pilot.pause(0.6)
@@ -574,7 +583,7 @@ async def test_the_footer_is_not_composed_again_when_its_keys_stay_the_same(
         await pilot.pause()
         await pilot.pause()
         assert set(app.query(FooterKey)) == keys
-        app.query_one("#counter-filter", Input).focus()  # an input: other keys
+        app.query_one("#counter-filter", FilterInput).summon()  # an input: other keys
         await pilot.pause()
         await pilot.pause()
         assert set(app.query(FooterKey)) != keys

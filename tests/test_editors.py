@@ -36,6 +36,7 @@ from engine.session import Session
 from tui.bridge import Bridge
 from tui.panes.allowlists import AllowlistsPane, ConfirmAddValue
 from tui.panes.rules import RulesPane
+from tui.screens.dialogs import ConfirmDialog
 from tui.widgets import TextPrompt
 from tui.widgets.kv_editor import ListEditor
 
@@ -45,7 +46,7 @@ MQTT_D2C = "MqttD2CMessagesNotInAllowedRange"
 OUT_IPS = "ConnectionToIpNotAllowed"
 
 CONFIG = """\
-# a comment that write_config does not keep
+# a comment that console edits keep
 [engine]
 lateness = "PT1M"
 quiet = "PT5M"
@@ -122,6 +123,15 @@ async def settle(pilot: Any) -> None:
     """Wait for the panes' workers (engine calls, file writes) and the screen to catch up."""
     await pilot.app.workers.wait_for_complete()
     await pilot.pause()
+
+
+async def wait_screen(pilot: Any, kind: type[T]) -> T:
+    """Let the app run until a screen of ``kind`` is on top; that screen."""
+    deadline = time.monotonic() + 10
+    while not isinstance(pilot.app.screen, kind):
+        assert time.monotonic() < deadline, f"no {kind.__name__} came up"
+        await pilot.pause(0.05)
+    return pilot.app.screen
 
 
 async def type_into(pilot: Any, widget: Input, text: str) -> None:
@@ -206,7 +216,10 @@ async def test_valid_cidr_reaches_the_engine_and_the_file(
     assert path.with_name(path.name + ".bak").read_text() == CONFIG
     text = path.read_text()
     assert 'path = "hub-*.jsonl"' in text and 'path = "iotwatch.db"' in text
-    assert "a comment" not in text  # documented: comments are not kept
+    # Only the edited line changed: the comment, order and [[sources]] table stay.
+    assert text == CONFIG.replace(
+        'allow = ["10.0.0.0/8"]', 'allow = ["10.0.0.0/8", "192.168.0.0/16"]'
+    )
 
 
 async def test_edit_and_remove_entries_with_keys(
@@ -229,8 +242,23 @@ async def test_edit_and_remove_entries_with_keys(
     assert lab.values == ("sh", "/opt/agent") and lab.severity == "High"
     assert editor.editing is None
 
+    # d asks first: Escape (or n) keeps the entry, y removes it.
     editor.table.focus()
     await pilot.press("up", "d")
+    assert isinstance(pane.app.screen, ConfirmDialog)
+    assert "sh" in pane.app.screen.body.plain
+    await pilot.press("escape")
+    await settle(pilot)
+    assert bridge.config.group("lab").allow_rules["ProcessNotAllowed"].values == (
+        "sh",
+        "/opt/agent",
+    )
+    await pilot.press("d")
+    assert isinstance(pane.app.screen, ConfirmDialog)
+    await pilot.press("enter")  # the focus starts on Cancel: enter keeps the entry
+    await settle(pilot)
+    assert editor.values == ("sh", "/opt/agent")
+    await pilot.press("d", "y")
     await settle(pilot)
     assert bridge.config.group("lab").allow_rules["ProcessNotAllowed"].values == ("/opt/agent",)
     assert editor.values == ("/opt/agent",)
@@ -499,6 +527,24 @@ async def test_azure_export_then_import_round_trips(
     await pilot.press("enter")
     await settle(pilot)
     assert orjson.loads(target.read_bytes()) == dump_azure_groups(original.values())
+    # Exporting over an existing file asks first.
+    await pilot.press("x")
+    await pilot.pause()
+    pilot.app.screen.query_one(Input).value = str(target)
+    await pilot.press("enter")
+    await wait_screen(pilot, ConfirmDialog)
+    target.write_text("kept")
+    await pilot.press("n")
+    await settle(pilot)
+    assert target.read_text() == "kept"
+    await pilot.press("x")
+    await pilot.pause()
+    pilot.app.screen.query_one(Input).value = str(target)
+    await pilot.press("enter")
+    await wait_screen(pilot, ConfirmDialog)
+    await pilot.press("y")
+    await settle(pilot)
+    assert orjson.loads(target.read_bytes()) == dump_azure_groups(original.values())
 
     # Change the running rules, then import the export: the groups come back as they were.
     pane.table.move_cursor(row=_row(MQTT_D2C))
@@ -515,6 +561,19 @@ async def test_azure_export_then_import_round_trips(
     assert isinstance(prompt, TextPrompt)
     prompt.query_one(Input).value = str(target)
     await pilot.press("enter")
+    # It would replace the changed group default: asked first; Escape keeps it as it is.
+    confirm = await wait_screen(pilot, ConfirmDialog)
+    assert "default" in confirm.body.plain and "lab" not in confirm.body.plain.lower()
+    await pilot.press("escape")
+    await settle(pilot)
+    assert bridge.config.group("default").range_rules[MQTT_D2C].max == 7
+    pane.table.focus()
+    await pilot.press("m")
+    await pilot.pause()
+    pilot.app.screen.query_one(Input).value = str(target)
+    await pilot.press("enter")
+    await wait_screen(pilot, ConfirmDialog)
+    await pilot.press("y")
     await settle(pilot)
     assert bridge.config.groups == original  # severities kept by merge_groups
     assert load_config(bridge.config.path or "").groups == original

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 from textual import on
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
-from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.command import CommandPalette, DiscoveryHit, Hit, Hits, Provider
 from textual.message import Message
 from textual.screen import ModalScreen
 from textual.timer import Timer
@@ -51,6 +51,7 @@ from tui.screens.dialogs import (
     NoteDialog,
     SilenceDialog,
     SilenceRequest,
+    SilencesDialog,
 )
 from tui.screens.export import (
     ExportDialog,
@@ -77,6 +78,18 @@ TABS: tuple[tuple[str, str], ...] = (
 )
 CALL_TIMEOUT = 15.0  # seconds an engine call may take before the console gives up on it
 NOTIFY_NEW = 3  # opened alerts notified one by one per batch; more are summed up
+# The palette's commands for the alert on screen: (name, AlertAction, key).
+ALERT_COMMANDS: tuple[tuple[str, str, str], ...] = (
+    ("Open the selected alert", "open", "enter"),
+    ("Acknowledge the selected alert", "acknowledge", "a"),
+    ("Un-acknowledge the selected alert", "unacknowledge", "a"),
+    ("Resolve the selected alert by hand", "resolve", "r"),
+    ("Reopen the selected alert (undo resolved by hand)", "reopen", "r"),
+    ("Add a note to the selected alert", "note", "n"),
+    ("Silence the selected alert's rule and device", "silence", "s"),
+    ("Unsilence the selected alert (lift the silences that cover it)", "unsilence", "u"),
+    ("Allow the selected alert's value (add it to its group's allow-list)", "allow", "v"),
+)
 
 
 class Refused(Exception):
@@ -135,7 +148,9 @@ class _ToApp(logging.Handler):
 
 
 class IotwatchCommands(Provider):
-    """Every action of the console, for the command palette."""
+    """The console's commands for the palette: the global ones, and the actions of what is on
+    screen under the palette (the visible tab's pane and its widgets, or an alert's detail), so
+    a command never acts on a row of a hidden tab."""
 
     def _commands(self) -> list[tuple[str, Callable[[], Any], str]]:
         app = self.app
@@ -148,41 +163,16 @@ class IotwatchCommands(Provider):
             ("Refresh now", app.refresh_now, "read the engine and the database once"),
             ("Help", app.action_help, "keys and what the screens show"),
             ("Next theme", app.action_next_theme, "cycle the console's colours"),
-            ("Acknowledge the selected alert", partial(app.act_selected, "acknowledge"), ""),
-            ("Resolve the selected alert by hand", partial(app.act_selected, "resolve"), ""),
-            ("Add a note to the selected alert", partial(app.act_selected, "note"), ""),
-            (
-                "Silence the selected alert's rule and device",
-                partial(app.act_selected, "silence"),
-                "",
-            ),
-            ("Open the selected alert", partial(app.act_selected, "open"), ""),
-            (
-                "Allow the selected alert's value (add it to its group's allow-list)",
-                partial(app.act_selected, "allow"),
-                "",
-            ),
             (
                 "Export the database (filters from the current view)",
                 app.action_export,
                 "key ctrl+e: a SQLite file, or the alerts as CSV / JSON lines",
             ),
-            ("Move the selected device to another group", app.action_move_device, ""),
             ("Declare an expected device", app.declare_device, ""),
+            ("Silences in force (unsilence)", app.show_silences, "key S on the Alerts tab"),
             ("Quit", app.action_quit, "stop the engine and leave"),
         ]
-        titles = dict(TABS)
-        for tab in ("allowlists", "rules", "boards"):  # the editors' and consoles' own keys
-            pane = app._panes.get(tab)
-            for binding in getattr(type(pane), "BINDINGS", []):
-                if isinstance(binding, Binding) and binding.description:
-                    out.append(
-                        (
-                            f"{titles[tab]}: {binding.description}",
-                            partial(app.run_pane_action, tab, binding.action),
-                            f"key {binding.key_display or binding.key}",
-                        )
-                    )
+        out += app.view_commands()
         for seconds in INTERVALS:
             out.append(
                 (
@@ -216,6 +206,8 @@ class IotwatchApp(App[int]):
     Screen { layers: base; }
     TabbedContent { height: 1fr; }
     TabPane { padding: 0; }
+    /* Over a dialog, notifications keep to the top third: its buttons are at its bottom. */
+    ModalScreen > ToastRack { dock: top; align: right top; margin-bottom: 0; max-height: 30%; }
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -487,12 +479,63 @@ class IotwatchApp(App[int]):
     def action_show_tab(self, tab: str) -> None:
         self.show_tab(tab)
 
-    def run_pane_action(self, tab: str, action: str) -> None:
-        """Show ``tab`` and run one of its pane's actions (from the command palette)."""
+    def run_pane_action(self, tab: str, action: str, widget: Any = None) -> None:
+        """Show ``tab`` and run ``action`` of its pane, or of ``widget`` in it (the palette)."""
         self.show_tab(tab)
+        target = widget if widget is not None else self._panes.get(tab)
+        if target is not None:
+            self.call_after_refresh(target.run_action, action)
+
+    def _base_screen(self) -> Any:
+        """The screen the operator looks at, under the command palette if it is open."""
+        for screen in reversed(self.screen_stack):
+            if not isinstance(screen, CommandPalette):
+                return screen
+        return self.screen
+
+    def _alerts_visible(self) -> bool:
+        base = self._base_screen()
+        if isinstance(base, AlertDetail):
+            return True
+        return not isinstance(base, ModalScreen) and self._active_tab() == "alerts"
+
+    def _active_tab(self) -> str:
+        try:
+            return str(self.query_one("#tabs", TabbedContent).active)
+        except Exception:
+            return ""
+
+    def view_commands(self) -> list[tuple[str, Callable[[], Any], str]]:
+        """The palette's commands for what is on screen: an alert's actions (its detail, or the
+        Alerts tab), else the keys of the visible tab's pane and of the widgets in it."""
+        out: list[tuple[str, Callable[[], Any], str]] = []
+        if self._alerts_visible():
+            for name, what, key in ALERT_COMMANDS:
+                out.append((name, partial(self.act_selected, what), f"key {key}"))
+            return out
+        base = self._base_screen()
+        tab = self._active_tab()
         pane = self._panes.get(tab)
-        if pane is not None:
-            self.call_after_refresh(pane.run_action, action)
+        if isinstance(base, ModalScreen) or pane is None:
+            return out
+        title = dict(TABS).get(tab, tab)
+        seen: set[str] = set()
+        for widget in [pane, *pane.query("*")]:
+            for binding in type(widget).__dict__.get("BINDINGS", []):
+                if not (isinstance(binding, Binding) and binding.description and binding.id):
+                    continue
+                if binding.id in seen or binding.id.startswith(("app.", "filter.")):
+                    continue
+                seen.add(binding.id)
+                target = None if widget is pane else widget
+                out.append(
+                    (
+                        f"{title}: {binding.description}",
+                        partial(self.run_pane_action, tab, binding.action, target),
+                        f"key {binding.key_display or binding.key}",
+                    )
+                )
+        return out
 
     @on(TabbedContent.TabActivated)
     def _tab_changed(self, event: TabbedContent.TabActivated) -> None:
@@ -534,13 +577,18 @@ class IotwatchApp(App[int]):
     # -- alert actions ------------------------------------------------------------------------
 
     def selected_alert(self) -> AlertRow | None:
-        """The alert the operator is looking at: the open detail, else the alerts pane's row."""
-        if isinstance(self.screen, AlertDetail):
-            return self.screen.alert
+        """The alert the operator is looking at: the open detail, else the row of the Alerts tab
+        when that tab is on screen (never the row of a hidden tab)."""
+        base = self._base_screen()
+        if isinstance(base, AlertDetail):
+            return base.alert
+        if not self._alerts_visible():
+            return None
         pane = self._panes.get("alerts")
         return pane.selected() if isinstance(pane, AlertsPane) else None
 
     def act_selected(self, what: str) -> None:
+        """Run ``what`` on the alert on screen (the palette: no toggling, the name says it)."""
         alert = self.selected_alert()
         if alert is None:
             self.notify("Select an alert on the Alerts tab first", severity="warning")
@@ -548,26 +596,46 @@ class IotwatchApp(App[int]):
         if what == "open":
             self.open_alert(alert.id)
         else:
-            self.alert_action(what, alert)
+            self.alert_action(what, alert, toggle=False)
 
     def open_alert(self, alert_id: int) -> None:
         self.push_screen(AlertDetail(self.bridge, alert_id))
 
-    def alert_action(self, what: str, alert: AlertRow) -> None:
-        """Acknowledge, resolve, note or silence ``alert``; persisted by the engine."""
+    def alert_action(self, what: str, alert: AlertRow, *, toggle: bool = True) -> None:
+        """Acknowledge, resolve by hand, note, silence or unsilence ``alert``, or undo an
+        acknowledgement or a resolution (``acknowledge``/``resolve`` on an alert that has one
+        undo it); persisted by the engine."""
         bridge = self.bridge
+        if toggle and what == "acknowledge" and alert.acknowledged is not None:
+            what = "unacknowledge"
+        if toggle and what == "resolve" and alert.closed is not None:
+            what = "reopen"
         if what == "acknowledge":
             self._engine_call(
                 f"acknowledge alert #{alert.id}",
                 lambda: bridge.acknowledge(alert.id),
-                f"Alert #{alert.id} acknowledged",
+                f"Alert #{alert.id} acknowledged (a again un-acknowledges)",
+            )
+        elif what == "unacknowledge":
+            self._engine_call(
+                f"un-acknowledge alert #{alert.id}",
+                lambda: bridge.unacknowledge(alert.id),
+                f"Alert #{alert.id} no longer acknowledged",
             )
         elif what == "resolve":
             self._engine_call(
-                f"resolve alert #{alert.id}",
+                f"resolve alert #{alert.id} by hand",
                 lambda: bridge.resolve_by_hand(alert.id),
-                f"Alert #{alert.id} resolved by hand",
+                f"Alert #{alert.id} resolved by hand (r again reopens it)",
             )
+        elif what == "reopen":
+            self._engine_call(
+                f"reopen alert #{alert.id}",
+                lambda: bridge.reopen(alert.id),
+                f"Alert #{alert.id} no longer resolved by hand",
+            )
+        elif what == "unsilence":
+            self._unsilence(alert)
         elif what == "allow":
             pane = self._panes.get("allowlists")
             if alert.is_range or alert.value is None:
@@ -606,6 +674,45 @@ class IotwatchApp(App[int]):
                 SilenceDialog(alert.rule_id, alert.rule, alert.device, alert.value), silenced
             )
 
+    def _unsilence(self, alert: AlertRow) -> None:
+        """Lift every silence in force that covers ``alert`` (in a worker)."""
+        bridge = self.bridge
+
+        def work() -> str:
+            now = bridge.clock()
+            covering = [
+                s
+                for s in bridge.silences()
+                if s.covers(alert.rule_id, alert.device, alert.value, now)
+            ]
+            if not covering:
+                raise Refused(f"No silence in force covers alert #{alert.id}")
+            for s in covering:
+                bridge.unsilence(s.id).result(CALL_TIMEOUT)
+            return f"Unsilenced {alert.rule} on {alert.device}"
+
+        what = f"unsilence alert #{alert.id}"
+        self.run_worker(
+            work, thread=True, exit_on_error=False, name=f"action:{what}", description=what
+        )
+
+    def show_silences(self) -> None:
+        """The silences in force, to lift one."""
+        if any(isinstance(s, SilencesDialog) for s in self.screen_stack):
+            return
+        bridge = self.bridge
+
+        def lift(silence_id: int) -> bool:
+            lifted = bool(bridge.unsilence(silence_id).result(CALL_TIMEOUT))
+            self.call_from_thread(self._silence_lifted)
+            return lifted
+
+        self.push_screen(SilencesDialog(bridge.silences, lift, bridge.clock))
+
+    def _silence_lifted(self) -> None:
+        self.alerts_version += 1
+        self.refresh_now()
+
     def _engine_call(self, what: str, call: Callable[[], Future[Any]], done: str) -> None:
         """Run ``call`` (an engine future) in a worker; ``done`` is notified on success."""
 
@@ -618,14 +725,6 @@ class IotwatchApp(App[int]):
         )
 
     # -- device actions -----------------------------------------------------------------------
-
-    def action_move_device(self) -> None:
-        pane = self._panes.get("devices")
-        device = pane.selected() if isinstance(pane, DevicesPane) else None
-        if device is None:
-            self.notify("Select a device on the Devices tab first", severity="warning")
-            return
-        self.move_device(device.name, device.group)
 
     def move_device(self, device: str, current: str) -> None:
         def chosen(answer: tuple[str, str] | None) -> None:
@@ -649,7 +748,17 @@ class IotwatchApp(App[int]):
                     f"{name} is expected (group {group})",
                 )
 
-        self.push_screen(GroupDialog(group_names(self.bridge.config)), chosen)
+        config = self.bridge.config
+        devices = self._panes.get("devices")
+        seen = devices.rows if isinstance(devices, DevicesPane) else {}
+        self.push_screen(
+            GroupDialog(
+                group_names(config),
+                group_of=lambda d: self.bridge.config.devices.group_of(d),
+                known=lambda d: d in seen or d in self.bridge.config.devices.declared,
+            ),
+            chosen,
+        )
 
     def edit_config(self, what: str, edit: Callable[[Config], Config], done: str) -> None:
         """Give the engine ``edit(config in force)`` and write the file when there is one (the

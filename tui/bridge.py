@@ -163,6 +163,15 @@ class Bridge:
         assert self.session is not None
         return self.call(operator.resolve_by_hand(self.session.store, alert_id, self.clock()))
 
+    def unacknowledge(self, alert_id: int) -> concurrent.futures.Future[None]:
+        assert self.session is not None
+        return self.call(operator.unacknowledge(self.session.store, alert_id))
+
+    def reopen(self, alert_id: int) -> concurrent.futures.Future[None]:
+        """Undo a resolution by hand."""
+        assert self.session is not None
+        return self.call(operator.reopen(self.session.store, alert_id))
+
     def add_note(self, alert_id: int, text: str) -> concurrent.futures.Future[int]:
         assert self.session is not None
         return self.call(operator.add_note(self.session.store, alert_id, self.clock(), text))
@@ -172,6 +181,20 @@ class Bridge:
     ) -> concurrent.futures.Future[operator.Silence]:
         assert self.session is not None
         return self.call(self.session.silence(rule, device, value, until))
+
+    def unsilence(self, silence_id: int) -> concurrent.futures.Future[bool]:
+        """Lift a silence now (False when it was no longer in force)."""
+        assert self.session is not None
+        return self.call(self.session.unsilence(silence_id))
+
+    def silences(self) -> list[operator.Silence]:
+        """The silences in force now, ending soonest first (blocking: from a thread worker)."""
+        rows = self.query(
+            "SELECT id, rule, device, value, from_us, until_us FROM silences"
+            " WHERE until_us > ? ORDER BY until_us, id",
+            (self.clock(),),
+        )
+        return [operator.Silence(*row) for row in rows]
 
     # -- reads ----------------------------------------------------------------------------------
 

@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
+import os
+import re
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
 
 import orjson
@@ -16,7 +20,8 @@ import orjson
 from engine import jsonline
 from engine.azure_groups import dump_azure_groups, groups_to_toml, load_azure_groups, merge_groups
 from engine.config import Config, ConfigError, load_config
-from engine.replay import InputError, InputSpec, replay
+from engine.jsonstream import FORMATS
+from engine.replay import CAPTURE, InputError, InputSpec, replay
 from engine.store import StoreError, StoreFault
 from tui import run_cmd, simulate_cmd
 
@@ -27,18 +32,38 @@ class UsageError(Exception):
     """A usage or configuration problem: one line, exit status 2."""
 
 
+INPUT_FORMATS = (*FORMATS, CAPTURE)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message}")
+        # "iotwatch: replay: ..." — every error line starts with "iotwatch: " (main adds it).
+        command = self.prog.removeprefix("iotwatch").strip()
+        raise UsageError(f"{command}: {message}" if command else message)
+
+
+def version() -> str:
+    """The installed package's version (the source tree's when it is not installed)."""
+    try:
+        return metadata.version("iotwatch")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="iotwatch",
         description="Local custom security alerts for IoT Hub logs, security-agent messages "
-        "and Azure RTOS boards.",
+        "and Azure RTOS boards. Without a command, iotwatch opens the console on "
+        "./iotwatch.toml (the configuration in the current folder); 'iotwatch demo' opens it on "
+        "a simulated fleet with nothing to set up.",
+        epilog="'iotwatch COMMAND --help' describes a command. Errors are one line on stderr "
+        "starting with 'iotwatch:'; a usage or configuration error exits with status 2.",
     )
-    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {version()}", help="print the version"
+    )
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
 
     rp = sub.add_parser("replay", help="evaluate finished inputs; alerts as JSON lines on stdout")
     rp.add_argument(
@@ -113,10 +138,18 @@ def build_parser() -> argparse.ArgumentParser:
     gp = sub.add_parser("groups", help="Azure deviceSecurityGroups JSON round trip")
     gsub = gp.add_subparsers(dest="action", parser_class=_Parser, required=True)
     gi = gsub.add_parser("import", help="Azure JSON → TOML [groups] tables on stdout")
-    gi.add_argument("file", metavar="AZURE.json")
+    gi.add_argument("file", metavar="AZURE.json", help="a deviceSecurityGroups JSON file")
     ge = gsub.add_parser("export", help="the configuration's groups → Azure JSON on stdout")
-    ge.add_argument("--config", metavar="F")
-    ge.add_argument("--groups", metavar="AZURE.json", action="append", default=[])
+    ge.add_argument(
+        "--config", metavar="F", help="iotwatch.toml (default: ./iotwatch.toml if present)"
+    )
+    ge.add_argument(
+        "--groups",
+        metavar="AZURE.json",
+        action="append",
+        default=[],
+        help="Azure deviceSecurityGroups JSON; replaces same-named groups (repeatable)",
+    )
 
     sub.add_parser(
         "demo",
@@ -145,9 +178,29 @@ def _progress(done: int, total: int) -> None:
     sys.stderr.flush()
 
 
+def input_spec(text: str) -> InputSpec:
+    """The input ``text`` names: ``PATH`` or ``FORMAT:PATH``. A ``NAME:`` prefix that looks like a
+    format but is none (``hub-logs:x.json``) is refused, unless a file has that whole name."""
+    spec = InputSpec.parse(text)
+    head, sep, rest = text.partition(":")
+    if (
+        spec.format is None
+        and sep
+        and rest
+        and re.fullmatch(r"[A-Za-z][\w-]+", head)  # not a drive letter ("C:")
+        and not os.path.exists(text)
+    ):
+        close = difflib.get_close_matches(head.lower(), INPUT_FORMATS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UsageError(
+            f"{text}: unknown format {head!r}: expected one of {', '.join(INPUT_FORMATS)}{hint}"
+        )
+    return spec
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     config = load(args.config, args.groups)
-    specs = [InputSpec.parse(text) for text in args.inputs]
+    specs = [input_spec(text) for text in args.inputs]
     progress = _progress if sys.stderr.isatty() else None
     alerts, summary = asyncio.run(replay(config, specs, db=args.db, progress=progress))
     if progress is not None:
@@ -273,9 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_demo()
         return cmd_console()
     except (UsageError, ConfigError, InputError, StoreError) as exc:
-        print(
-            f"iotwatch: {exc}" if not str(exc).startswith("iotwatch") else str(exc), file=sys.stderr
-        )
+        print(f"iotwatch: {exc}", file=sys.stderr)
         return 2
     except StoreFault as exc:  # the database failed while in use (replay --db's writer)
         print(f"iotwatch: {exc}", file=sys.stderr)
@@ -284,6 +335,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # a file or port the command needed, named by the message
+        print(f"iotwatch: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

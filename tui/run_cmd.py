@@ -23,7 +23,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     rp = sub.add_parser("run", help="the live engine; --headless writes alert changes to stdout")
     rp.add_argument("--headless", action="store_true", help="no console: JSON lines on stdout")
     rp.add_argument("--config", metavar="F", help="iotwatch.toml (default: ./iotwatch.toml)")
-    rp.add_argument("--groups", metavar="AZURE.json", action="append", default=[])
+    rp.add_argument(
+        "--groups",
+        metavar="AZURE.json",
+        action="append",
+        default=[],
+        help="Azure deviceSecurityGroups JSON; replaces same-named groups (repeatable)",
+    )
     rp.add_argument(
         "--db", metavar="F", help="the database (default: [database] path, else iotwatch.db)"
     )

@@ -112,7 +112,7 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         f"DIR/{FILES[2]}, with the chosen anomalies from --anomaly-after on. Stops on Ctrl-C or "
         "SIGTERM.",
     )
-    f.add_argument("directory", metavar="DIR")
+    f.add_argument("directory", metavar="DIR", help="the folder to write the log files in")
     f.add_argument("--devices", type=_positive_int, default=10, metavar="N", help="default 10")
     f.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     f.add_argument(

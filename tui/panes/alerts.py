@@ -1,10 +1,11 @@
 """The alerts pane: every alert, filterable by state, severity, rule, device and group.
 
 Rows come from the database (the engine writes an alert before it tells the console), so the
-operator's own columns — acknowledged, closed by hand, silenced, notes — are shown beside the
+operator's own columns — acknowledged, resolved by hand, silenced, notes — are shown beside the
 evaluated state. Withdrawn alerts (late data left nothing out of range, or another alert took
 them over) stay in the list, dimmed and struck through; amended ones carry a ``±`` flag.
-``Enter`` opens the detail; ``a``/``r``/``n``/``s`` act on the selected alert.
+``Enter`` opens the detail; ``a``/``r``/``n``/``s``/``u`` act on the selected alert (``a`` and
+``r`` again undo), ``S`` lists the silences in force.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from engine.catalogue import BY_ID, RULE_TYPES
 from tui.bridge import Bridge
 from tui.panes import LivePane, TextFilter, cell, fmt_time, short_rule
 from tui.safe import safe
+from tui.widgets.filter import FilterInput
 from tui.widgets.virtual_table import Rows, VirtualTable
 
 ALERT_LIMIT = 5000  # the newest alerts the pane keeps in view
@@ -42,7 +44,7 @@ STATES: tuple[tuple[str, str], ...] = (
     ("open, not acknowledged", "unacked"),
     ("resolved", "resolved"),
     ("acknowledged", "acked"),
-    ("closed by hand", "closed"),
+    ("resolved by hand", "byhand"),
     ("silenced", "silenced"),
     ("amended", "amended"),
     ("withdrawn", "withdrawn"),
@@ -71,7 +73,7 @@ class AlertRow:
     counts: tuple[int, ...]
     occurrences: int | None
     acknowledged: int | None
-    closed: int | None
+    closed: int | None  # resolved by hand at (µs)
     silenced: bool
     notes: int
     amended: bool = False
@@ -120,7 +122,7 @@ class AlertRow:
 
     @property
     def active(self) -> bool:
-        """Open and not closed by hand."""
+        """Open and not resolved by hand."""
         return self.state == "open" and self.closed is None
 
     @property
@@ -133,7 +135,7 @@ class AlertRow:
             text = cell("⊘ withdrawn", "dim strike")
             text.append(" ")
         elif self.closed is not None:
-            text = cell("✔ closed   ", "dim")
+            text = cell("✔ by hand  ", "dim")  # resolved by hand
         elif self.state == "open":
             text = cell("● open     ", "bold red" if self.acknowledged is None else "yellow")
         else:
@@ -174,7 +176,7 @@ class AlertRow:
             return False
         if s == "acked" and self.acknowledged is None:
             return False
-        if s == "closed" and self.closed is None:
+        if s == "byhand" and self.closed is None:
             return False
         if s == "silenced" and not self.silenced:
             return False
@@ -274,6 +276,8 @@ class AlertsPane(LivePane):
         Binding("r", "act('resolve')", "Resolve", id="alerts.resolve"),
         Binding("n", "act('note')", "Note", id="alerts.note"),
         Binding("s", "act('silence')", "Silence", id="alerts.silence"),
+        Binding("u", "act('unsilence')", "Unsilence", show=False, id="alerts.unsilence"),
+        Binding("S", "silences", "Silences", show=False, id="alerts.silences"),
         Binding("v", "act('allow')", "Allow value", id="alerts.allow"),
         Binding("slash", "focus_filter", "Filter", id="alerts.filter"),
     ]
@@ -304,7 +308,7 @@ class AlertsPane(LivePane):
                 allow_blank=False,
                 id="alert-rule",
             )
-            yield Input(
+            yield FilterInput(
                 placeholder="filter: text, d:device g:group r:rule v:value", id="alert-text"
             )
         yield AlertsTable(id="alerts-table")
@@ -328,7 +332,7 @@ class AlertsPane(LivePane):
         self.app.refresh_now()  # type: ignore[attr-defined]
 
     def action_focus_filter(self) -> None:
-        self.query_one("#alert-text", Input).focus()
+        self.query_one("#alert-text", FilterInput).summon()
 
     # -- refresh ------------------------------------------------------------------------------
 
@@ -376,6 +380,9 @@ class AlertsPane(LivePane):
         alert = self.rows.get(event.key)
         if alert is not None:
             self.app.open_alert(alert.id)  # type: ignore[attr-defined]
+
+    def action_silences(self) -> None:
+        self.app.show_silences()  # type: ignore[attr-defined]
 
     def action_act(self, what: str) -> None:
         alert = self.selected()

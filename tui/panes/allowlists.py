@@ -7,7 +7,7 @@ the input; an accepted change goes to the running engine at once (from the next 
 TOML file when there is one (see ``tui.widgets.apply_edit``).
 
 From an allow-list alert, :meth:`AllowlistsPane.add_value` adds the offending value after a
-:class:`ConfirmAddValue` dialog.
+:class:`ConfirmAddValue` dialog; ``d`` removes an entry after a ``ConfirmDialog``.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from engine.config_edit import (
 )
 from tui.bridge import Bridge
 from tui.safe import plain, safe
+from tui.screens.dialogs import ConfirmDialog
 from tui.widgets import (
     ListEditor,
     Outcome,
@@ -399,6 +400,7 @@ class AllowlistsPane(Widget):
 
     @on(ListEditor.RemoveRequested, "#al-editor")
     def _remove(self, event: ListEditor.RemoveRequested) -> None:
+        """Remove an entry after a yes: a removed entry turns allowed traffic into alerts."""
         group, rule, index, value = self._group_name(), self.rule, event.index, event.value
 
         def remove(config: Config) -> Config:
@@ -407,7 +409,22 @@ class AllowlistsPane(Widget):
             at = index if index < len(values) and values[index] == value else values.index(value)
             return remove_allow_value(config, group, rule, at)
 
-        self._apply(remove, index, clear=False)
+        def chosen(yes: bool | None) -> None:
+            if yes:
+                self._apply(
+                    remove,
+                    index,
+                    clear=False,
+                    done=f"{value} removed from {group} ({LIST_LABEL[rule]})",
+                )
+
+        body = Text.assemble(
+            safe(value, 300, "bold"),
+            f"\nfrom {LIST_LABEL[rule]} ({rule}) of group ",
+            safe(group, 80, "bold"),
+            ".\nFrom the next event on, this value raises alerts again.",
+        )
+        self.app.push_screen(ConfirmDialog("Remove this allow-list entry?", body), chosen)
 
     def action_toggle_rule(self) -> None:
         group, rule = self._group_name(), self.rule

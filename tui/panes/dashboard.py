@@ -41,6 +41,7 @@ from tui.panes import (
 from tui.panes.alerts import ALERT_SQL, AlertRow, alert_cells
 from tui.panes.alerts import COLUMNS as ALERT_COLUMNS
 from tui.safe import safe
+from tui.widgets.filter import FilterInput
 from tui.widgets.virtual_table import Rows, VirtualTable
 
 NEWEST = 8  # alerts beneath the counters
@@ -220,7 +221,7 @@ class Dashboard(LivePane):
         yield Static(id="config-error", classes="problem", markup=False)
         with Horizontal(id="counter-bar"):
             yield Static("Counters", id="counter-title", markup=False)
-            yield Input(
+            yield FilterInput(
                 placeholder="filter: text, d:device g:group r:rule, ! = out of range only",
                 id="counter-filter",
                 compact=True,
@@ -238,7 +239,7 @@ class Dashboard(LivePane):
         self.app.refresh_now()  # type: ignore[attr-defined]
 
     def action_focus_filter(self) -> None:
-        self.query_one("#counter-filter", Input).focus()
+        self.query_one("#counter-filter", FilterInput).summon()
 
     @on(VirtualTable.RowSelected, "#newest")
     def _open_alert(self, event: VirtualTable.RowSelected) -> None:

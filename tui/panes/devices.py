@@ -23,6 +23,7 @@ from engine.config import Config, DeviceMap
 from tui.bridge import Bridge
 from tui.panes import LivePane, TextFilter, cell, fmt_time
 from tui.safe import safe
+from tui.widgets.filter import FilterInput
 from tui.widgets.virtual_table import Rows, VirtualTable
 
 FORMATS = ("hub-log", "hub-events", "security-messages", "serial")
@@ -122,7 +123,7 @@ class DevicesPane(LivePane):
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="device-bar"):
-            yield Input(
+            yield FilterInput(
                 placeholder="filter: text, d:device g:group", id="device-filter", compact=True
             )
             yield Static("", id="device-summary", markup=False)
@@ -134,7 +135,7 @@ class DevicesPane(LivePane):
         self.app.refresh_now()  # type: ignore[attr-defined]
 
     def action_focus_filter(self) -> None:
-        self.query_one("#device-filter", Input).focus()
+        self.query_one("#device-filter", FilterInput).summon()
 
     # -- refresh ------------------------------------------------------------------------------
 

@@ -7,8 +7,9 @@ change reaches the running engine at once and takes effect from the rule's next 
 engine's ``apply_config``); the TOML file is rewritten when there is one.
 
 Azure ``deviceSecurityGroups`` JSON: ``m`` imports a file (its groups replace the same-named
-groups, ``engine.azure_groups.merge_groups``, then apply), ``x`` exports every group of the
-configuration (``dump_azure_groups``, as ``iotwatch groups export`` writes it). File names are
+groups, ``engine.azure_groups.merge_groups``, then apply; after a confirmation when that changes
+an existing group), ``x`` exports every group of the configuration (``dump_azure_groups``, as
+``iotwatch groups export`` writes it; replacing an existing file after a confirmation). File names are
 relative to the console's working folder; ``~`` is expanded.
 """
 
@@ -43,7 +44,9 @@ from engine.config_edit import add_group, rename_group, set_range_rule
 from engine.timestamps import format_duration
 from tui.bridge import Bridge
 from tui.safe import plain, safe
+from tui.screens.dialogs import ConfirmDialog
 from tui.widgets import Outcome, TextPrompt, apply_edit, error_text, group_name, group_options
+from tui.widgets.kv_editor import RowTable
 
 EXPORT_NAME = "device-security-groups.json"
 _INT = re.compile(r"[+-]?\d+")
@@ -184,8 +187,7 @@ class RulesPane(Widget):
                 "changes apply from each rule's next window · a rule without a table is off",
                 id="rl-hint",
             )
-        table: DataTable[Any] = DataTable(id="rl-table", cursor_type="row", zebra_stripes=True)
-        yield table
+        yield RowTable(id="rl-table", zebra_stripes=True)  # Home/End: first/last rule
         yield Label("", id="rl-title")
         with Horizontal(id="rl-form"):
             yield Checkbox("Enabled", id="rl-enabled")
@@ -470,6 +472,12 @@ class RulesPane(Widget):
     async def export_azure(self, path: str) -> str | None:
         """Write every group of the configuration in force to ``path``; the path, or None."""
         target = os.path.expanduser(path)
+        if await asyncio.to_thread(os.path.exists, target):
+            body = Text.assemble(safe(target, 300, "bold"), " exists: its text is replaced.")
+            if not await self.app.push_screen_wait(
+                ConfirmDialog("Replace this file?", body, yes="Replace")
+            ):
+                return None
         data = orjson.dumps(
             dump_azure_groups(self.config.groups.values()), option=orjson.OPT_INDENT_2
         )
@@ -502,6 +510,25 @@ class RulesPane(Widget):
                 plain(str(exc), 400), title="Import refused", severity="error", markup=False
             )
             return None
+        current = self.config
+        merged = merge_groups(current, groups)
+        replaced = [
+            current.groups[key].name
+            for key, group in merged.groups.items()
+            if key in current.groups and group != current.groups[key]
+        ]
+        if replaced:  # a destructive edit: the groups' own settings are lost
+            body = Text.assemble(
+                "The file's groups replace the rules of group",
+                "s " if len(replaced) > 1 else " ",
+                *_joined([safe(name, 60, "bold") for name in replaced]),
+                " as a whole; their current settings are lost (the previous configuration file "
+                "is kept as .bak).",
+            )
+            if not await self.app.push_screen_wait(
+                ConfirmDialog("Replace groups from Azure JSON?", body, yes="Replace")
+            ):
+                return None
         outcome = await self._apply_now(lambda c: merge_groups(c, groups))
         if outcome.ok:
             names = ", ".join(g.name for g in groups) or "none"
@@ -557,6 +584,16 @@ class RulesPane(Widget):
                 markup=False,
             )
         return outcome
+
+
+def _joined(parts: list[Text]) -> list[Text | str]:
+    """``parts`` separated by commas."""
+    out: list[Text | str] = []
+    for i, part in enumerate(parts):
+        if i:
+            out.append(", ")
+        out.append(part)
+    return out
 
 
 def _write_bytes(path: str, data: bytes) -> None:

@@ -20,6 +20,7 @@ from tui.bridge import Bridge
 from tui.panes import cell, fmt_full_time, fmt_time
 from tui.panes.alerts import AlertRow, load_alert
 from tui.safe import safe
+from tui.widgets.kv_editor import RowTable
 
 EVIDENCE_LIMIT = 500
 # per-protocol rule id -> (pseudo rule id of its messages without a protocol, the protocol)
@@ -195,6 +196,7 @@ class AlertDetail(ModalScreen[None]):
         Binding("r", "act('resolve')", "Resolve", id="detail.resolve"),
         Binding("n", "act('note')", "Note", id="detail.note"),
         Binding("s", "act('silence')", "Silence", id="detail.silence"),
+        Binding("u", "act('unsilence')", "Unsilence", show=False, id="detail.unsilence"),
         Binding("v", "act('allow')", "Allow value", id="detail.allow"),
     ]
 
@@ -210,12 +212,13 @@ class AlertDetail(ModalScreen[None]):
             with VerticalScroll(id="detail-body"):
                 yield Static(f"Alert #{self.alert_id}: loading…", id="detail-text", markup=False)
                 yield Static("Evidence", id="evidence-title", markup=False)
-                table = DataTable(id="evidence", cursor_type="row", zebra_stripes=True)
+                table = RowTable(id="evidence", zebra_stripes=True)  # Home/End: first/last
                 for key, label, width in EVIDENCE_COLUMNS:
                     table.add_column(label, key=key, width=width)
                 yield table
             yield Static(
-                "a acknowledge · r resolve · n note · s silence · v allow the value · Esc close",
+                "a acknowledge · r resolve by hand (again: undo) · n note · s silence · "
+                "u unsilence · v allow · Esc close",
                 id="detail-keys",
                 markup=False,
             )

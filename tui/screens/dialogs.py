@@ -1,4 +1,5 @@
-"""Small dialogs: a note, a silence, a device's group, an expected device, an error, the help.
+"""Small dialogs: a note, a silence, the silences in force, a device's group, an expected device,
+a confirmation, an error, the help.
 
 Each returns its answer with ``dismiss`` (None when cancelled) and never renders device data as
 markup.
@@ -6,6 +7,8 @@ markup.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -16,8 +19,12 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, RadioButton, RadioSet, Select, Static
+from textual.worker import Worker, WorkerState
 
+from engine.catalogue import BY_ID
+from engine.operator import Silence
 from tui.safe import plain, safe
+from tui.widgets.kv_editor import RowTable
 
 DIALOG_CSS = """
 {name} {{ align: center middle; }}
@@ -155,15 +162,31 @@ class SilenceDialog(Dialog):
 
 
 class GroupDialog(Dialog):
-    """Move a device to another group, or declare an expected device (``device`` None)."""
+    """Move a device to another group, or declare an expected device (``device`` None).
+
+    When declaring, the group follows the id as it is typed: the group the device is in now
+    (``group_of``: its exact entry, else the first matching pattern, else ``default``), so
+    declaring a known device never moves it unless another group is chosen; ``known`` says
+    whether the id is a device already seen or expected, which the dialog then says.
+    """
 
     DEFAULT_CSS = DIALOG_CSS.format(name="GroupDialog")
 
-    def __init__(self, groups: list[str], device: str | None = None, current: str = "") -> None:
+    def __init__(
+        self,
+        groups: list[str],
+        device: str | None = None,
+        current: str = "",
+        *,
+        group_of: Callable[[str], str] | None = None,
+        known: Callable[[str], bool] | None = None,
+    ) -> None:
         super().__init__()
         self.groups = groups
         self.device = device
         self.current = current
+        self.group_of = group_of
+        self.known = known
 
     def compose(self) -> ComposeResult:
         with Vertical():
@@ -181,17 +204,40 @@ class GroupDialog(Dialog):
                 title.append_text(safe(self.device, 120))
                 yield Static(title, classes="title")
             yield Label("Group", classes="hint")
-            current = self.current if self.current in self.groups else self.groups[0]
+            current = self._preselect(self.current)
             yield Select(
                 [(plain(g, 60), g) for g in self.groups],
                 value=current,
                 allow_blank=False,
                 id="group",
             )
+            yield Static("", classes="hint", id="group-now", markup=False)
             yield Static("", classes="error", id="group-error", markup=False)
             with Horizontal(classes="buttons"):
                 yield Button("Cancel", id="cancel")
                 yield Button("Apply", variant="primary", id="ok")
+
+    def _preselect(self, group: str) -> str:
+        if group in self.groups:
+            return group
+        return "default" if "default" in self.groups else self.groups[0]
+
+    @on(Input.Changed, "#device-id")
+    def _id_changed(self, event: Input.Changed) -> None:
+        device = event.value.strip()
+        if self.group_of is None or not device:
+            self.query_one("#group-now", Static).update("")
+            return
+        group = self._preselect(self.group_of(device))
+        self.query_one("#group", Select).value = group
+        if self.known is not None and self.known(device):
+            now = Text("Known device, in group ")
+            now.append_text(safe(group, 60, style="bold"))
+            now.append(": declaring it keeps it there unless you choose another group.")
+        else:
+            now = Text("New device; its group by [devices] now: ")
+            now.append_text(safe(group, 60, style="bold"))
+        self.query_one("#group-now", Static).update(now)
 
     @on(Input.Submitted)
     @on(Button.Pressed, "#ok")
@@ -213,6 +259,174 @@ class GroupDialog(Dialog):
 
     @on(Button.Pressed, "#cancel")
     def _cancel(self) -> None:
+        self.dismiss(None)
+
+
+class ConfirmDialog(Dialog):
+    """Asks before a destructive edit: ``y``/``Enter`` confirm (dismiss True), ``n``/``Escape``
+    cancel (dismiss False). The focus starts on Cancel, so a stray key changes nothing."""
+
+    DEFAULT_CSS = DIALOG_CSS.format(name="ConfirmDialog") + (
+        "ConfirmDialog > Vertical { border: thick $warning; }"
+        "ConfirmDialog #confirm-body { background: $boost; padding: 0 1; }"
+    )
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("y", "confirm", "Yes", id="confirm.yes"),
+        Binding("n,escape", "cancel_confirm", "No", id="confirm.no"),
+    ]
+
+    def __init__(self, title: str, body: Text, yes: str = "Remove") -> None:
+        super().__init__()
+        self.title_text = title
+        self.body = body
+        self.yes = yes
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(self.title_text, classes="title", markup=False)
+            yield Static(self.body, id="confirm-body")
+            with Horizontal(classes="buttons"):
+                yield Button("Cancel", id="cancel")
+                yield Button(self.yes, variant="warning", id="ok")
+
+    def on_mount(self) -> None:
+        self.query_one("#cancel", Button).focus()
+
+    @on(Button.Pressed, "#ok")
+    def action_confirm(self) -> None:
+        self.dismiss(True)
+
+    @on(Button.Pressed, "#cancel")
+    def action_cancel_confirm(self) -> None:
+        self.dismiss(False)
+
+
+def _left(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds >= 86400:
+        return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+class SilencesDialog(Dialog):
+    """The silences in force, ending soonest first; ``u``/``Delete``/``Enter`` lifts the
+    highlighted one (it ends now: alerts that change from now on are not marked silenced).
+
+    ``load`` reads the silences (blocking, run in a thread worker); ``lift(id)`` lifts one
+    (blocking, returns when the engine has done it). Device data is shown literally.
+    """
+
+    DEFAULT_CSS = DIALOG_CSS.format(name="SilencesDialog") + (
+        "SilencesDialog > Vertical { width: 100; max-width: 100%; }"
+        "SilencesDialog #silences { height: auto; max-height: 16; }"
+    )
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("u,delete", "lift", "Unsilence", id="silences.lift"),
+        Binding("escape", "cancel", "Close", id="silences.close"),
+    ]
+
+    def __init__(
+        self, load: Callable[[], list[Silence]], lift: Callable[[int], bool], now: Callable[[], int]
+    ) -> None:
+        super().__init__()
+        self.load = load
+        self.lift = lift
+        self.now = now
+        self.silences: list[Silence] = []
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static("Silences in force", classes="title", markup=False)
+            table = RowTable(id="silences", zebra_stripes=True)
+            for key, label in (
+                ("rule", "Rule"),
+                ("device", "Device"),
+                ("value", "Value"),
+                ("left", "Ends in"),
+                ("until", "Until (UTC)"),
+            ):
+                table.add_column(label, key=key)
+            yield table
+            yield Static("", id="silences-empty", classes="hint", markup=False)
+            yield Static(
+                "u, Delete or Enter lifts the highlighted silence; Escape closes.",
+                classes="hint",
+                markup=False,
+            )
+            with Horizontal(classes="buttons"):
+                yield Button("Unsilence", variant="warning", id="lift")
+                yield Button("Close", id="cancel")
+
+    def on_mount(self) -> None:
+        self.reload()
+
+    def reload(self) -> None:
+        """Read the silences in force again (in a thread worker)."""
+        self.run_worker(
+            self.load, thread=True, exit_on_error=False, name="silences", group="silences"
+        )
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.name not in ("silences", "unsilence"):
+            return
+        event.stop()
+        if event.state == WorkerState.ERROR:
+            self.notify(
+                plain(f"Could not read the silences: {event.worker.error}", 300),
+                severity="error",
+                markup=False,
+            )
+        if event.state != WorkerState.SUCCESS:
+            return
+        if event.worker.name == "unsilence":
+            if event.worker.result:
+                self.notify("Silence lifted", markup=False)
+            self.reload()
+            return
+        self.silences = list(event.worker.result)
+        table = self.query_one("#silences", RowTable)
+        row = table.cursor_row
+        table.clear()
+        now = self.now()
+        for s in self.silences:
+            rule = BY_ID.get(s.rule)
+            table.add_row(
+                Text(rule.name if rule else f"rule {s.rule}"),
+                safe(s.device, 80),
+                safe(s.value, 80) if s.value is not None else Text("every value", style="dim"),
+                Text(_left((s.until - now) / 1_000_000)),
+                Text(time.strftime("%Y-%m-%d %H:%M", time.gmtime(s.until // 1_000_000))),
+                key=str(s.id),
+            )
+        if self.silences:
+            table.move_cursor(row=min(row, len(self.silences) - 1), animate=False)
+            table.focus()
+        self.query_one("#silences-empty", Static).update(
+            "" if self.silences else "No silence is in force."
+        )
+        self.query_one("#lift", Button).disabled = not self.silences
+
+    @on(RowTable.RowSelected, "#silences")
+    @on(Button.Pressed, "#lift")
+    def action_lift(self) -> None:
+        table = self.query_one("#silences", RowTable)
+        if not self.silences or table.row_count == 0:
+            return
+        chosen = self.silences[min(table.cursor_row, len(self.silences) - 1)]
+        self.run_worker(
+            lambda: self.lift(chosen.id),
+            thread=True,
+            exit_on_error=False,
+            name="unsilence",
+            group="silences",
+        )
+
+    @on(Button.Pressed, "#cancel")
+    def _close(self) -> None:
         self.dismiss(None)
 
 
@@ -251,20 +465,25 @@ iotwatch console
 Tabs           1 Dashboard · 2 Alerts · 3 Devices · 4 Allow-lists · 5 Rules · 6 Boards
 Everywhere     F1 this help · Ctrl+P command palette · p pause/resume live refresh
                i refresh interval · Ctrl+T next theme · Ctrl+E export · / filter · q quit
-Alerts         Enter detail · a acknowledge · r resolve by hand · n note · s silence
+Alerts         Enter detail · a acknowledge (again: un-acknowledge) · r resolve by hand (again:
+               reopen) · n note · s silence · u unsilence · S silences in force
                v allow the offending value (adds it to the group's allow-list, after a yes)
 Devices        g move to another group · e declare an expected device
-Allow-lists, Rules, Boards: their keys are in the footer; every action is in the palette too.
+Allow-lists    a add · e edit · d remove (after a yes) · t rule on/off · n new group · [ ] list
+Allow-lists, Rules, Boards: their keys are in the footer; the palette (Ctrl+P) lists the actions
+of the tab on screen.
 
 Filters take words that must all match: d:device g:group r:rule v:value, or plain text that may
 match any of them; * ? [ make a glob. On the dashboard, ! keeps only counters out of range.
+/ puts the cursor in the filter (Tab passes it by); Escape or Enter gives the keys back to the
+table. Escape also leaves an editor's input. Home/End: the first/last row.
 
 Counters show the current window of every (device, enabled range rule): ▲ above max (red),
 ▼ below min (yellow; a window still running can catch up), the time left in the window, and the
 last windows as bars (red: out of range). Alert ● open marks an open alert of that rule.
 
-Alert flags: A acknowledged · S silenced · N has notes. Resolving by hand keeps the evaluated
-state; the table shows ✔ closed.
+Alert flags: A acknowledged · S silenced · N has notes · ± amended. An alert resolved by hand
+keeps its evaluated state; the table shows it as ✔ by hand (resolved by hand).
 
 Everything a device or a file sent is shown literally: control characters appear as ␛ ␀ ␡ \\x9b.
 """

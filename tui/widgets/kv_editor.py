@@ -2,7 +2,8 @@
 above an input row, with the reason an entry is refused shown inline next to the input.
 
 Keys: ``a`` add (focuses the input), ``e``/``enter`` edit the highlighted entry, ``d``/``delete``
-remove it, ``escape`` cancel. The editor does not change its own entries: it posts
+remove it (the owner asks first), ``escape`` cancels an edit or leaves the input (back to the
+table, also when the input is empty), ``Home``/``End`` the first/last entry. The editor does not change its own entries: it posts
 :class:`ListEditor.Submitted` and :class:`ListEditor.RemoveRequested`, and its owner applies the
 change and then calls :meth:`ListEditor.set_values` and :meth:`ListEditor.accepted` (or
 :meth:`ListEditor.refused` with a reason).
@@ -30,6 +31,20 @@ from tui.safe import safe
 
 Check = Callable[[str, Sequence[str]], str | None]
 """``check(value, others)``: why ``value`` cannot join ``others`` (the other entries), or None."""
+
+
+class RowTable(DataTable[Text]):
+    """A ``DataTable`` of whole rows where ``Home``/``End`` go to the first/last row (Textual's own
+    bindings scroll sideways, which a row cursor does not need)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("home", "scroll_top", "First row", show=False),
+        Binding("end", "scroll_bottom", "Last row", show=False),
+    ]
+
+    def __init__(self, **kwargs: object) -> None:
+        kwargs.setdefault("cursor_type", "row")
+        super().__init__(**kwargs)  # type: ignore[arg-type]
 
 
 class EntryValidator(Validator):
@@ -140,8 +155,7 @@ class ListEditor(Widget):
     # -- composition ------------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        table: DataTable[Text] = DataTable(id="entries", cursor_type="row", zebra_stripes=True)
-        yield table
+        yield RowTable(id="entries", zebra_stripes=True)
         yield Label(self._mode_text(), id="mode")
         with Horizontal(id="entry-row"):
             yield Input(
@@ -303,8 +317,10 @@ class ListEditor(Widget):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ("edit", "remove"):
             return True if self._values else None
-        if action == "cancel":
-            return self.editing is not None or bool(self.is_mounted and self.input.value)
+        if action == "cancel":  # an empty input is left with escape too
+            return self.editing is not None or bool(
+                self.is_mounted and (self.input.value or self.input.has_focus)
+            )
         return True
 
     def action_add(self) -> None:
