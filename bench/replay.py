@@ -1,11 +1,13 @@
-"""Replay benchmark: ``iotwatch replay --db`` against an orjson + sqlite3 baseline.
+"""Replay benchmark: ``iotwatch replay`` against orjson + sqlite3, DuckDB and fastavro.
 
 Generates a deterministic fleet of inputs in the SPEC §2 formats (hub-events, hub-log,
-security-messages), runs ``iotwatch replay --config … --db …`` on them as a subprocess, then, in the
-same run, a baseline subprocess that decodes the same lines with orjson and ``executemany``-s one row
-per event into a fresh WAL-mode SQLite file. Prints events/s of both, their ratio and the replay's
-peak RSS. It is a benchmark, not a test: it exits non-zero only when something broke (a crash, or
-the replay counting other events than were generated).
+security-messages, and a hub-messages Avro container), then runs in interleaved rounds, each
+command a subprocess: ``iotwatch replay`` with and without ``--db``; baselines that decode the same
+lines with orjson and ``executemany`` one row per event (12 or 4 columns) into a fresh WAL-mode
+SQLite file; DuckDB counting one rule's per-device windows in one hub-events file (checked against
+iotwatch's counts); replay per input format and fastavro reading the Avro file alone. Prints wall
+and CPU time, events/s, ratios and peak RSS. It is a benchmark, not a test: it exits non-zero only
+when something broke (a crash, a count that differs from what was generated or from DuckDB's).
 
 Usage: ``python bench/replay.py [--events N] [--devices N] [--out DIR] [--repeat K] [--profile]``.
 """
@@ -35,7 +37,7 @@ from typing import Any
 
 import orjson
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 US = 1_000_000
 START_S = calendar.timegm((2026, 11, 28, 8, 0, 0, 0, 0, 0))
 SPAN_S = 2 * 3600
@@ -78,6 +80,9 @@ class Manifest:
     bad: int = 0
     shifted_late: int = 0
     files: list[InputFile] = field(default_factory=list)
+    # Inputs measured on their own, not part of the mixed replay: one hub-events file of
+    # ``events`` clean lines (what DuckDB counts too) and a hub-messages Avro file.
+    solo: list[InputFile] = field(default_factory=list)
 
     @property
     def size(self) -> int:
@@ -87,7 +92,11 @@ class Manifest:
     def load(cls, path: Path) -> Manifest:
         data = orjson.loads(path.read_bytes())
         files = [InputFile(**f) for f in data.pop("files")]
-        return cls(**data, files=files)
+        solo = [InputFile(**f) for f in data.pop("solo", [])]
+        return cls(**data, files=files, solo=solo)
+
+    def solo_file(self, fmt: str) -> InputFile:
+        return next(f for f in self.solo if f.format == fmt)
 
 
 @dataclass
@@ -484,6 +493,127 @@ _BAD_LINES = (
 )
 
 
+SOLO_HUB_EVENTS = "solo-hub-events.jsonl"
+HUB_MESSAGES = "hub-messages.avro"
+# IoT Hub message routing's Avro record (Microsoft.Azure.Devices.Message), as routed to storage.
+ROUTING_SCHEMA = {
+    "type": "record",
+    "name": "Message",
+    "namespace": "Microsoft.Azure.Devices",
+    "fields": [
+        {"name": "EnqueuedTimeUtc", "type": "string"},
+        {"name": "Properties", "type": {"type": "map", "values": "string"}},
+        {"name": "SystemProperties", "type": {"type": "map", "values": "string"}},
+        {"name": "Body", "type": ["null", "bytes"]},
+    ],
+}
+_SECURITY_INTERFACE = "urn:azureiot:Security:SecurityAgent:1"
+
+
+def solo_hub_events(path: Path, fleet: Fleet, n: int, seed: int) -> InputFile:
+    """``n`` clean hub-events lines over the whole fleet and the two hours: the input replay
+    and DuckDB both count (no bad line, which DuckDB would read otherwise than iotwatch)."""
+    rng = Random(f"{seed}:{path.name}")
+    clock = Clock(rng, START_S, SPAN_S)
+    ids, cum = _devices_of(fleet, range(len(fleet.names)))
+    picks = rng.choices(ids, cum_weights=cum, k=n)
+    w = Writer(path)
+    for i, d in enumerate(picks):
+        w.line(hub_event(rng, clock.at(i / n), fleet.names[d], fleet.profile[d]))
+    w.close()
+    return InputFile("hub-events", path.name, path.stat().st_size, w.records, n)
+
+
+def _routed(rng: Random, t_us: int, device: str) -> tuple[dict[str, Any], int]:
+    """One routed message (SPEC §2 hub-messages) and its number of events: telemetry (80 %),
+    twin change notifications (10 %), connection-state notifications (5 %), JSON security
+    messages of one event (5 %: the telemetry event and the agent's)."""
+    base, us = _stamp(t_us)
+    when = f"{base}.{us:06d}0Z"  # routing writes seven fractional digits
+    system = {
+        "connectionDeviceId": device,
+        "connectionAuthMethod": _AUTH,
+        "connectionDeviceGenerationId": "637051167384630591",
+        "contentType": "application/json",
+        "contentEncoding": "utf-8",
+        "enqueuedTime": when,
+    }
+    r = rng.random()
+    if r < 0.80:
+        body = orjson.dumps(
+            {"temperature": round(rng.uniform(15, 30), 2), "seq": rng.randrange(1 << 20)}
+        )
+        return {
+            "EnqueuedTimeUtc": when,
+            "Properties": {},
+            "SystemProperties": system,
+            "Body": body,
+        }, 1
+    if r < 0.95:
+        twin = r < 0.90
+        del system["connectionAuthMethod"]
+        system["iothub-message-source"] = (
+            "twinChangeEvents" if twin else "deviceConnectionStateEvents"
+        )
+        props = {
+            "hubName": "bench-hub",
+            "deviceId": device,
+            "opType": "updateTwin" if twin else "deviceConnected",
+            "iothub-message-schema": (
+                "twinChangeNotification" if twin else "deviceConnectionStateNotification"
+            ),
+            "operationTimestamp": when,
+        }
+        body = b'{"version": 7}' if twin else b'{"sequenceNumber":"000000000000000001D87"}'
+        return {
+            "EnqueuedTimeUtc": when,
+            "Properties": props,
+            "SystemProperties": system,
+            "Body": body,
+        }, 1
+    event = {
+        "EventType": "Security",
+        "Category": "Triggered",
+        "Name": "ProcessCreate",
+        "IsEmpty": False,
+        "PayloadSchemaVersion": "1.0",
+        "Id": _uuid(rng),
+        "TimestampLocal": f"{base}Z",
+        "TimestampUTC": f"{base}Z",
+        "Payload": [_item(rng, "ProcessCreate", False)],
+    }
+    body = orjson.dumps({"AgentVersion": "1.0", "MessageSchemaVersion": "1.0", "Events": [event]})
+    props = {"iothub-interface-id": _SECURITY_INTERFACE}
+    return {
+        "EnqueuedTimeUtc": when,
+        "Properties": props,
+        "SystemProperties": system,
+        "Body": body,
+    }, 2
+
+
+def hub_messages_avro(path: Path, fleet: Fleet, n: int, seed: int) -> InputFile:
+    """``n`` routed messages in one Avro container (deflate, as routing to storage writes)."""
+    import fastavro
+
+    rng = Random(f"{seed}:{path.name}")
+    clock = Clock(rng, START_S, SPAN_S)
+    ids, cum = _devices_of(fleet, range(len(fleet.names)))
+    picks = rng.choices(ids, cum_weights=cum, k=n)
+    events = 0
+
+    def records() -> Iterator[dict[str, Any]]:
+        nonlocal events
+        for i, d in enumerate(picks):
+            rec, k = _routed(rng, clock.at(i / n), fleet.names[d])
+            events += k
+            yield rec
+
+    with path.open("wb") as f:
+        fastavro.writer(f, fastavro.parse_schema(ROUTING_SCHEMA), records(), codec="deflate")
+    return InputFile("hub-messages", path.name, path.stat().st_size, n, events)
+
+
 def _split(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
@@ -575,6 +705,10 @@ def generate(out: Path, events: int, devices: int, seed: int) -> Manifest:
         )
     manifest.events = sum(f.events for f in manifest.files)
     manifest.records = sum(f.records for f in manifest.files)
+    manifest.solo = [
+        solo_hub_events(out / SOLO_HUB_EVENTS, fleet, events, seed),
+        hub_messages_avro(out / HUB_MESSAGES, fleet, max(1, events // 4), seed),
+    ]
     manifest.devices = len(seen)
     manifest.shifted_late = sum(c.late for c in clocks)
     write_config(out / "iotwatch.toml", fleet)
@@ -670,7 +804,8 @@ def load_or_generate(out: Path, events: int, devices: int, seed: int) -> tuple[M
             and (m.version, m.seed, m.events_requested, m.devices_requested)
             == (GENERATOR_VERSION, seed, events, devices)
             and all(
-                (out / f.name).exists() and (out / f.name).stat().st_size == f.size for f in m.files
+                (out / f.name).exists() and (out / f.name).stat().st_size == f.size
+                for f in (*m.files, *m.solo)
             )
             and (out / "iotwatch.toml").exists()
         ):
@@ -785,6 +920,76 @@ def baseline_main(argv: Sequence[str], narrow: bool = False) -> int:
     return 0
 
 
+# The rule DuckDB counts, and which hub-events ``protocol`` spellings it folds to MQTT (as
+# engine.formats.common.fold_protocol does, trimmed and case-folded).
+DUCK_RULE = "MqttD2CMessagesNotInAllowedRange"
+_MQTT_SPELLINGS = ("mqtt", "mqttws", "mqtt_websocket_only", "mqtt_ws")
+
+
+def duck_query(path: str, window_us: int) -> str:
+    """DuckDB's per-device per-window count of MQTT device-to-cloud messages in a hub-events
+    file: the weight (``count``, else 1) summed by device and window index."""
+    spellings = ", ".join(f"'{p}'" for p in _MQTT_SPELLINGS)
+    return (
+        f"SELECT deviceId, epoch_us(CAST(time AS TIMESTAMPTZ)) // {window_us} AS w,"
+        f" sum(coalesce(count, 1)) AS n"
+        f" FROM read_json('{path}', format = 'newline_delimited',"
+        f" columns = {{time: 'VARCHAR', deviceId: 'VARCHAR', op: 'VARCHAR',"
+        f" protocol: 'VARCHAR', count: 'BIGINT'}})"
+        f" WHERE op = 'd2c' AND lower(trim(protocol)) IN ({spellings})"
+        f" GROUP BY ALL"
+    )
+
+
+def duck_main(argv: Sequence[str]) -> int:
+    """``_duckdb PATH WINDOW_US OUT``: run :func:`duck_query`, write its rows to OUT (JSON)."""
+    import duckdb
+
+    path, window_us, out = argv[0], int(argv[1]), argv[2]
+    rows = duckdb.sql(duck_query(path, window_us)).fetchall()
+    Path(out).write_bytes(orjson.dumps(rows))
+    print(f"groups {len(rows)}")
+    return 0
+
+
+def fastavro_main(argv: Sequence[str]) -> int:
+    """``_fastavro PATH``: read every record of an Avro container with fastavro, nothing else."""
+    import fastavro
+
+    n = 0
+    with open(argv[0], "rb") as f:
+        for _ in fastavro.reader(f):
+            n += 1
+    print(f"records {n}")
+    return 0
+
+
+def iotwatch_counts(db: Path, rule: str, window_us: int) -> dict[tuple[str, int], int]:
+    """What iotwatch counted toward ``rule`` per (device, window index), from a replay's
+    database: the weights of its events that were not expired."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from engine.catalogue import BY_NAME
+
+    conn = sqlite3.connect(db)
+    try:
+        rows = conn.execute(
+            "SELECT d.name, e.time_us / ?, sum(e.weight) FROM events e"
+            " JOIN devices d ON d.id = e.device WHERE e.rule = ? AND e.expired = 0 GROUP BY 1, 2",
+            (window_us, BY_NAME[rule].id),
+        ).fetchall()
+    finally:
+        conn.close()
+    return {(name, w): n for name, w, n in rows}
+
+
+def rule_window_us(rule: str) -> int:
+    """The window of ``rule`` in the generated configuration (the default group's)."""
+    for name, window, _, _ in RANGE_RULES:
+        if name == rule:
+            return {"PT5M": 300, "PT15M": 900}[window] * US
+    raise KeyError(rule)
+
+
 # --------------------------------------------------------------------------------------------------
 # Measurement
 # --------------------------------------------------------------------------------------------------
@@ -799,6 +1004,7 @@ class Run:
     rc: int
     stdout: str
     stderr: str
+    cpu: float  # user + system seconds of the process and of the children it waited for
 
 
 def measure(cmd: Sequence[str], stdout_path: Path, cwd: Path) -> Run:
@@ -813,7 +1019,8 @@ def measure(cmd: Sequence[str], stdout_path: Path, cwd: Path) -> Run:
     text = stdout_path.read_text(errors="replace") if stdout_path.stat().st_size < 1 << 20 else ""
     # ru_maxrss is in KiB on Linux (bytes on macOS).
     rss = usage.ru_maxrss / (1 << 20 if sys.platform == "darwin" else 1 << 10)
-    return Run(wall, rss, proc.returncode, text, err_path.read_text(errors="replace"))
+    cpu = usage.ru_utime + usage.ru_stime
+    return Run(wall, rss, proc.returncode, text, err_path.read_text(errors="replace"), cpu)
 
 
 def _fresh(db: Path) -> None:
@@ -858,7 +1065,7 @@ def profile_replay(out: Path, manifest: Manifest, top: int, keep: bool) -> None:
         f"({manifest.events / wall:,.0f} events/s under the profiler), {len(alerts)} alerts, "
         f"{summary.events} events"
     )
-    print("  (the SQLite writes run on aiosqlite's thread and are not in this profile)")
+    print("  (the SQLite writes run in the writer process and are not in this profile)")
     buf = io.StringIO()
     stats = pstats.Stats(prof, stream=buf)
     stats.sort_stats("tottime").print_stats(top)
@@ -876,6 +1083,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return baseline_main(args_list[1:])
     if args_list[:1] == ["_baseline4"]:
         return baseline_main(args_list[1:], narrow=True)
+    if args_list[:1] == ["_duckdb"]:
+        return duck_main(args_list[1:])
+    if args_list[:1] == ["_fastavro"]:
+        return fastavro_main(args_list[1:])
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--events", type=int, default=1_000_000, help="events to generate (1000000)")
     p.add_argument("--devices", type=int, default=5_000, help="devices (5000)")
@@ -887,7 +1098,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "already holds the same generated data (default: a temporary folder)",
     )
     p.add_argument("--repeat", type=int, default=1, metavar="K", help="best of K runs (1)")
-    p.add_argument("--nodb", action="store_true", help="also time the replay without --db")
     p.add_argument(
         "--profile",
         action="store_true",
@@ -908,6 +1118,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(out, ignore_errors=True)
 
 
+@dataclass
+class Step:
+    """One measured command of a round; ``db``: the database it writes (made fresh first)."""
+
+    key: str
+    cmd: list[str]
+    out: Path
+    db: Path | None = None
+
+
+def _median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
 def _bench(args: argparse.Namespace, out: Path) -> int:
     manifest, gen_s = load_or_generate(out, args.events, args.devices, args.seed)
     mb = manifest.size / 1e6
@@ -917,96 +1143,179 @@ def _bench(args: argparse.Namespace, out: Path) -> int:
         f"{len(manifest.files)} files, {mb:,.1f} MB"
         + (f", generated in {gen_s:.1f} s" if gen_s else ", reused")
     )
-    for f in manifest.files:
-        print(f"  {f.format:<18} {f.name:<20} {f.size / 1e6:8.1f} MB {f.events:>10,} events")
+    for f in (*manifest.files, *manifest.solo):
+        solo = "  (measured alone)" if f in manifest.solo else ""
+        print(f"  {f.format:<18} {f.name:<22} {f.size / 1e6:8.1f} MB {f.events:>10,} events{solo}")
     names = [str(out / f.name) for f in manifest.files]
     config = str(out / "iotwatch.toml")
     replay_cmd = [*iotwatch_command(), "replay", "--config", config]
-    base_cmd = [sys.executable, str(Path(__file__).resolve()), "_baseline"]
-    narrow_cmd = [sys.executable, str(Path(__file__).resolve()), "_baseline4"]
+    me = [sys.executable, str(Path(__file__).resolve())]
     specs = [f"{f.format}:{out / f.name}" for f in manifest.files]
+    solo = manifest.solo_file("hub-events")
+    avro = manifest.solo_file("hub-messages")
+    window = rule_window_us(DUCK_RULE)
 
-    replays: list[Run] = []
-    nodbs: list[Run] = []
-    bases: list[Run] = []
-    narrows: list[Run] = []
+    def of(fmt: str) -> list[str]:
+        return [str(out / f.name) for f in manifest.files if f.format == fmt]
+
+    steps = [
+        Step(
+            "db",
+            [*replay_cmd, "--db", str(out / "replay.db"), *names],
+            out / "alerts.jsonl",
+            out / "replay.db",
+        ),
+        Step("nodb", [*replay_cmd, *names], out / "alerts-nodb.jsonl"),
+        Step(
+            "base12",
+            [*me, "_baseline", str(out / "baseline.db"), *specs],
+            out / "baseline.out",
+            out / "baseline.db",
+        ),
+        Step(
+            "base4",
+            [*me, "_baseline4", str(out / "baseline.db"), *specs],
+            out / "baseline4.out",
+            out / "baseline.db",
+        ),
+        Step(
+            "solo-db",
+            [*replay_cmd, "--db", str(out / "solo.db"), str(out / solo.name)],
+            out / "solo-alerts.jsonl",
+            out / "solo.db",
+        ),
+        Step("solo-nodb", [*replay_cmd, str(out / solo.name)], out / "solo-alerts-nodb.jsonl"),
+        Step(
+            "duck",
+            [*me, "_duckdb", str(out / solo.name), str(window), str(out / "duck.json")],
+            out / "duck.out",
+        ),
+        Step("hub-log", [*replay_cmd, *of("hub-log")], out / "fmt-hub-log.jsonl"),
+        Step("security", [*replay_cmd, *of("security-messages")], out / "fmt-security.jsonl"),
+        Step("avro", [*replay_cmd, str(out / avro.name)], out / "fmt-avro.jsonl"),
+        Step("fastavro", [*me, "_fastavro", str(out / avro.name)], out / "fastavro.out"),
+    ]
+    runs: dict[str, list[Run]] = {st.key: [] for st in steps}
+    load0 = os.getloadavg()[0]
     broken: list[str] = []
     for k in range(args.repeat):
-        db = out / "replay.db"
-        _fresh(db)
-        r = measure([*replay_cmd, "--db", str(db), *names], out / "alerts.jsonl", out)
-        replays.append(r)
-        if r.rc != 0:
-            broken.append(f"replay exited {r.rc}: {r.stderr.strip()[-2000:]}")
-            break
-        if args.nodb:
-            nodbs.append(measure([*replay_cmd, *names], out / "alerts-nodb.jsonl", out))
-        bdb = out / "baseline.db"
-        _fresh(bdb)
-        b = measure([*base_cmd, str(bdb), *specs], out / "baseline.out", out)
-        bases.append(b)
-        if b.rc != 0:
-            broken.append(f"baseline exited {b.rc}: {b.stderr.strip()[-2000:]}")
-            break
-        _fresh(bdb)
-        n4 = measure([*narrow_cmd, str(bdb), *specs], out / "baseline4.out", out)
-        narrows.append(n4)
-        if n4.rc != 0:
-            broken.append(f"4-column baseline exited {n4.rc}: {n4.stderr.strip()[-2000:]}")
-            break
+        # Interleaved: each round runs every command once, starting one further along, so
+        # that a change of the machine's load during the run spreads over all of them.
+        shift = k % len(steps)
+        for st in steps[shift:] + steps[:shift]:
+            if st.db is not None:
+                _fresh(st.db)
+            r = measure(st.cmd, st.out, out)
+            runs[st.key].append(r)
+            if r.rc != 0:
+                broken.append(f"{st.key} exited {r.rc}: {r.stderr.strip()[-2000:]}")
         print(
-            f"run {k + 1}/{args.repeat}: replay {r.wall:.2f} s, {r.rss_mb:.0f} MB; "
-            f"baseline {b.wall:.2f} s, {b.rss_mb:.0f} MB; 4-column baseline {n4.wall:.2f} s"
-            + (f"; replay without --db {nodbs[-1].wall:.2f} s" if nodbs else "")
+            f"round {k + 1}/{args.repeat}: "
+            + ", ".join(f"{key} {rs[-1].wall:.2f} s" for key, rs in runs.items())
         )
+        if broken:
+            break
     if broken:
         for line in broken:
             print(f"BROKEN: {line}", file=sys.stderr)
         return 1
 
-    best_r = min(replays, key=lambda x: x.wall)
-    best_b = min(bases, key=lambda x: x.wall)
-    m = SUMMARY.search(best_r.stderr)
+    def best(key: str) -> Run:
+        return min(runs[key], key=lambda x: x.wall)
+
+    def cpu(key: str) -> float:
+        """The least CPU time of ``key``'s runs."""
+        return min(x.cpu for x in runs[key])
+
+    def ratios(num: str, den: str) -> list[float]:
+        """Per round: wall of ``num`` / wall of ``den`` (measured next to each other)."""
+        return [a.wall / b.wall for a, b in zip(runs[num], runs[den], strict=True)]
+
+    ev = manifest.events
+    print()
+    print(
+        f"machine: {os.cpu_count()} cores, load average {load0:.2f} at the start and "
+        f"{os.getloadavg()[0]:.2f} at the end; "
+        f"best of {args.repeat} interleaved rounds, ratios also as the median of the rounds"
+    )
+    print()
+    print(f"{'':52}{'wall s':>9}{'events/s':>12}{'CPU s':>8}{'peak RSS MB':>13}")
+
+    def line(label: str, key: str, n: int) -> None:
+        r = best(key)
+        cpu = min(x.cpu for x in runs[key])
+        print(f"{label:<52}{r.wall:>9.2f}{n / r.wall:>12,.0f}{cpu:>8.2f}{r.rss_mb:>13,.0f}")
+
+    line("replay --db (mixed inputs)", "db", ev)
+    line("replay without --db (mixed inputs)", "nodb", ev)
+    line("baseline: orjson + executemany, 12 columns", "base12", ev)
+    line("baseline: orjson + executemany, 4 columns", "base4", ev)
+    line(f"replay --db ({solo.name})", "solo-db", solo.events)
+    line(f"replay without --db ({solo.name})", "solo-nodb", solo.events)
+    line(f"DuckDB read_json + GROUP BY ({solo.name})", "duck", solo.events)
+    print()
+    r_db = best("base4").wall / best("db").wall
+    r_db_med = _median([1 / x for x in ratios("db", "base4")])
+    r_12 = best("base12").wall / best("db").wall
+    r_duck = best("solo-nodb").wall / best("duck").wall
+    r_duck_med = _median(ratios("solo-nodb", "duck"))
+    r_duck_db = best("solo-db").wall / best("duck").wall
+    peak = max(x.rss_mb for key in ("db", "nodb", "solo-db", "solo-nodb") for x in runs[key])
+    print(
+        f"replay --db / 4-column baseline (events/s)   {r_db:6.3f}  median {r_db_med:.3f}"
+        f"   target >= 0.6: {'met' if r_db >= 0.6 else 'NOT met'}"
+    )
+    print(f"replay --db / 12-column baseline (events/s)  {r_12:6.3f}")
+    print(
+        f"the same in CPU time (all processes)         {cpu('base4') / cpu('db'):6.3f}"
+        f" (4 columns), {cpu('base12') / cpu('db'):.3f} (12 columns)"
+    )
+    print(
+        f"replay without --db / DuckDB (wall)          {r_duck:6.2f}x median {r_duck_med:.2f}x"
+        f"   target <= 3: {'met' if r_duck <= 3 else 'NOT met'}"
+    )
+    print(f"replay --db / DuckDB (wall)                  {r_duck_db:6.2f}x")
+    print(
+        f"replay without --db / DuckDB (CPU time)      {cpu('solo-nodb') / cpu('duck'):6.2f}x"
+        f" (DuckDB on {os.cpu_count()} threads)"
+    )
+    print(
+        f"replay peak RSS                              {peak:6.0f} MB"
+        f"   target < 300 MB at 4M events ({ev:,} here)"
+    )
+    print()
+    print("per input format, replay without --db (events/s):")
+    fmt_rows = (
+        ("hub-events", "solo-nodb", solo.events),
+        ("hub-log", "hub-log", sum(f.events for f in manifest.files if f.format == "hub-log")),
+        (
+            "security-messages",
+            "security",
+            sum(f.events for f in manifest.files if f.format == "security-messages"),
+        ),
+    )
+    for fmt, key, n in fmt_rows:
+        print(f"  {fmt:<50}{best(key).wall:>9.2f}{n / best(key).wall:>12,.0f}")
+    m_avro = SUMMARY.search(best("avro").stderr)
+    avro_events = int(m_avro.group(2)) if m_avro else 0
+    avro_records = int(m_avro.group(1)) if m_avro else 0
+    print(
+        f"  {'hub-messages (Avro, deflate)':<50}{best('avro').wall:>9.2f}"
+        f"{avro_events / best('avro').wall:>12,.0f}"
+        f"   ({avro.records:,} messages, {avro_events:,} events,"
+        f" {avro.records / best('avro').wall:,.0f} messages/s)"
+    )
+    print(
+        f"  {'fastavro reading the same file alone':<50}{best('fastavro').wall:>9.2f}"
+        f"{avro.records / best('fastavro').wall:>12,.0f}   messages/s; replay takes"
+        f" {best('avro').wall / best('fastavro').wall:.2f}x its time"
+    )
+
+    # Checks: the replay read what was generated, alike with and without --db, and DuckDB
+    # counted what iotwatch counted.
+    r = best("db")
+    m = SUMMARY.search(r.stderr)
     alerts = _count_lines(out / "alerts.jsonl")
-    db_mb = (out / "replay.db").stat().st_size / 1e6
-    r_eps = manifest.events / best_r.wall
-    b_eps = manifest.events / best_b.wall
-    ratio = r_eps / b_eps
-    best_n4 = min(narrows, key=lambda x: x.wall)
-    ratio4 = r_eps / (manifest.events / best_n4.wall)
-    peak = max(x.rss_mb for x in replays)
-    base_events = re.search(r"events (\d+)", best_b.stdout)
-
-    print()
-    print(f"events              {manifest.events:>14,}")
-    print(f"devices             {manifest.devices:>14,}")
-    print(f"input MB            {mb:>14,.1f}")
-    print(f"replay events/s     {r_eps:>14,.0f}   ({best_r.wall:.2f} s, best of {args.repeat})")
-    print(f"baseline events/s   {b_eps:>14,.0f}   ({best_b.wall:.2f} s, orjson + executemany, WAL)")
-    print(
-        f"ratio               {ratio:>14.3f}   (target >= 0.53: "
-        f"{'met' if ratio >= 0.53 else 'NOT met'}; the baseline's rows are 12 columns wide)"
-    )
-    print(
-        f"ratio, 4 columns    {ratio4:>14.3f}   (against {manifest.events / best_n4.wall:,.0f}"
-        f" events/s, {best_n4.wall:.2f} s: time, device, op, protocol only)"
-    )
-    print(
-        f"replay peak RSS MB  {peak:>14,.0f}   (target < 500: {'met' if peak < 500 else 'NOT met'})"
-    )
-    print(f"baseline peak RSS MB{max(x.rss_mb for x in bases):>14,.0f}")
-    print(f"alerts              {alerts:>14,}")
-    if nodbs:
-        best_n = min(nodbs, key=lambda x: x.wall)
-        print(
-            f"replay no-db ev/s   {manifest.events / best_n.wall:>14,.0f}   ({best_n.wall:.2f} s)"
-        )
-    print(f"replay db MB        {db_mb:>14,.1f}")
-    print()
-    print("replay summary (stderr):")
-    for line in best_r.stderr.strip().splitlines():
-        print(f"  {line}")
-
     if m is None:
         broken.append("the replay printed no summary line")
     else:
@@ -1017,20 +1326,44 @@ def _bench(args: argparse.Namespace, out: Path) -> int:
             broken.append(f"replay quarantined {quarantined} records, {manifest.bad} were bad")
         if n_alerts != alerts:
             broken.append(f"summary says {n_alerts} alerts, stdout has {alerts} lines")
-    if nodbs and (out / "alerts-nodb.jsonl").read_bytes() != (out / "alerts.jsonl").read_bytes():
+    if (out / "alerts-nodb.jsonl").read_bytes() != (out / "alerts.jsonl").read_bytes():
         broken.append("the replay raised other alerts without --db than with it")
+    if (out / "solo-alerts-nodb.jsonl").read_bytes() != (out / "solo-alerts.jsonl").read_bytes():
+        broken.append(f"the replay of {solo.name} raised other alerts without --db than with it")
+    base_events = re.search(r"events (\d+)", best("base12").stdout)
     if base_events is None or int(base_events.group(1)) != manifest.events:
-        broken.append(f"baseline stored {best_b.stdout.strip()!r}, expected {manifest.events}")
-    _fresh(out / "replay.db")
-    _fresh(out / "baseline.db")
+        broken.append(f"baseline stored {best('base12').stdout.strip()!r}, expected {ev}")
+    if avro_records != avro.records or f"records {avro.records}" not in best("fastavro").stdout:
+        broken.append(
+            f"{avro.name}: replay read {avro_records} records, fastavro "
+            f"{best('fastavro').stdout.strip()!r}, {avro.records} were written"
+        )
+    mine = iotwatch_counts(out / "solo.db", DUCK_RULE, window)
+    duck = {(d, w): n for d, w, n in orjson.loads((out / "duck.json").read_bytes())}
+    if mine == duck:
+        print(
+            f"counts agree: {len(duck):,} (device, window) counts of {DUCK_RULE}, "
+            f"{sum(duck.values()):,} messages, alike in iotwatch and DuckDB"
+        )
+    else:
+        differ = sorted(set(mine.items()) ^ set(duck.items()))[:5]
+        broken.append(
+            f"{DUCK_RULE}: iotwatch has {len(mine)} counts, DuckDB {len(duck)}; e.g. {differ}"
+        )
+    print()
+    print("replay summary (stderr, mixed inputs, --db):")
+    for text in r.stderr.strip().splitlines():
+        print(f"  {text}")
+    for db in ("replay.db", "solo.db", "baseline.db"):
+        _fresh(out / db)
     if args.profile:
         try:
             profile_replay(out, manifest, args.top, keep=args.out is not None)
         except Exception:
             traceback.print_exc()
             broken.append("the profiled in-process replay crashed")
-    for line in broken:
-        print(f"BROKEN: {line}", file=sys.stderr)
+    for text in broken:
+        print(f"BROKEN: {text}", file=sys.stderr)
     return 1 if broken else 0
 
 

@@ -138,6 +138,7 @@ class BulkWriter:
 
 def _serve(path: str, busy_timeout: float, extra: list[str]) -> int:
     """Write what the parent sends; the number of rows set apart (see store.Rejected)."""
+    import gc
     import queue
     import sqlite3
     import threading
@@ -161,7 +162,11 @@ def _serve(path: str, busy_timeout: float, extra: list[str]) -> int:
         chunks.put(None)
 
     threading.Thread(target=read, daemon=True).start()
-    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=1 << 30)
+    # Rows are tuples of scalars: nothing this process builds can form a cycle, and the
+    # collector walking a batch's million fresh containers cost more than unpacking them.
+    # Tuples, because lists are larger and slower to build; executemany takes either.
+    gc.disable()
+    unpacker = msgpack.Unpacker(raw=False, use_list=False, max_buffer_size=1 << 30)
     while (chunk := chunks.get()) is not None:
         unpacker.feed(chunk)
         for kind, payload in unpacker:

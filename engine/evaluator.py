@@ -40,12 +40,16 @@ def _protocol_at(connects: list[tuple[int, str]], t: int) -> str | None:
 
 
 RangeSpec = tuple[c.RuleType, int, int, int, str]  # rule, min, max, window (µs), severity
+# Replay counts every range rule of a device in one dict keyed by window index * RULE_SPAN + rule
+# id (see Device.counts); rule ids are below it.
+RULE_SPAN = 128
+assert all(rt.id < RULE_SPAN for rt in c.BY_NAME.values())
 
 
 class Plan:
     """The enabled rules of one security group, keyed by rule id."""
 
-    __slots__ = ("allow", "name", "range")
+    __slots__ = ("allow", "name", "range", "sizes")
 
     def __init__(self, config: Config, key: str) -> None:
         group = config.group(key)
@@ -60,6 +64,8 @@ class Plan:
             if rule.enabled:
                 rt = c.BY_NAME[name]
                 self.allow[rt.id] = (rt, rule.matcher.allows, rule.severity)
+        # rule id -> window size (µs) of the enabled range rules
+        self.sizes: dict[int, int] = {rule_id: spec[3] for rule_id, spec in self.range.items()}
 
 
 class Counts:
@@ -76,7 +82,18 @@ class Counts:
 class Device:
     """What the engine knows of one device."""
 
-    __slots__ = ("connects", "declared", "first", "id", "last", "name", "plan", "tracks", "unknown")
+    __slots__ = (
+        "connects",
+        "counts",
+        "declared",
+        "first",
+        "id",
+        "last",
+        "name",
+        "plan",
+        "tracks",
+        "unknown",
+    )
 
     def __init__(self, id: int, name: str, plan: Plan, declared: bool) -> None:
         self.id = id
@@ -87,6 +104,12 @@ class Device:
         self.last: int | None = None  # latest non-expired event time
         # rule id -> RangeTrack (incremental, the newest version of the rule) or Counts (replay)
         self.tracks: dict[int, Any] = {}
+        # Replay: the window counts of all its range rules, keyed by window index * RULE_SPAN +
+        # rule id, added into the Counts of ``tracks`` at the end. One dict per device rather
+        # than one per (rule, device): a replay touches the devices in no order, and one object
+        # fewer to reach per event is less time waiting for memory (1M hub-events lines: 1.2 s
+        # instead of 1.7 s of evaluation).
+        self.counts: dict[int, int] = {}
         # (time, protocol) of the device's connection records, from every hub stream, in order
         self.connects: list[tuple[int, str]] = []
         # messages without a protocol: [time, kind, weight, protocol counted under (live)]
@@ -179,8 +202,9 @@ class Evaluator:
     ) -> int:
         """Evaluate ``events`` of ``stream`` in stream order; return how many were expired.
 
-        With ``rows``, append the store's row for each event: ``(stream_id, device id, expired)``
-        followed by the event's fields. ``expired_flags`` forces expiry (a restart re-reads
+        With ``rows``, append the store's row for each event (``engine.store.EventRow``): the
+        event's fields but its device name, after ``(stream_id, device id, expired)``.
+        ``expired_flags`` forces expiry (a restart re-reads
         stored events as they were recorded).
         """
         devices = self.devices
@@ -198,7 +222,7 @@ class Evaluator:
         for i, ev in enumerate(events):
             n += 1
             try:
-                t, device, _name, rule, unauthorized, allow, _value, weight, host, _pos = ev
+                t, device, name, rule, unauthorized, allow, value, weight, host, pos = ev
                 dev = devices.get(device)
                 if dev is None:
                     dev = self._device(device)
@@ -240,21 +264,38 @@ class Evaluator:
                                 else:
                                     self._count(track, t, weight)
                             elif rule >= c.CONNECT:
-                                self._protocol(dev, rule, t, weight, ev.value)
+                                self._protocol(dev, rule, t, weight, value)
                     elif rule:
-                        counts = dev.tracks.get(rule)
-                        if counts is not None:
-                            index = t // counts.size
-                            counts = counts.counts
-                            counts[index] = counts.get(index, 0) + weight
+                        size = dev.plan.sizes.get(rule)
+                        if size is not None:
+                            key = t // size * RULE_SPAN + rule
+                            counts = dev.counts
+                            counts[key] = counts.get(key, 0) + weight
                         elif rule >= c.CONNECT:
-                            self._protocol(dev, rule, t, weight, ev.value)
+                            self._protocol(dev, rule, t, weight, value)
                     if unauthorized:
                         self._also_unauthorized(dev, t, weight, floor)
                 if allow:
                     self._allow(dev.plan, ev)
                 if rows is not None:
-                    rows.append((stream_id, dev.id, is_expired) + ev)  # noqa: RUF005 - concatenation is faster
+                    # The stored row: no device name (the store keeps the device's id), which
+                    # would otherwise be packed, piped and unpacked once per event for nothing.
+                    rows.append(
+                        (
+                            stream_id,
+                            dev.id,
+                            is_expired,
+                            t,
+                            name,
+                            rule,
+                            unauthorized,
+                            allow,
+                            value,
+                            weight,
+                            host,
+                            pos,
+                        )
+                    )
             except Exception as exc:  # a poison event never stops its stream: the caller
                 self.poisoned.append((ev, exc))  # quarantines it (see take_poisoned)
                 n -= 1
@@ -524,6 +565,8 @@ class Evaluator:
         that is not withdrawn, in SPEC order."""
         last = {ds: self.watermark.last(ds) for ds in DATA_SOURCES}
         for dev in self.devices.values():
+            if dev.counts:
+                self._merge_counts(dev)
             if dev.unknown and not self.incremental:
                 self._resolve_protocols(dev)
             if dev.first is None:
@@ -542,6 +585,16 @@ class Evaluator:
             for episodes in self.allow.values():
                 episodes.settle(t_agent)
         return sorted(self.book.alerts.values(), key=lambda a: a.key)
+
+    @staticmethod
+    def _merge_counts(dev: Device) -> None:
+        """Replay: add the device's counts (see Device.counts) into the Counts of its rules."""
+        tracks = dev.tracks
+        for key, n in dev.counts.items():
+            index, rule = divmod(key, RULE_SPAN)
+            counts = tracks[rule].counts
+            counts[index] = counts.get(index, 0) + n
+        dev.counts = {}
 
     def _judge(self, dev: Device, track: Counts, t_last: int | None) -> None:
         """Replay: the episodes of one (rule, device) from its final counts."""

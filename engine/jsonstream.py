@@ -9,6 +9,7 @@ them).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -49,6 +50,15 @@ def is_console_text(head: bytes) -> bool:
     return not any(ln[:1] in (b"{", b"[") or is_status_line(ln) for ln in lines)
 
 
+# Per format, the fast path for one plain line (see ``JsonStream.__init__``): it appends the
+# events of the records it takes and returns how many records that was (0: none, the line is
+# left to the decoder).
+_FAST: dict[str, Callable[[bytes, int, list[Event]], int]] = {
+    hub_events.NAME: hub_events.decode_line,
+    hub_log.NAME: hub_log.decode_line,
+}
+
+
 def sniff(obj: Any) -> str | None:
     """The format a parsed record belongs to, or None."""
     for module in _SNIFF_ORDER:
@@ -64,9 +74,14 @@ class JsonStream:
     starts there).
     """
 
-    def __init__(self, fmt: str | None = None, offset: int = 0) -> None:
+    def __init__(self, fmt: str | None = None, offset: int = 0, *, fast: bool = True) -> None:
+        """``fast``: plain lines go through their format's fast path first (``decode_line``),
+        which takes the common, valid records and leaves everything else to the decoder;
+        False decodes every line with the decoder alone (the reference the fast paths are
+        tested against)."""
         if fmt is not None and fmt not in FORMATS:
             raise ValueError(f"unknown format {fmt!r}")
+        self.fast = fast
         self.format = fmt
         self.offset = offset
         self.records = 0
@@ -91,22 +106,35 @@ class JsonStream:
         events = self.events
         # hub-events lines, the most numerous, go straight to their decoder.
         direct = hub_events.decode if self.format == hub_events.NAME else None
+        fast = _FAST.get(self.format) if self.fast else None  # type: ignore[arg-type]
         records = 0
+        # The first line is the rest of an over-long one: dropped.
+        skipping = self._skipping and bool(lines)
+        if skipping:
+            self._skipping = False
+        # Only the careful path can open a document or learn the format: plain is refreshed
+        # after it, not read from self for every line.
+        plain = not self._doc and self.format is not None
         for line in lines:
             size = len(line) + 1
-            if self._skipping:
-                self._skipping = False
-            elif (
-                self._doc or self.format is None or size > MAX_LINE or not line or line[0] != 0x7B
-            ):  # anything but a plain "{...}" line of a known format takes the careful path
+            if skipping:
+                skipping = False
+            elif not plain or size > MAX_LINE or size == 1 or line[0] != 0x7B:
+                # anything but a plain "{...}" line of a known format takes the careful path
                 line_slow(line, pos)
+                plain = not self._doc and self.format is not None
                 if direct is None and self.format == hub_events.NAME:
                     direct = hub_events.decode
+                if fast is None and self.fast:
+                    fast = _FAST.get(self.format)  # type: ignore[arg-type]
+            elif fast is not None and (taken := fast(line, pos, events)):
+                records += taken
             else:
                 try:
                     obj = loads(line)
                 except orjson.JSONDecodeError:
-                    line_slow(line, pos)
+                    line_slow(line, pos)  # it may open a document
+                    plain = not self._doc and self.format is not None
                 else:
                     if direct is not None:
                         records += 1

@@ -230,11 +230,13 @@ ON CONFLICT (id) DO UPDATE SET
     counts = excluded.counts, occurrences = excluded.occurrences,
     amended = max(alerts.amended, excluded.amended), merged_into = excluded.merged_into
 """
-# Rows are ``(stream, device id, expired) + Event``: the event's device name (?5) is not stored.
+# An event's row (EventRow): ``(stream, device id, expired)`` and the Event's fields but its
+# device name, in this order. Rule and allow-list ids of 0 (none) are stored as NULL.
+EventRow = tuple[int, int, bool, int, str, int, bool, int, "str | None", int, bool, int]
 _INSERT_EVENT = """
 INSERT INTO events (stream, device, expired, time_us, name, rule, unauthorized, allow, value, weight,
                     host_timed, pos)
-VALUES (?1, ?2, ?3, ?4, ?6, nullif(?7, 0), ?8, nullif(?9, 0), ?10, ?11, ?12, ?13)
+VALUES (?1, ?2, ?3, ?4, ?5, nullif(?6, 0), ?7, nullif(?8, 0), ?9, ?10, ?11, ?12)
 """
 _UPSERT_DEVICE = """
 INSERT INTO devices (id, name, grp, declared, first_us, last_us) VALUES (?, ?, ?, ?, ?, ?)

@@ -235,7 +235,7 @@ def setup(root: Path, lines: int, bad_every: int = 0) -> Path:
 
 
 def _event_row(stream: int, pos: int, weight: int) -> tuple[Any, ...]:
-    return (stream, 1, 0, T0, "dev", "d2c", 0, 0, 0, None, weight, 0, pos)
+    return (stream, 1, 0, T0, "d2c", 0, 0, 0, None, weight, 0, pos)
 
 
 def _iotwatch_db(path: Path, events: int = 0) -> None:

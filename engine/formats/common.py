@@ -6,7 +6,9 @@ value (a hostile one: deeply nested, huge) has no place there.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
+
+import msgspec
 
 from engine.timestamps import TimeOutOfRange, parse_event_time
 
@@ -14,6 +16,9 @@ from engine.timestamps import TimeOutOfRange, parse_event_time
 # thresholds (Azure's int32): far beyond any real aggregate, and sums stay within SQLite's int64.
 MAX_WEIGHT = 2**31 - 1
 _MAX_DIGITS = len(str(MAX_WEIGHT))
+# An integer that orjson and msgspec read alike: orjson makes a float of a JSON integer beyond
+# 64 bits, so the fast paths (msgspec) leave integers outside int64 to the decoders.
+JsonInt = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 
 
 class BadRecord(Exception):
@@ -134,6 +139,10 @@ _AS_WRITTEN = {
     "HTTP": "http",
     "HTTPS": "http",
 }
+
+
+# Every spelling fold_protocol knows without trimming or case-folding it.
+PROTOCOL_SPELLINGS = (*_AS_WRITTEN, *_PROTOCOLS)
 
 
 def fold_protocol(value: Any) -> str | None:
