@@ -1135,8 +1135,17 @@ def _anon() -> float | None:
 
 
 def census() -> Counter[str]:
-    """Objects the collector tracks and has not frozen, by type (a pause of a second or so)."""
-    return Counter(type(o).__qualname__ for o in gc.get_objects())
+    """Objects the collector tracks and has not frozen, by type (a pause of a second or so);
+    widgets and screens also count under ``node:NAME``."""
+    from textual.dom import DOMNode
+
+    counts: Counter[str] = Counter()
+    for o in gc.get_objects():
+        kind = type(o)
+        counts[kind.__qualname__] += 1
+        if isinstance(o, DOMNode):
+            counts["node:" + kind.__qualname__] += 1
+    return counts
 
 
 def slope_per_min(points: Sequence[tuple[float, float]]) -> float | None:
@@ -1765,6 +1774,10 @@ def print_census(before: Counter[str], after: Counter[str], seconds: float) -> N
     for name, n in growth.most_common(15):
         if n > 0:
             print(f"    {name:<40} {before[name]:>10,} -> {after[name]:>10,}  (+{n:,})")
+    nodes = [(k, n) for k, n in growth.most_common() if k.startswith("node:") and n]
+    print("  widgets and screens alive, by type, where the count changed:")
+    for name, n in nodes[:15]:
+        print(f"    {name[5:]:<40} {before[name]:>10,} -> {after[name]:>10,}  ({n:+,})")
 
 
 def print_memory(r: RunResult) -> None:
