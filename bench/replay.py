@@ -495,18 +495,8 @@ _BAD_LINES = (
 
 SOLO_HUB_EVENTS = "solo-hub-events.jsonl"
 HUB_MESSAGES = "hub-messages.avro"
-# IoT Hub message routing's Avro record (Microsoft.Azure.Devices.Message), as routed to storage.
-ROUTING_SCHEMA = {
-    "type": "record",
-    "name": "Message",
-    "namespace": "Microsoft.Azure.Devices",
-    "fields": [
-        {"name": "EnqueuedTimeUtc", "type": "string"},
-        {"name": "Properties", "type": {"type": "map", "values": "string"}},
-        {"name": "SystemProperties", "type": {"type": "map", "values": "string"}},
-        {"name": "Body", "type": ["null", "bytes"]},
-    ],
-}
+# The Defender agent's interface id (engine.formats.hub_messages.SECURITY_INTERFACE; the data is
+# written before any engine module is imported, so that another commit's engine can be measured).
 _SECURITY_INTERFACE = "urn:azureiot:Security:SecurityAgent:1"
 
 
@@ -608,6 +598,9 @@ def hub_messages_avro(path: Path, fleet: Fleet, n: int, seed: int) -> InputFile:
             rec, k = _routed(rng, clock.at(i / n), fleet.names[d])
             events += k
             yield rec
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from engine.formats.hub_messages import ROUTING_SCHEMA
 
     with path.open("wb") as f:
         fastavro.writer(f, fastavro.parse_schema(ROUTING_SCHEMA), records(), codec="deflate")

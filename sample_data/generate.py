@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from a checkout without an installed package
     sys.path.insert(0, str(ROOT))
 
+from engine.formats.hub_messages import ROUTING_SCHEMA, SECURITY_INTERFACE  # noqa: E402
 from engine.simulators.board import HUB_ADDRESS, capture  # noqa: E402
 
 SEED = 20261128
@@ -1092,20 +1093,6 @@ severity = "High"
 
 # --- routed: IoT Hub message routing to storage (Avro), with security messages ------------------
 
-# The record schema routing writes to a storage endpoint ("Query Avro data by using Azure Data
-# Lake Analytics", MicrosoftDocs/azure-docs articles/iot-hub/iot-hub-query-avro-data.md).
-ROUTING_SCHEMA = {
-    "type": "record",
-    "name": "Message",
-    "namespace": "Microsoft.Azure.Devices",
-    "fields": [
-        {"name": "EnqueuedTimeUtc", "type": "string"},
-        {"name": "Properties", "type": {"type": "map", "values": "string"}},
-        {"name": "SystemProperties", "type": {"type": "map", "values": "string"}},
-        {"name": "Body", "type": ["null", "bytes"]},
-    ],
-}
-SECURITY_INTERFACE = "urn:azureiot:Security:SecurityAgent:1"
 RTOS_BOARD = "bench-board-2"  # an MXChip AZ3166 with the Azure RTOS security module
 RTOS_ADDRESS = (10, 0, 0, 42)
 MINER_POOL = (203, 0, 113, 66)  # the pool bench-board-1's miner used (see the story)

@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from engine.avrostream import AvroStream, HubMessagesFile
 from engine.capture import CaptureStream
 from engine.event import Event
+from engine.formats.hub_messages import ROUTING_SCHEMA as ROUTING_RECORD
 from engine.formats.rtos import security_message_generated as g
 from engine.formats.serial import encode_frame, encode_payload
 from engine.jsonstream import JsonStream
@@ -491,19 +492,7 @@ def test_fuzz_rtos_flatbuffers_decoder(data: st.DataObject) -> None:
 
 # --- Avro containers of routed messages -------------------------------------------------------
 
-ROUTING_SCHEMA = fastavro.parse_schema(
-    {
-        "type": "record",
-        "name": "Message",
-        "namespace": "Microsoft.Azure.Devices",
-        "fields": [
-            {"name": "EnqueuedTimeUtc", "type": "string"},
-            {"name": "Properties", "type": {"type": "map", "values": "string"}},
-            {"name": "SystemProperties", "type": {"type": "map", "values": "string"}},
-            {"name": "Body", "type": ["null", "bytes"]},
-        ],
-    }
-)
+ROUTING_SCHEMA = fastavro.parse_schema(ROUTING_RECORD)
 
 
 def _avro_record(rec: dict) -> dict:

@@ -38,17 +38,7 @@ from engine.timestamps import US, format_time, parse_time
 from tests.conftest import agent_event, config_from, run_replay
 from tests.test_rtos_security import event, g, message, network, process, word
 
-ROUTING_SCHEMA = {
-    "type": "record",
-    "name": "Message",
-    "namespace": "Microsoft.Azure.Devices",
-    "fields": [
-        {"name": "EnqueuedTimeUtc", "type": "string"},
-        {"name": "Properties", "type": {"type": "map", "values": "string"}},
-        {"name": "SystemProperties", "type": {"type": "map", "values": "string"}},
-        {"name": "Body", "type": ["null", "bytes"]},
-    ],
-}
+ROUTING_SCHEMA = hm.ROUTING_SCHEMA
 CAPTURE_SCHEMA = {
     "type": "record",
     "name": "EventData",

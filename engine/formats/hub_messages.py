@@ -36,6 +36,20 @@ from engine.timestamps import EARLIEST_EVENT, US, TimeOutOfRange, check_event_ti
 
 NAME = "hub-messages"
 SECURITY_INTERFACE = "urn:azureiot:Security:SecurityAgent:1"
+# The Avro record schema IoT Hub routing writes to a storage endpoint ("Query Avro data by using
+# Azure Data Lake Analytics", MicrosoftDocs/azure-docs articles/iot-hub/iot-hub-query-avro-data.md).
+# The reader takes the schema from each file; this is for writing such files (samples, tests).
+ROUTING_SCHEMA: dict[str, Any] = {
+    "type": "record",
+    "name": "Message",
+    "namespace": "Microsoft.Azure.Devices",
+    "fields": [
+        {"name": "EnqueuedTimeUtc", "type": "string"},
+        {"name": "Properties", "type": {"type": "map", "values": "string"}},
+        {"name": "SystemProperties", "type": {"type": "map", "values": "string"}},
+        {"name": "Body", "type": ["null", "bytes"]},
+    ],
+}
 TELEMETRY = "Telemetry"
 
 # ``iothub-message-source`` values (lower case) -> the name of their event, and the rule the
