@@ -1134,6 +1134,32 @@ def _anon() -> float | None:
     return None
 
 
+def pymalloc_stats() -> dict[str, int]:
+    """CPython's small-object allocator from ``sys._debugmallocstats`` (which writes to the C
+    stderr, so it is caught there): arenas in use and the bytes of their blocks, used and free."""
+    keys = {
+        "# arenas allocated current": "arenas",
+        "# bytes in allocated blocks": "allocated",
+        "# bytes in available blocks": "available",
+    }
+    out: dict[str, int] = {}
+    with tempfile.TemporaryFile() as f:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            os.dup2(f.fileno(), 2)
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        f.seek(0)
+        for line in f.read().decode("ascii", "replace").splitlines():
+            name, _, value = line.partition("=")
+            if name.strip() in keys:
+                out[keys[name.strip()]] = int(value.strip().replace(",", ""))
+    return out
+
+
 def census() -> Counter[str]:
     """Objects the collector tracks and has not frozen, by type (a pause of a second or so);
     widgets and screens also count under ``node:NAME``."""
@@ -1145,6 +1171,8 @@ def census() -> Counter[str]:
         counts[kind.__qualname__] += 1
         if isinstance(o, DOMNode):
             counts["node:" + kind.__qualname__] += 1
+    for key, value in pymalloc_stats().items():
+        counts["pymalloc:" + key] = value
     return counts
 
 
@@ -1766,14 +1794,24 @@ def report(r: RunResult, args: argparse.Namespace) -> None:
 def print_census(before: Counter[str], after: Counter[str], seconds: float) -> None:
     """The types whose live, unfrozen objects grew most between two censuses."""
     growth = Counter({k: after[k] - before[k] for k in after.keys() | before.keys()})
+
+    def objects(counts: Counter[str]) -> int:
+        return sum(n for k, n in counts.items() if ":" not in k)
+
     print(
-        f"  objects the collector tracks, not frozen: {sum(before.values()):,} after "
-        f"{SLOPE_AFTER_S / 60:g} min, {sum(after.values()):,} {seconds / 60:.1f} min later; "
+        f"  objects the collector tracks, not frozen: {objects(before):,} after "
+        f"{SLOPE_AFTER_S / 60:g} min, {objects(after):,} {seconds / 60:.1f} min later; "
         "most grown:"
     )
     for name, n in growth.most_common(15):
-        if n > 0:
+        if n > 0 and not name.startswith("pymalloc:"):
             print(f"    {name:<40} {before[name]:>10,} -> {after[name]:>10,}  (+{n:,})")
+    print(
+        "  CPython's allocator: "
+        + ", ".join(
+            f"{k[9:]} {before[k]:,} -> {after[k]:,}" for k in sorted(after) if k.startswith("pymalloc:")
+        )
+    )
     nodes = [(k, n) for k, n in growth.most_common() if k.startswith("node:") and n]
     print("  widgets and screens alive, by type, where the count changed:")
     for name, n in nodes[:15]:
