@@ -23,6 +23,7 @@ from engine.config_edit import (
     set_range_rule,
     write_config,
 )
+from tests.test_securityalert import HUB
 
 D2C = "MqttD2CMessagesNotInAllowedRange"
 PROC = "ProcessNotAllowed"
@@ -244,12 +245,6 @@ def test_a_file_that_no_longer_reads_is_written_afresh(tmp_path: Path) -> None:
     write_config(config)
     assert load_config(path).groups == config.groups
     assert path.with_name("iotwatch.toml.bak").read_text().startswith("[groups.default.rules.Nope]")
-
-
-HUB = (
-    "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/bench"
-    "/providers/Microsoft.Devices/IotHubs/bench-hub"
-)
 
 
 def test_the_hub_id_survives_edits_in_place_and_whole_writes(tmp_path: Path) -> None:

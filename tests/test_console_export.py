@@ -35,6 +35,7 @@ from tests.test_app import (
     refreshed,
     wait_for,
 )
+from tests.test_securityalert import HUB
 from tui.app import IotwatchApp
 from tui.bridge import Bridge
 from tui.panes.alerts import AlertsTable
@@ -217,12 +218,6 @@ async def test_export_from_the_alerts_view(live: tuple[Bridge, Path]) -> None:
         await wait_for(pilot, lambda: app.screen is not dialog, what="the replacing export")
         assert (folder / "view.sqlite").stat().st_mtime_ns != mtime
         assert app.is_running
-
-
-HUB = (
-    "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/bench"
-    "/providers/Microsoft.Devices/IotHubs/bench-hub"
-)
 
 
 async def test_a_securityalert_export_names_the_configured_hub(
