@@ -1071,8 +1071,9 @@ def classify(name: str) -> str:
     return "other"
 
 
-def _mallinfo() -> Callable[[], tuple[float, float]] | None:
-    """glibc's ``mallinfo2`` as (MB in use, MB free but kept in its arenas), or None elsewhere:
+def _mallinfo() -> Callable[[], tuple[float, float, float]] | None:
+    """glibc's ``mallinfo2`` as (MB in use, MB free but kept in its arenas, MB it took from the
+    system: heaps and mapped chunks), or None elsewhere:
     what the process holds outside Python's own small-object allocator tells fragmentation
     from growth."""
     try:
@@ -1093,9 +1094,13 @@ def _mallinfo() -> Callable[[], tuple[float, float]] | None:
     except (OSError, AttributeError):
         return None
 
-    def take() -> tuple[float, float]:
+    def take() -> tuple[float, float, float]:
         info = call()
-        return (info.uordblks + info.hblkhd) / 1e6, info.fordblks / 1e6
+        return (
+            (info.uordblks + info.hblkhd) / 1e6,
+            info.fordblks / 1e6,
+            (info.arena + info.hblkhd) / 1e6,
+        )
 
     return take
 
@@ -1114,12 +1119,35 @@ class MemorySample:
     malloc_free: float | None = None  # MB free in malloc's arenas, not returned (glibc)
     blocks: int = 0  # blocks CPython's allocator holds (sys.getallocatedblocks)
     anon: float | None = None  # MB of RSS that is anonymous memory, not file pages (Linux)
+    malloc_system: float | None = None  # MB glibc took from the system (heaps, mapped chunks)
+    arenas: float = 0.0  # MB of CPython's small-object arenas (mapped apart from malloc)
+    allocated: float = 0.0  # MB of blocks in use in those arenas
 
     @classmethod
     def take(cls, proc: psutil.Process, t: float) -> MemorySample:
-        used, free = MALLINFO() if MALLINFO is not None else (None, None)
+        used, free, system = MALLINFO() if MALLINFO is not None else (None, None, None)
         rss = proc.memory_info().rss / 1e6
-        return cls(t, rss, gc.get_freeze_count(), used, free, sys.getallocatedblocks(), _anon())
+        py = pymalloc_stats()
+        return cls(
+            t,
+            rss,
+            gc.get_freeze_count(),
+            used,
+            free,
+            sys.getallocatedblocks(),
+            _anon(),
+            system,
+            py.get("arenas", 0) * ARENA_MB,
+            py.get("allocated", 0) / 1e6,
+        )
+
+    @property
+    def other(self) -> float | None:
+        """MB of anonymous RSS outside CPython's arenas and malloc's system memory (thread
+        stacks, other mappings); None where either is unknown."""
+        if self.anon is None or self.malloc_system is None:
+            return None
+        return self.anon - self.arenas - self.malloc_system
 
 
 def _anon() -> float | None:
@@ -1132,6 +1160,9 @@ def _anon() -> float | None:
     except OSError:
         pass
     return None
+
+
+ARENA_MB = (1 << 20) / 1e6  # CPython 3.10+ maps its small-object arenas 1 MiB at a time
 
 
 def pymalloc_stats() -> dict[str, int]:
@@ -1160,9 +1191,40 @@ def pymalloc_stats() -> dict[str, int]:
     return out
 
 
-def census() -> Counter[str]:
+def cache_sizes(app: Any) -> Counter[str]:
+    """Entries in the caches that can keep rendered lines alive: the ``functools`` caches of
+    Textual's, Rich's and iotwatch's modules and classes (``lru:NAME``), and the caches, dicts
+    and lists each widget, screen, compositor and style sheet holds, summed by class and
+    attribute (``attr:CLASS.NAME``)."""
+    from textual.cache import FIFOCache, LRUCache
+
+    counts: Counter[str] = Counter()
+    for modname, module in list(sys.modules.items()):
+        if not modname.startswith(("textual", "rich", "tui", "engine")):
+            continue
+        for name, obj in list(vars(module).items()):
+            members = [(name, obj)]
+            if isinstance(obj, type) and obj.__module__ == modname:
+                members = [(f"{name}.{k}", v) for k, v in vars(obj).items()]
+            for label, member in members:
+                function = getattr(member, "__func__", member)
+                info = getattr(function, "cache_info", None)
+                if callable(info):
+                    counts[f"lru:{modname}.{label}"] = info().currsize
+    holders: list[Any] = [app, app.stylesheet, *app.screen_stack]
+    holders += [s._compositor for s in app.screen_stack]
+    for screen in app.screen_stack:
+        holders += list(screen.walk_children(with_self=False))
+    for holder in holders:
+        for attr, value in getattr(holder, "__dict__", {}).items():
+            if isinstance(value, (LRUCache, FIFOCache, dict, list, set)):
+                counts[f"attr:{type(holder).__name__}.{attr}"] += len(value)
+    return counts
+
+
+def census(app: Any = None) -> Counter[str]:
     """Objects the collector tracks and has not frozen, by type (a pause of a second or so);
-    widgets and screens also count under ``node:NAME``."""
+    widgets and screens also count under ``node:NAME``; with ``app``, cache sizes too."""
     from textual.dom import DOMNode
 
     counts: Counter[str] = Counter()
@@ -1171,6 +1233,8 @@ def census() -> Counter[str]:
         counts[kind.__qualname__] += 1
         if isinstance(o, DOMNode):
             counts["node:" + kind.__qualname__] += 1
+    if app is not None:
+        counts.update(cache_sizes(app))
     for key, value in pymalloc_stats().items():
         counts["pymalloc:" + key] = value
     return counts
@@ -1283,7 +1347,23 @@ def engine_alone(
     return rate(watcher.series, m0, m1), 100 * engine / (m1 - m0)
 
 
-def run_once(args: argparse.Namespace, folder: Path, k: int) -> RunResult:
+def engine_only(args: argparse.Namespace, watcher: DbWatcher) -> None:
+    """``--engine-only``: the same feed and engine for ``--seconds`` with no console; prints the
+    memory table and the committed rate, the share of the console's figures that is the
+    engine's."""
+    me = psutil.Process()
+    memory: list[MemorySample] = []
+    t0, m0 = time.perf_counter(), time.monotonic()
+    while (t := time.perf_counter() - t0) < args.seconds:
+        memory.append(MemorySample.take(me, t))
+        time.sleep(min(RSS_EVERY_S, max(0.0, args.seconds - t)))
+    memory.append(MemorySample.take(me, time.perf_counter() - t0))
+    committed = rate(watcher.series, m0, time.monotonic())
+    print(f"  engine only, no console: {args.seconds:g} s, committed {committed:,.0f} events/s")
+    print_memory(memory, 0)
+
+
+def run_once(args: argparse.Namespace, folder: Path, k: int) -> RunResult | None:
     from engine import collector
     from engine.config import load_config
     from tui.bridge import Bridge
@@ -1293,8 +1373,11 @@ def run_once(args: argparse.Namespace, folder: Path, k: int) -> RunResult:
     config = load_config(write_config(folder, args.horizon))
     db = folder / "iotwatch.db"
     logging.getLogger("iotwatch").propagate = False  # as run_console: warnings are notifications
-    if not args.default_malloc and hasattr(collector, "few_malloc_arenas"):  # older commits lack it
-        collector.few_malloc_arenas()  # as run_console, before the engine's threads start
+    if not args.default_malloc:  # as run_console, before the engine's threads start
+        if hasattr(collector, "steady_malloc"):
+            collector.steady_malloc()
+        elif hasattr(collector, "few_malloc_arenas"):  # older commits
+            collector.few_malloc_arenas()
     writer = Writer(folder, args, args.seed + k)
     watcher = DbWatcher(db)
     bridge = Bridge(config, str(db))
@@ -1306,6 +1389,9 @@ def run_once(args: argparse.Namespace, folder: Path, k: int) -> RunResult:
             collector.settle()  # the engine alone, as `run --headless` runs it once started
         watcher.start()
         baseline = engine_alone(args, writer, watcher)
+        if args.engine_only:
+            engine_only(args, watcher)
+            return None
         inst = Instrument()
         inst.snapshot_timer(bridge.session)
         inst.patch_textual()
@@ -1408,9 +1494,9 @@ async def _drive(
         memory_task = asyncio.create_task(sample_memory())
         if args.census and args.seconds > SLOPE_AFTER_S:
             await asyncio.sleep(SLOPE_AFTER_S)
-            census_at = census()
+            census_at = census(app)
             await asyncio.sleep(args.seconds - SLOPE_AFTER_S)
-            print_census(census_at, census(), args.seconds - SLOPE_AFTER_S)
+            print_census(census_at, census(app), args.seconds - SLOPE_AFTER_S)
         else:
             await asyncio.sleep(args.seconds)
         memory_task.cancel()
@@ -1773,7 +1859,7 @@ def report(r: RunResult, args: argparse.Namespace) -> None:
     )
     print()
     if r.memory:
-        print_memory(r)
+        print_memory(r.memory, r.footprint)
     print(
         f"  ingest: appended {r.appended_eps:,.0f} events/s, committed {r.committed_eps:,.0f} "
         f"events/s ({100 * r.committed_eps / args.rate:.0f} % of {args.rate:,}); "
@@ -1803,27 +1889,34 @@ def print_census(before: Counter[str], after: Counter[str], seconds: float) -> N
         f"{SLOPE_AFTER_S / 60:g} min, {objects(after):,} {seconds / 60:.1f} min later; "
         "most grown:"
     )
-    for name, n in growth.most_common(15):
-        if n > 0 and not name.startswith("pymalloc:"):
+    for name, n in [(k, n) for k, n in growth.most_common() if ":" not in k][:15]:
+        if n > 0:
             print(f"    {name:<40} {before[name]:>10,} -> {after[name]:>10,}  (+{n:,})")
     print(
         "  CPython's allocator: "
         + ", ".join(
-            f"{k[9:]} {before[k]:,} -> {after[k]:,}" for k in sorted(after) if k.startswith("pymalloc:")
+            f"{k[9:]} {before[k]:,} -> {after[k]:,}"
+            for k in sorted(after)
+            if k.startswith("pymalloc:")
         )
     )
+    caches = [(k, n) for k, n in growth.most_common() if k.startswith(("lru:", "attr:")) and n]
+    print("  caches whose entries changed (functools caches, widgets' attributes):")
+    for name, n in caches[:20]:
+        print(f"    {name[:60]:<60} {before[name]:>8,} -> {after[name]:>8,}  ({n:+,})")
     nodes = [(k, n) for k, n in growth.most_common() if k.startswith("node:") and n]
     print("  widgets and screens alive, by type, where the count changed:")
     for name, n in nodes[:15]:
         print(f"    {name[5:]:<40} {before[name]:>10,} -> {after[name]:>10,}  ({n:+,})")
 
 
-def print_memory(r: RunResult) -> None:
-    """RSS, frozen objects and malloc's arenas at marks through the window; the RSS slope."""
-    marks = memory_marks(r.memory)
+def print_memory(memory: Sequence[MemorySample], footprint: int | None) -> None:
+    """RSS, frozen objects and malloc's arenas at marks through the window; the RSS slope;
+    ``footprint``: bytes of the benchmark's own records (None: no console ran)."""
+    marks = memory_marks(memory)
     print(
-        f"  memory of this process (console and engine), sampled every {RSS_EVERY_S:.0f} s "
-        "through the window:"
+        f"  memory of this process ({'console and engine' if footprint else 'the engine'}), "
+        f"sampled every {RSS_EVERY_S:.0f} s through the window:"
     )
     print("    minute           " + "".join(f"{m.t / 60:>8.1f}" for m in marks))
     print("    RSS MB           " + "".join(f"{m.rss:>8.1f}" for m in marks))
@@ -1831,27 +1924,34 @@ def print_memory(r: RunResult) -> None:
         print("    RSS anon MB      " + "".join(f"{m.anon or 0:>8.1f}" for m in marks))
     print("    frozen objects k " + "".join(f"{m.frozen / 1000:>8.1f}" for m in marks))
     print("    python blocks k  " + "".join(f"{m.blocks / 1000:>8.1f}" for m in marks))
+    if any(m.arenas for m in marks):
+        print("    pymalloc arenas MB" + "".join(f"{m.arenas:>8.1f}" for m in marks)[1:])
+        print("    pymalloc in use MB" + "".join(f"{m.allocated:>8.1f}" for m in marks)[1:])
     if all(m.malloc_used is not None for m in marks):
         print("    malloc in use MB " + "".join(f"{m.malloc_used or 0:>8.1f}" for m in marks))
         print("    malloc kept MB   " + "".join(f"{m.malloc_free or 0:>8.1f}" for m in marks))
-    slope = rss_slope(r.memory)
-    late = sum(1 for m in r.memory if m.t >= SLOPE_AFTER_S)
+        print("    malloc system MB " + "".join(f"{m.malloc_system or 0:>8.1f}" for m in marks))
+    if all(m.other is not None for m in marks):
+        print("    other anon MB    " + "".join(f"{m.other or 0:>8.1f}" for m in marks))
+    slope = rss_slope(memory)
+    late = sum(1 for m in memory if m.t >= SLOPE_AFTER_S)
     if slope is None:
         print(
             f"    RSS slope: the window is too short (it is taken after {SLOPE_AFTER_S / 60:g} minutes)"
         )
     else:
-        span = (r.memory[-1].t - SLOPE_AFTER_S) / 60
+        span = (memory[-1].t - SLOPE_AFTER_S) / 60
         print(
             f"    RSS slope after the first {SLOPE_AFTER_S / 60:g} minutes: {slope:+.2f} MB/min "
             f"(least squares over {late} samples, {span:.1f} minutes; target within "
             f"±{TARGET_SLOPE:g}: {met(abs(slope) <= TARGET_SLOPE)}"
             + ("; under 10 minutes: indicative only)" if span < 8 else ")")
         )
-    print(
-        f"    the benchmark's own records (frames, presses, pauses) hold about "
-        f"{r.footprint / 1e6:.1f} MB of that at the end"
-    )
+    if footprint:
+        print(
+            f"    the benchmark's own records (frames, presses, pauses) hold about "
+            f"{footprint / 1e6:.1f} MB of that at the end"
+        )
 
 
 def _ratio(spans: Sequence[Span]) -> str:
@@ -1980,7 +2080,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--default-malloc",
         action="store_true",
-        help="keep glibc's malloc arenas (one per thread) instead of few_malloc_arenas()",
+        help="keep glibc's malloc settings instead of engine.collector.steady_malloc()",
     )
     p.add_argument("--warmup", type=float, help="seconds before measuring, at least (10; quick 5)")
     p.add_argument(
@@ -2006,6 +2106,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="[engine] horizon (P1D): the engine keeps judged counts this long, so its state "
         "grows until a horizon has passed; a short one shows the console's own slope sooner",
     )
+    p.add_argument(
+        "--engine-only",
+        action="store_true",
+        help="the same feed and engine without the console: the engine's share of the memory",
+    )
     args = p.parse_args(args_list)
     if args.seconds is None:
         args.seconds = 15.0 if args.quick else 60.0
@@ -2022,7 +2127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{args.seconds:g} s measured per run, {args.repeat} run(s), {SIZE[0]}x{SIZE[1]}, "
         f"refresh {args.interval:g} s, garbage collector "
         + ("with CPython's defaults" if args.default_gc else "settled (engine.collector)")
-        + (", glibc's malloc arenas" if args.default_malloc else ", few malloc arenas")
+        + (", glibc's malloc defaults" if args.default_malloc else ", steady malloc")
         + f", horizon {args.horizon or 'P1D'}"
     )
     print(
@@ -2044,6 +2149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print()
             print(f"run {k + 1}/{args.repeat}")
             r = run_once(args, folder, k)
+            if r is None:  # --engine-only printed its own figures
+                continue
             runs.append(r)
             report(r, args)
             broken += r.broken
@@ -2059,7 +2166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary(runs, args)
     for line in broken:
         print(f"BROKEN: {line}", file=sys.stderr)
-    return 1 if broken or not runs else 0
+    return 1 if broken or not (runs or args.engine_only) else 0
 
 
 if __name__ == "__main__":

@@ -85,8 +85,8 @@ def test_few_collections_is_undone_after_the_block() -> None:
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
-def test_glibc_takes_the_arena_limit() -> None:
-    code = "from engine import collector; print(collector.few_malloc_arenas())"
+def test_glibc_takes_the_arena_limit_and_the_fixed_mmap_threshold() -> None:
+    code = "from engine import collector; print(collector.steady_malloc())"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     ).stdout

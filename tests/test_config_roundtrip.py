@@ -183,7 +183,7 @@ EDITS: list[tuple[str, Callable[[Config], Config], list[str]]] = [
         lambda c: remove_rule(c, "default", PROC),
         [
             "-[groups.default.rules.ProcessNotAllowed]",
-            "-allow = [\"/usr/bin/sensord\", \"busybox\"]  # the agent's own",
+            '-allow = ["/usr/bin/sensord", "busybox"]  # the agent\'s own',
             "-",
         ],
     ),

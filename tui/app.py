@@ -860,7 +860,7 @@ def run_console(
     stop the engine (it commits what it has)."""
     # Engine log records must not be written over the screen: they become notifications.
     logging.getLogger("iotwatch").propagate = False
-    collector.few_malloc_arenas()  # before the engine's threads start
+    collector.steady_malloc()  # before the engine's threads start
     # SIGTERM, SIGHUP and SIGINT end the console as q does (tui.signals).
     with signals.stopping() as on_signal:
         bridge = Bridge(config, db, clock=clock)

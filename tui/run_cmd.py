@@ -88,4 +88,5 @@ def run(args: argparse.Namespace, config: Config) -> int:
         from tui.app import run_console  # the console needs Textual; headless runs never load it
 
         return run_console(config, db)
+    collector.steady_malloc()  # before the store's and the sources' threads start
     return asyncio.run(run_headless(config, db, clock_from(args.clock)))
