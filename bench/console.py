@@ -38,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+import tracemalloc
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -1492,11 +1493,17 @@ async def _drive(
                 await asyncio.sleep(RSS_EVERY_S)
 
         memory_task = asyncio.create_task(sample_memory())
-        if args.census and args.seconds > SLOPE_AFTER_S:
+        if (args.census or args.tracemalloc) and args.seconds > SLOPE_AFTER_S:
             await asyncio.sleep(SLOPE_AFTER_S)
-            census_at = census(app)
+            census_at = census(app) if args.census else None
+            if args.tracemalloc:
+                tracemalloc.start(args.tracemalloc)
             await asyncio.sleep(args.seconds - SLOPE_AFTER_S)
-            print_census(census_at, census(app), args.seconds - SLOPE_AFTER_S)
+            if census_at is not None:
+                print_census(census_at, census(app), args.seconds - SLOPE_AFTER_S)
+            if args.tracemalloc:
+                print_traced(tracemalloc.take_snapshot(), args.seconds - SLOPE_AFTER_S)
+                tracemalloc.stop()
         else:
             await asyncio.sleep(args.seconds)
         memory_task.cancel()
@@ -1910,6 +1917,28 @@ def print_census(before: Counter[str], after: Counter[str], seconds: float) -> N
         print(f"    {name[5:]:<40} {before[name]:>10,} -> {after[name]:>10,}  ({n:+,})")
 
 
+def print_traced(snapshot: tracemalloc.Snapshot, seconds: float, top: int = 25) -> None:
+    """What was allocated after the first two minutes and is still alive, by where it was
+    allocated (``--tracemalloc N``: N frames each); the benchmark's own lines left out."""
+    snapshot = snapshot.filter_traces(
+        (
+            tracemalloc.Filter(False, tracemalloc.__file__),
+            tracemalloc.Filter(False, __file__),
+        )
+    )
+    stats = snapshot.statistics("traceback")
+    total = sum(st.size for st in stats)
+    print(
+        f"  allocated in the last {seconds / 60:.1f} min and still alive: {total / 1e6:.1f} MB "
+        f"in {sum(st.count for st in stats):,} blocks; where:"
+    )
+    for st in stats[:top]:
+        frames = " <- ".join(
+            f"{_short(f.filename)}:{f.lineno}" for f in st.traceback[: len(st.traceback)]
+        )
+        print(f"    {st.size / 1e3:>9,.0f} kB {st.count:>8,}  {frames}")
+
+
 def print_memory(memory: Sequence[MemorySample], footprint: int | None) -> None:
     """RSS, frozen objects and malloc's arenas at marks through the window; the RSS slope;
     ``footprint``: bytes of the benchmark's own records (None: no console ran)."""
@@ -2105,6 +2134,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--horizon",
         help="[engine] horizon (P1D): the engine keeps judged counts this long, so its state "
         "grows until a horizon has passed; a short one shows the console's own slope sooner",
+    )
+    p.add_argument(
+        "--tracemalloc",
+        type=int,
+        metavar="N",
+        help="trace allocations (N frames) after the first two minutes; print where what is "
+        "still alive at the end was allocated (slows the process down)",
     )
     p.add_argument(
         "--engine-only",
