@@ -412,7 +412,10 @@ def test_fuzz_arbitrary_bytes_never_raise(
                 stream.settle(give_up=give_up)
         stream.finish()
     events, bad = stream.take()
-    assert stream.records >= len(bad)
+    # Every quarantined item comes from a record the stream counted; one record can give several
+    # (a security message quarantines each bad event of it: in an Avro container's deflate
+    # block one flipped byte can damage every event of a message alike, by back-references).
+    assert stream.records >= len({b.pos for b in bad})
     for event in events:
         assert isinstance(event.device, str) and event.device
         assert 0 <= event.weight <= 2**31 - 1
@@ -552,7 +555,10 @@ def test_fuzz_avro_container_decoder(
                 out[i:i] = data.draw(st.binary(min_size=1, max_size=20))
         broken = bytes(out)
     events, bad, stream = _avro_events(broken, cuts, data.draw(st.booleans()))
-    assert stream.records >= len(bad)
+    # Every quarantined item comes from a record the stream counted; one record can give several
+    # (a security message quarantines each bad event of it: in an Avro container's deflate
+    # block one flipped byte can damage every event of a message alike, by back-references).
+    assert stream.records >= len({b.pos for b in bad})
     for event in events:
         assert isinstance(event.device, str) and event.device
         assert 0 <= event.weight <= 2**31 - 1
