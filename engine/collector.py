@@ -24,7 +24,7 @@ events/s (issue 13). Full collections now walk everything built after ``settle()
 as long as that heap is large — what tui.textual_fixes and the console's tables keep small.
 ``few_collections()`` freezes and collects rarely for the duration of a replay, and undoes both.
 
-``steady_malloc()`` is about the memory beneath, glibc's malloc, in two ways. It gives each
+``steady_malloc()`` is about the memory beneath, glibc's malloc, in two ways. glibc gives each
 thread that allocates an arena of its own, and memory freed in one is kept for it: the console's
 threads — the UI loop, the engine's loop, its SQLite writer and file reads, the refresh workers
 — left free memory kept in their arenas growing from 8 to 16 MB over six minutes at 10,000
@@ -32,7 +32,7 @@ events/s (mallinfo2, bench/console.py); with two arenas it stayed at about 7 MB.
 a large block (128 KiB and more) with a mapping of its own, returned when freed — until one is
 freed: then it raises that threshold to the freed block's size, so the next large blocks (read
 buffers, batches) come from the heap, and the holes they leave between smaller blocks stay:
-the engine alone kept 1 → 7.4 MB of free heap over nine minutes, most of its memory slope
+the engine alone kept 1.1 → 7.4 MB of free heap over nine minutes, most of its memory slope
 (+0.93 MB/min); with the threshold fixed at 256 KiB it stayed at 1.1 MB (+0.50 MB/min).
 """
 

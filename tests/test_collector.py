@@ -84,6 +84,44 @@ def test_few_collections_is_undone_after_the_block() -> None:
     assert gc.get_freeze_count() == 0
 
 
+_LARGE_BLOCK_MAPPED = """
+import ctypes, sys
+from engine import collector
+if sys.argv[1] == "steady":
+    collector.steady_malloc()
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in (
+        "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split())]
+libc.mallinfo2.restype = MallInfo2
+libc.free(libc.malloc(4 << 20))  # glibc's own threshold moves up to 4 MiB here
+before = libc.mallinfo2().hblks
+block = libc.malloc(1 << 20)
+print(libc.mallinfo2().hblks - before)  # 1: the 1 MiB block got a mapping of its own
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+@pytest.mark.parametrize(("mode", "mapped"), [("default", "0"), ("steady", "1")])
+def test_a_large_block_stays_mapped_apart_after_a_larger_one_was_freed(
+    mode: str, mapped: str
+) -> None:
+    """steady_malloc: a freed large block no longer moves the threshold, so the next large block
+    is mapped apart (returned whole when freed) instead of cut from the heap, where it left holes.
+    The default case shows what the fix is about."""
+    out = subprocess.run(
+        [sys.executable, "-c", _LARGE_BLOCK_MAPPED, mode],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    assert out.strip() == mapped
+
+
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_glibc_takes_the_arena_limit_and_the_fixed_mmap_threshold() -> None:
     code = "from engine import collector; print(collector.steady_malloc())"
