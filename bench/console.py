@@ -1361,7 +1361,7 @@ def engine_only(args: argparse.Namespace, watcher: DbWatcher) -> None:
     memory.append(MemorySample.take(me, time.perf_counter() - t0))
     committed = rate(watcher.series, m0, time.monotonic())
     print(f"  engine only, no console: {args.seconds:g} s, committed {committed:,.0f} events/s")
-    print_memory(memory, 0)
+    print_memory(memory, None)
 
 
 def run_once(args: argparse.Namespace, folder: Path, k: int) -> RunResult | None:
